@@ -1,0 +1,33 @@
+# Each target does its own set-up: a fresh machine runs `make test` or `make serve` and nothing else.
+# torch is installed first, pinned to the CPU build on this machine's disk; an unpinned torch would
+# pull a multi-GB CUDA build.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test serve bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,train,bench,loadtest]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+serve: $(STAMP)
+	$(BIN)/dynaqa serve
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/model_latency.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check models service tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,240 @@
+"""The checkpoint directory: one dynamic model, its tokenizer, its searched frontier, its recipe.
+
+Layout (DESIGN.md section 2):
+  config.json     format marker, architecture and the sub-network space
+  model.safetensors  weights (fp16 on disk; upcast to fp32 at load)
+  tokenizer files  vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json
+  profile.json    the searched Pareto set: per config its F1/EM on the eval split and MACs
+  training.json   recipe, data checksums, seeds, scores
+
+Loading validates all of it and names what is wrong; a model that loads is packed for inference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from models.bert_weights import load_weights
+from models.config import ArchConfig
+from models.errors import CheckpointError, InvalidInput, InvalidSubnet
+from models.squad import load_tokenizer
+from models.subnet import DEPTHS, WIDTHS, SubnetConfig
+from models.transformer import DynamicBertForQA
+
+FORMAT = "dynaqa-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+REQUIRED = ("config.json", WEIGHTS, "vocab.txt", "tokenizer_config.json", "profile.json")
+DEFAULT_DIR = Path(__file__).resolve().parent / "checkpoints" / "dynaqa-minilm-l6"
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    """One searched configuration: its sub-network and what it scored on the eval split."""
+
+    subnet: SubnetConfig
+    f1: float
+    exact_match: float
+    macs: int
+    latency_ms: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.subnet.to_dict(),
+            "f1": self.f1,
+            "exact_match": self.exact_match,
+            "macs": self.macs,
+            "latency_ms": self.latency_ms,
+        }
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (packed for inference) and everything shipped beside it."""
+
+    path: Path
+    model: DynamicBertForQA
+    config: ArchConfig
+    widths: tuple[float, ...]
+    depths: tuple[float, ...]
+    tokenizer: Any = None
+    profile: list[ProfileEntry] = field(default_factory=list)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, subnet_id: str) -> SubnetConfig:
+        """A sub-network by id: a Pareto id from the profile, or a width x depth id."""
+        for entry in self.profile:
+            if entry.subnet.id == subnet_id:
+                return entry.subnet
+        subnet = SubnetConfig.parse_id(subnet_id)
+        self.check(subnet)
+        return subnet
+
+    def check(self, subnet: SubnetConfig) -> None:
+        """Raise InvalidSubnet unless this checkpoint was trained for `subnet`."""
+        if subnet.width not in self.widths or subnet.depth not in self.depths:
+            raise InvalidSubnet(
+                f"sub-network {subnet.id} is outside this checkpoint's space "
+                f"(widths {list(self.widths)}, depths {list(self.depths)})"
+            )
+        subnet.check_layers(self.config.num_hidden_layers)
+
+    def fingerprint(self) -> str:
+        """sha256 of the weights file: the key under which latency profiles are shared."""
+        return file_sha256(self.path / WEIGHTS)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save(
+    model: DynamicBertForQA,
+    out_dir: Path,
+    tokenizer_dir: Path,
+    *,
+    profile: list[ProfileEntry] | None = None,
+    training: dict[str, Any] | None = None,
+    widths: tuple[float, ...] = WIDTHS,
+    depths: tuple[float, ...] = DEPTHS,
+) -> Path:
+    """Write a complete checkpoint directory (weights as fp16)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": model.config.to_dict(),
+        "subnet_space": {"widths": list(widths), "depths": list(depths), "lengths": "ratios"},
+        "weights": WEIGHTS,
+        "weights_dtype": "float16",
+    }
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / WEIGHTS))
+    for name in TOKENIZER_FILES:
+        source = tokenizer_dir / name
+        if source.is_file() and source.resolve() != (out_dir / name).resolve():
+            shutil.copyfile(source, out_dir / name)
+    write_profile(out_dir, profile or [])
+    (out_dir / "training.json").write_text(json.dumps(training or {}, indent=2) + "\n")
+    return out_dir
+
+
+def write_profile(out_dir: Path, profile: list[ProfileEntry]) -> None:
+    body = {"pareto": [entry.to_dict() for entry in profile]}
+    (out_dir / "profile.json").write_text(json.dumps(body, indent=2) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _read_profile(path: Path) -> list[ProfileEntry]:
+    body = _read_json(path)
+    if not isinstance(body, dict) or not isinstance(body.get("pareto"), list):
+        raise CheckpointError(f"{path} must be an object with a 'pareto' list")
+    entries = []
+    for i, item in enumerate(body["pareto"]):
+        try:
+            entries.append(
+                ProfileEntry(
+                    SubnetConfig.from_dict(item),
+                    float(item["f1"]),
+                    float(item["exact_match"]),
+                    int(item["macs"]),
+                    None if item.get("latency_ms") is None else float(item["latency_ms"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: pareto[{i}] is malformed: {exc}") from exc
+    return entries
+
+
+def load(path: Path | str | None = None) -> Checkpoint:
+    """Load and validate a checkpoint directory; the model comes back in eval mode, packed."""
+    root = Path(path) if path is not None else DEFAULT_DIR
+    if not root.is_dir():
+        raise CheckpointError(f"checkpoint directory {root} does not exist")
+    for name in REQUIRED:
+        if not (root / name).is_file():
+            raise CheckpointError(f"checkpoint {root} is missing {name}")
+    meta = _read_json(root / "config.json")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{root / 'config.json'} is not a {FORMAT} config (no 'format' marker)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{root} has format_version {meta.get('format_version')!r}; this build reads {FORMAT_VERSION}"
+        )
+    try:
+        config = ArchConfig.from_dict(meta["architecture"])
+        space = meta["subnet_space"]
+        widths = tuple(float(w) for w in space["widths"])
+        depths = tuple(float(d) for d in space["depths"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{root / 'config.json'} is malformed: {exc}") from exc
+    bad = [w for w in widths if w not in WIDTHS] + [d for d in depths if d not in DEPTHS]
+    if bad or not widths or not depths:
+        raise CheckpointError(f"{root / 'config.json'} declares an unsupported sub-network space: {space}")
+    try:
+        state = load_file(str(root / WEIGHTS))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{root / WEIGHTS} is corrupt or unreadable: {exc}") from exc
+    model = DynamicBertForQA(config)
+    load_weights(model, state, str(root / WEIGHTS))
+    model.eval()
+    model.pack_widths(widths)
+    try:
+        tokenizer = load_tokenizer(root)
+    except InvalidInput as exc:
+        raise CheckpointError(str(exc)) from exc
+    if len(tokenizer) != config.vocab_size:
+        raise CheckpointError(
+            f"tokenizer in {root} has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}"
+        )
+    profile = _read_profile(root / "profile.json")
+    checkpoint = Checkpoint(root, model, config, widths, depths, tokenizer, profile)
+    if (root / "training.json").is_file():
+        checkpoint.training = _read_json(root / "training.json")
+    for entry in checkpoint.profile:
+        try:
+            checkpoint.check(entry.subnet)
+        except InvalidSubnet as exc:
+            raise CheckpointError(f"{root / 'profile.json'}: {exc}") from exc
+    return checkpoint
+
+
+def info(path: Path | str | None = None) -> dict[str, Any]:
+    """A JSON-ready summary: architecture, sub-network space, Pareto ids, size on disk."""
+    checkpoint = load(path)
+    size = sum(f.stat().st_size for f in checkpoint.path.iterdir() if f.is_file())
+    return {
+        "path": str(checkpoint.path),
+        "architecture": checkpoint.config.to_dict(),
+        "parameters": sum(p.numel() for p in checkpoint.model.parameters()),
+        "subnet_space": {
+            "widths": list(checkpoint.widths),
+            "depths": list(checkpoint.depths),
+            "lengths": "per kept layer, ratios of the real input length, non-increasing",
+        },
+        "pareto_ids": [entry.subnet.id for entry in checkpoint.profile],
+        "size_on_disk_bytes": size,
+        "sha256": checkpoint.fingerprint(),
+        "training": {k: checkpoint.training[k] for k in ("recipe", "scores") if k in checkpoint.training},
+    }

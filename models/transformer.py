@@ -1,0 +1,309 @@
+"""The dynamic BERT for extractive QA, read top-down from its smallest part.
+
+Embeddings -> SelfAttention -> FeedForward -> Layer -> Encoder -> QAHead -> DynamicBertForQA.
+
+Every forward takes one `SubnetConfig`. Width keeps the first heads and FFN neurons of each layer
+(rewiring has put the most important first), depth keeps DynaBERT's layers, and lengths drop the
+least-attended tokens after each kept layer's attention (Drop-and-Restore).
+
+Two weight paths, decided once: in training (or whenever autograd is on) the layers read views of
+the shared parameters so every width trains the same weights; under `torch.inference_mode()` they
+read `WidthWeights` packed at load, contiguous per width, so a forward never copies a slice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models import drop_restore
+from models.config import ArchConfig
+from models.subnet import SubnetConfig, kept_heads, kept_layers, kept_neurons
+
+
+@dataclass(frozen=True)
+class QAOutput:
+    """Span logits over the (padded) input tokens, and hidden states when asked for."""
+
+    start_logits: Tensor  # (batch, tokens)
+    end_logits: Tensor  # (batch, tokens)
+    # Embedding output, then the output of every kept layer, each restored to full length.
+    hidden_states: tuple[Tensor, ...] | None = None
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """The weights one layer runs with at one width: views in training, packed copies at inference."""
+
+    heads: int
+    qkv_weight: Tensor  # (3 * heads * head_size, hidden): query rows, then key, then value
+    qkv_bias: Tensor  # (3 * heads * head_size,)
+    out_weight: Tensor  # (hidden, heads * head_size)
+    out_bias: Tensor
+    ffn_in_weight: Tensor  # (neurons, hidden)
+    ffn_in_bias: Tensor
+    ffn_out_weight: Tensor  # (hidden, neurons)
+    ffn_out_bias: Tensor
+
+
+class Embeddings(nn.Module):
+    """Word + position + segment embeddings, LayerNorm, dropout. Never sliced by width."""
+
+    def __init__(self, config: ArchConfig) -> None:
+        super().__init__()
+        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.segment = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word(input_ids) + self.position(positions)[None] + self.segment(token_type_ids)
+        return self.dropout(self.norm(x))  # (batch, tokens, hidden)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with its output projection, residual and LayerNorm."""
+
+    def __init__(self, config: ArchConfig) -> None:
+        super().__init__()
+        h = config.hidden_size
+        self.head_size = config.head_size
+        self.query = nn.Linear(h, h)
+        self.key = nn.Linear(h, h)
+        self.value = nn.Linear(h, h)
+        self.output = nn.Linear(h, h)
+        self.norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def sliced(self, heads: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Differentiable views of the first `heads` heads (qkv fused by concatenation)."""
+        d = heads * self.head_size
+        weight = torch.cat([self.query.weight[:d], self.key.weight[:d], self.value.weight[:d]])
+        bias = torch.cat([self.query.bias[:d], self.key.bias[:d], self.value.bias[:d]])
+        return weight, bias, self.output.weight[:, :d], self.output.bias
+
+    def project(self, x: Tensor, w: LayerWeights) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys, values, each (batch, heads, tokens, head_size), from one fused matmul."""
+        batch, tokens, _ = x.shape
+        qkv = F.linear(x, w.qkv_weight, w.qkv_bias)  # (batch, tokens, 3 * heads * head_size)
+        qkv = qkv.view(batch, tokens, 3, w.heads, self.head_size).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+
+    def probabilities(self, q: Tensor, k: Tensor, bias: Tensor | None) -> Tensor:
+        """Attention probabilities (batch, heads, queries, keys), materialised for ranking."""
+        scores = (q * (1.0 / math.sqrt(self.head_size))) @ k.transpose(-1, -2)
+        if bias is not None:
+            scores = scores + bias
+        return scores.softmax(dim=-1)
+
+    def mix(self, probs: Tensor, v: Tensor) -> Tensor:
+        """Context vectors (batch, heads, queries, head_size) from (possibly row-selected) probs."""
+        return F.dropout(probs, self.dropout_p, self.training) @ v
+
+    def finish(self, context: Tensor, residual: Tensor, w: LayerWeights, head_mask: Tensor | None) -> Tensor:
+        """Output projection, residual and LayerNorm for the queries in `context`."""
+        if head_mask is not None:
+            context = context * head_mask[None, :, None, None]
+        batch, _, tokens, _ = context.shape
+        context = context.transpose(1, 2).reshape(batch, tokens, -1)  # (batch, tokens, heads*hs)
+        out = self.dropout(F.linear(context, w.out_weight, w.out_bias))
+        return self.norm(out + residual)
+
+    def forward(self, x: Tensor, bias: Tensor | None, w: LayerWeights, head_mask: Tensor | None = None) -> Tensor:
+        """x (batch, tokens, hidden); bias (batch, 1, 1, tokens) additive key mask, None if none."""
+        q, k, v = self.project(x, w)
+        if head_mask is not None:
+            context = self.mix(self.probabilities(q, k, bias), v)
+        else:
+            dropout = self.dropout_p if self.training else 0.0
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+        return self.finish(context, x, w, head_mask)
+
+
+class FeedForward(nn.Module):
+    """The position-wise FFN with residual and LayerNorm; width keeps its first neurons."""
+
+    def __init__(self, config: ArchConfig) -> None:
+        super().__init__()
+        self.expand = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.contract = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def sliced(self, neurons: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return (
+            self.expand.weight[:neurons],
+            self.expand.bias[:neurons],
+            self.contract.weight[:, :neurons],
+            self.contract.bias,
+        )
+
+    def forward(self, x: Tensor, w: LayerWeights) -> Tensor:
+        inner = F.gelu(F.linear(x, w.ffn_in_weight, w.ffn_in_bias))  # (batch, tokens, neurons)
+        out = self.dropout(F.linear(inner, w.ffn_out_weight, w.ffn_out_bias))
+        return self.norm(out + x)
+
+
+class Layer(nn.Module):
+    """One transformer layer: attention, then (for the tokens kept) the FFN."""
+
+    def __init__(self, config: ArchConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.attention = SelfAttention(config)
+        self.ffn = FeedForward(config)
+
+    def weights(self, width: float) -> LayerWeights:
+        """Views of this layer's parameters at `width` (the training path)."""
+        heads = kept_heads(self.config.num_attention_heads, width)
+        neurons = kept_neurons(self.config.num_attention_heads, self.config.intermediate_size, width)
+        qkv_w, qkv_b, out_w, out_b = self.attention.sliced(heads)
+        in_w, in_b, ffn_out_w, ffn_out_b = self.ffn.sliced(neurons)
+        return LayerWeights(heads, qkv_w, qkv_b, out_w, out_b, in_w, in_b, ffn_out_w, ffn_out_b)
+
+
+def _packed(weights: LayerWeights) -> LayerWeights:
+    """A detached, contiguous copy: what inference reads so no forward slices a weight."""
+    tensors = [t.detach().contiguous().clone() for t in vars(weights).values() if isinstance(t, Tensor)]
+    return LayerWeights(weights.heads, *tensors)
+
+
+def _key_bias(mask: Tensor, dtype: torch.dtype) -> Tensor | None:
+    """(batch, tokens) bool -> (batch, 1, 1, tokens) additive bias: 0 to attend, min to ignore.
+
+    None when every token is real (batch 1, or equal lengths): adding zeros costs a full pass.
+    """
+    if bool(mask.all()):
+        return None
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)[
+        :, None, None, :
+    ]
+
+
+class Encoder(nn.Module):
+    """The stack of layers, run at a sub-network's width, depth and lengths."""
+
+    def __init__(self, config: ArchConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(
+        self,
+        x: Tensor,
+        attention_mask: Tensor,
+        subnet: SubnetConfig,
+        weights: list[LayerWeights],
+        head_mask: Tensor | None,
+        keep_hidden: bool,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Returns the final hidden states (batch, tokens, hidden) at every original position."""
+        layer_ids = kept_layers(self.config.num_hidden_layers, subnet.depth)
+        hidden: list[Tensor] = []
+        if subnet.lengths is None:
+            bias = _key_bias(attention_mask.bool(), x.dtype)
+            for layer_id, w in zip(layer_ids, weights):
+                layer = self.layers[layer_id]
+                mask = head_mask[layer_id, : w.heads] if head_mask is not None else None
+                x = layer.ffn(layer.attention(x, bias, w, mask), w)
+                if keep_hidden:
+                    hidden.append(x)
+            return x, hidden
+
+        tokens = drop_restore.TokenSet.full(attention_mask)
+        real_lengths = tokens.mask.sum(dim=1)  # (batch,)
+        restored = x
+        for layer_id, w, ratio in zip(layer_ids, weights, subnet.lengths):
+            layer = self.layers[layer_id]
+            mask = head_mask[layer_id, : w.heads] if head_mask is not None else None
+            counts = torch.minimum(drop_restore.keep_counts(real_lengths, ratio), tokens.mask.sum(1))
+            bias = _key_bias(tokens.mask, x.dtype)
+            if bool((counts < tokens.mask.sum(dim=1)).any()):
+                # Rank by attention received, then finish attention only for the kept queries:
+                # a dropped token keeps its previous layer's output, so its context is never used.
+                q, k, v = layer.attention.project(x, w)
+                probs = layer.attention.probabilities(q, k, bias)  # (batch, heads, tokens, tokens)
+                scores = drop_restore.attention_received(probs, tokens.mask)
+                slots, tokens = drop_restore.select(scores, tokens, counts)
+                context = layer.attention.mix(
+                    drop_restore.gather_queries(probs, slots), v
+                )  # (batch, heads, kept, head_size)
+                x = layer.attention.finish(context, drop_restore.gather_tokens(x, slots), w, mask)
+            else:
+                x = layer.attention(x, bias, w, mask)
+            x = layer.ffn(x, w)
+            restored = drop_restore.restore(restored, x, tokens)
+            if keep_hidden:
+                hidden.append(restored)
+        return restored, hidden
+
+
+class QAHead(nn.Module):
+    """Start and end logits from the final hidden states; never sliced."""
+
+    def __init__(self, config: ArchConfig) -> None:
+        super().__init__()
+        self.span = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.span(x)  # (batch, tokens, 2)
+        return logits[..., 0].contiguous(), logits[..., 1].contiguous()
+
+
+class DynamicBertForQA(nn.Module):
+    """BERT for extractive QA whose every forward runs one sub-network."""
+
+    def __init__(self, config: ArchConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.encoder = Encoder(config)
+        self.head = QAHead(config)
+        self._packed: dict[float, list[LayerWeights]] | None = None
+
+    def pack_widths(self, widths: tuple[float, ...]) -> None:
+        """Materialise contiguous per-width weights for inference. Call after the weights change."""
+        self._packed = {width: [_packed(layer.weights(width)) for layer in self.encoder.layers] for width in widths}
+
+    def unpack(self) -> None:
+        """Forget the packed copies (their weights are stale once parameters change)."""
+        self._packed = None
+
+    def train(self, mode: bool = True) -> DynamicBertForQA:
+        if mode:
+            self.unpack()
+        return super().train(mode)
+
+    def layer_weights(self, subnet: SubnetConfig) -> list[LayerWeights]:
+        """The weights of the kept layers: packed when inferring, live views when training."""
+        layer_ids = kept_layers(self.config.num_hidden_layers, subnet.depth)
+        inferring = not self.training and not torch.is_grad_enabled()
+        if inferring and self._packed is not None and subnet.width in self._packed:
+            packed = self._packed[subnet.width]
+            return [packed[i] for i in layer_ids]
+        return [self.encoder.layers[i].weights(subnet.width) for i in layer_ids]
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor,
+        subnet: SubnetConfig | None = None,
+        head_mask: Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> QAOutput:
+        """Span logits for a padded batch (batch, tokens); `head_mask` (layers, heads) scales heads."""
+        subnet = subnet or SubnetConfig()
+        subnet.check_layers(self.config.num_hidden_layers)
+        x = self.embeddings(input_ids, token_type_ids)
+        weights = self.layer_weights(subnet)
+        final, hidden = self.encoder(x, attention_mask, subnet, weights, head_mask, output_hidden_states)
+        start, end = self.head(final)
+        return QAOutput(start, end, (x, *hidden) if output_hidden_states else None)

@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny model for millisecond tests, and paths to the real data and weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.bert_weights import base_model_dir
+from models.config import ArchConfig
+from models.transformer import DynamicBertForQA
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data" / "squad"
+TINY = ArchConfig(
+    vocab_size=30522,  # the real WordPiece vocabulary, so the real tokenizer fits the tiny model
+    hidden_size=32,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=512,
+)
+
+
+def tiny_model(seed: int = 0) -> DynamicBertForQA:
+    torch.manual_seed(seed)
+    model = DynamicBertForQA(TINY)
+    with torch.no_grad():  # spread the weights so slicing and dropping visibly change outputs
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3)
+    return model.eval()
+
+
+def padded_batch(batch: int = 3, tokens: int = 24, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random ids with different real lengths per row, segment 1 after the first third."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 8000, (batch, tokens), generator=g)
+    mask = torch.ones(batch, tokens, dtype=torch.long)
+    for row in range(1, batch):
+        mask[row, tokens - 5 * row :] = 0
+    types = torch.zeros_like(ids)
+    types[:, tokens // 3 :] = 1
+    return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": types * mask}
+
+
+@pytest.fixture
+def tiny() -> DynamicBertForQA:
+    return tiny_model()
+
+
+@pytest.fixture(scope="session")
+def base_dir() -> Path:
+    return base_model_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) -> Path:
+    """A complete checkpoint directory holding the tiny model and the real tokenizer."""
+    from models import checkpoint
+
+    return checkpoint.save(tiny_model(), tmp_path_factory.mktemp("ckpt") / "tiny", base_dir)

@@ -1,0 +1,106 @@
+"""The `dynaqa` command as a user runs it: JSON out, clear errors, exit status 2, no tracebacks."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA
+
+EVAL = str(DATA / "eval.json.gz")
+
+
+def dynaqa(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_score_reproduces_the_reference() -> None:
+    result = dynaqa("score", "--data", EVAL, "--predictions", str(DATA / "reference-predictions-eval.json"))
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert (round(scores["exact_match"], 3), round(scores["f1"], 3), scores["n"]) == (84.657, 90.985, 2594)
+
+
+def test_eval_prints_scores_subnet_macs_and_time(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred.json"
+    result = dynaqa(
+        "eval",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--data",
+        EVAL,
+        "--limit",
+        "6",
+        "--width",
+        "0.5",
+        "--depth",
+        "0.5",
+        "--lengths",
+        "0.8,0.5",
+        "--predictions-out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n"] == 6 and 0 <= report["f1"] <= 100
+    assert report["subnet"]["width"] == 0.5 and report["subnet"]["lengths"] == [0.8, 0.5]
+    assert report["macs_per_window_mean"] > 0 and report["seconds"] > 0
+    assert len(json.loads(out.read_text())) == 6
+    assert "eval w50d50" in result.stderr  # the progress bar
+
+
+def test_info_prints_json(tiny_checkpoint: Path) -> None:
+    result = dynaqa("info", str(tiny_checkpoint))
+    assert result.returncode == 0 and json.loads(result.stdout)["architecture"]["num_hidden_layers"] == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--width", "0.3"], "width 0.3 is not one of"),
+        (["--depth", "0.5", "--lengths", "0.5,0.8,0.4"], "non-increasing"),
+        (["--lengths", "0.9,0.8"], "lengths has 2 entries but depth 1.0 keeps 4"),
+        (["--lengths", "a,b"], "comma-separated"),
+        (["--subnet", "w33d50"], "width 0.33 is not one of"),
+        (["--subnet", "nonsense"], "not a sub-network id"),
+        (["--subnet", "w50d50", "--width", "1"], "either --subnet or"),
+        (["--limit", "0"], "--limit must be positive"),
+    ],
+)
+def test_bad_sub_networks_get_a_clear_error(tiny_checkpoint: Path, args: list[str], message: str) -> None:
+    result = dynaqa("eval", "--checkpoint", str(tiny_checkpoint), "--data", EVAL, "--limit", "2", *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_corrupt_weights_and_bad_files_get_a_clear_error(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    root = Path(shutil.copytree(tiny_checkpoint, tmp_path / "ckpt"))
+    (root / "model.safetensors").write_bytes(b"garbage")
+    for args, message in (
+        (["info", str(root)], "model.safetensors is corrupt"),
+        (["eval", "--checkpoint", str(root), "--data", EVAL], "model.safetensors is corrupt"),
+        (["score", "--data", str(tmp_path / "missing.json"), "--predictions", EVAL], "does not exist"),
+        (["score", "--data", EVAL, "--predictions", str(root / "vocab.txt")], "not readable JSON"),
+    ):
+        result = dynaqa(*args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_empty_question_in_data_is_named(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    data = {
+        "data": [
+            {"title": "t", "paragraphs": [{"context": "A cat.", "qas": [{"id": "1", "question": " ", "answers": []}]}]}
+        ]
+    }
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    result = dynaqa("eval", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "d.json"))
+    assert result.returncode == 2 and "question is empty" in result.stderr
+
+
+def test_help_explains_lengths() -> None:
+    result = dynaqa("eval", "--help")
+    assert result.returncode == 0 and "ratios of each input's" in result.stdout

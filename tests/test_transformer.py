@@ -1,0 +1,116 @@
+"""The dynamic transformer on a tiny config: shapes, weight paths, Drop-and-Restore."""
+
+import pytest
+import torch
+
+from models.subnet import SubnetConfig, grid
+from models.transformer import DynamicBertForQA
+from tests.conftest import padded_batch
+
+
+def run(model: DynamicBertForQA, subnet: SubnetConfig | None = None, **batch_kwargs) -> torch.Tensor:
+    b = padded_batch(**batch_kwargs)
+    with torch.inference_mode():
+        out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"], subnet)
+    return torch.stack([out.start_logits, out.end_logits])
+
+
+@pytest.mark.parametrize("subnet", grid(), ids=lambda s: s.id)
+def test_every_width_and_depth_runs_on_a_padded_batch(tiny: DynamicBertForQA, subnet: SubnetConfig) -> None:
+    logits = run(tiny, subnet)
+    assert logits.shape == (2, 3, 24) and torch.isfinite(logits).all()
+
+
+def test_sub_networks_differ_from_the_full_model(tiny: DynamicBertForQA) -> None:
+    full = run(tiny)
+    for subnet in grid()[1:]:
+        assert not torch.allclose(run(tiny, subnet), full, atol=1e-3), subnet.id
+
+
+def test_packed_weights_are_contiguous_and_used_at_inference(tiny: DynamicBertForQA) -> None:
+    tiny.pack_widths((1.0, 0.75, 0.5, 0.25))
+    subnet = SubnetConfig(0.5, 0.75)
+    with torch.inference_mode():
+        weights = tiny.layer_weights(subnet)
+    assert tiny._packed is not None
+    packed = tiny._packed[0.5]
+    assert all(any(w is p for p in packed) for w in weights)
+    for w in weights:
+        for t in vars(w).values():
+            if isinstance(t, torch.Tensor):
+                assert t.is_contiguous()
+    assert weights[0].out_weight.shape == (32, 16) and weights[0].ffn_in_weight.shape == (32, 32)
+
+
+def test_packed_path_equals_training_path(tiny: DynamicBertForQA) -> None:
+    b = padded_batch()
+    for subnet in (SubnetConfig(0.25, 0.5), SubnetConfig(0.75, 1.0, (0.9, 0.7, 0.5, 0.5))):
+        tiny.pack_widths((1.0, 0.75, 0.5, 0.25))
+        packed = run(tiny, subnet)
+        with torch.no_grad(), torch.enable_grad():
+            out = tiny(b["input_ids"], b["attention_mask"], b["token_type_ids"], subnet)
+        live = torch.stack([out.start_logits, out.end_logits]).detach()
+        assert (packed - live).abs().max() <= 1e-5
+
+
+def test_training_mode_drops_the_stale_packs_and_gets_gradients(tiny: DynamicBertForQA) -> None:
+    tiny.pack_widths((1.0, 0.5))
+    tiny.train()
+    assert tiny._packed is None
+    b = padded_batch()
+    out = tiny(b["input_ids"], b["attention_mask"], b["token_type_ids"], SubnetConfig(0.5, 1.0, (0.8, 0.6, 0.5, 0.4)))
+    (out.start_logits.sum() + out.end_logits.sum()).backward()
+    grad = tiny.encoder.layers[0].attention.query.weight.grad
+    assert grad is not None and grad[:16].abs().sum() > 0 and grad[16:].abs().sum() == 0
+
+
+def test_full_lengths_equal_no_length_reduction(tiny: DynamicBertForQA) -> None:
+    for width, depth in ((1.0, 1.0), (0.5, 0.75), (0.25, 0.5)):
+        plain = SubnetConfig(width, depth)
+        layers = 4 if depth == 1.0 else (3 if depth == 0.75 else 2)
+        full_length = SubnetConfig(width, depth, (1.0,) * layers)
+        real = padded_batch()["attention_mask"].bool()  # padding is never restored: compare real tokens
+        assert (run(tiny, plain) - run(tiny, full_length))[:, real].abs().max() <= 1e-5
+
+
+def test_drop_and_restore_is_batch_invariant(tiny: DynamicBertForQA) -> None:
+    """Each example keeps ceil(ratio * its own length): padding elsewhere changes nothing."""
+    subnet = SubnetConfig(1.0, 1.0, (0.8, 0.6, 0.5, 0.3))
+    b = padded_batch()
+    with torch.inference_mode():
+        together = tiny(b["input_ids"], b["attention_mask"], b["token_type_ids"], subnet)
+        for row in range(3):
+            n = int(b["attention_mask"][row].sum())
+            alone = tiny(
+                b["input_ids"][row : row + 1, :n],
+                b["attention_mask"][row : row + 1, :n],
+                b["token_type_ids"][row : row + 1, :n],
+                subnet,
+            )
+            assert (together.start_logits[row, :n] - alone.start_logits[0]).abs().max() <= 1e-4
+
+
+def test_dropped_tokens_keep_their_last_computed_vector(tiny: DynamicBertForQA) -> None:
+    subnet = SubnetConfig(1.0, 1.0, (0.5, 0.5, 0.25, 0.25))
+    b = padded_batch(batch=1)
+    with torch.inference_mode():
+        out = tiny(b["input_ids"], b["attention_mask"], b["token_type_ids"], subnet, output_hidden_states=True)
+    assert out.hidden_states is not None
+    emb, h1, h2, h3, h4 = out.hidden_states
+    changed = [(h1[0] - emb[0]).abs().sum(-1) > 1e-6, (h3[0] - h2[0]).abs().sum(-1) > 1e-6]
+    assert int(changed[0].sum()) == 12  # ceil(0.5 * 24) tokens got layer 0's output
+    assert int(changed[1].sum()) == 6  # ceil(0.25 * 24) went through layer 2
+    dropped_first = ~changed[0]  # dropped at layer 0: the embedding output reaches the head
+    assert torch.equal(h4[0, dropped_first], emb[0, dropped_first])
+    dropped_third = changed[0] & ~changed[1]  # survived layers 0-1, dropped at layer 2
+    assert int(dropped_third.sum()) == 6
+    assert torch.equal(h4[0, dropped_third], h2[0, dropped_third])
+
+
+def test_padding_is_dropped_before_real_tokens(tiny: DynamicBertForQA) -> None:
+    from models import drop_restore
+
+    tokens = drop_restore.TokenSet.full(torch.tensor([[1, 1, 1, 0, 0]]))
+    scores = torch.tensor([[0.1, 0.2, 0.3, 9.0, 9.0]])
+    slots, kept = drop_restore.select(scores, tokens, torch.tensor([2]))
+    assert sorted(kept.positions[0].tolist()) == [1, 2] and kept.mask.all()
