@@ -24,7 +24,7 @@ serve: $(STAMP)
 	$(BIN)/dynaqa serve
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/model_latency.py
+	OMP_WAIT_POLICY=ACTIVE $(BIN)/python benchmarks/model_latency.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check models service tests benchmarks

@@ -9,6 +9,7 @@ embeddings), so the kept tokens are never re-sorted.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,46 +18,59 @@ from torch import Tensor
 
 @dataclass
 class TokenSet:
-    """The tokens still alive in a batch: where they came from and which slots are real."""
+    """The tokens still alive in a batch: where they came from and which slots are real.
+
+    `all_alive` is known on the host so the common case (batch 1, or no padding and equal keep
+    counts) skips masking work without a tensor round trip.
+    """
 
     positions: Tensor  # (batch, tokens) original position of each slot
     mask: Tensor  # (batch, tokens) bool, True for a real, still-kept token
+    alive: list[int]  # per example, how many of its slots are alive
+    all_alive: bool
 
     @classmethod
     def full(cls, attention_mask: Tensor) -> TokenSet:
         batch, tokens = attention_mask.shape
         positions = torch.arange(tokens, device=attention_mask.device).expand(batch, tokens)
-        return cls(positions, attention_mask.bool())
+        alive = [int(n) for n in attention_mask.sum(dim=1).tolist()]
+        return cls(positions, attention_mask.bool(), alive, all(n == tokens for n in alive))
 
 
-def keep_counts(real_lengths: Tensor, ratio: float) -> Tensor:
-    """Tokens each example keeps at a ratio of its real length: ceil, and never below one."""
-    return torch.ceil(real_lengths.to(torch.float64) * ratio).long().clamp(min=1)
+def keep_counts(real_lengths: list[int], ratio: float, alive: list[int]) -> list[int]:
+    """Tokens each example keeps: ceil(ratio * its real length), at least one, never more than alive."""
+    return [min(a, max(1, math.ceil(n * ratio - 1e-9))) for n, a in zip(real_lengths, alive)]
 
 
-def attention_received(probs: Tensor, query_mask: Tensor) -> Tensor:
+def attention_received(probs: Tensor, tokens: TokenSet) -> Tensor:
     """Importance of each key token: attention it receives, summed over heads and real queries.
 
-    probs: (batch, heads, queries, keys); query_mask: (batch, queries) bool.
+    probs: (batch, heads, queries, keys) -> (batch, keys).
     """
-    if bool(query_mask.all()):
-        return probs.sum(dim=(1, 2))  # (batch, keys)
+    if tokens.all_alive:
+        return probs.sum(dim=(1, 2))
     per_query = probs.sum(dim=1)  # (batch, queries, keys)
-    return (query_mask[:, None, :].to(probs.dtype) @ per_query)[:, 0]  # (batch, keys)
+    return (tokens.mask[:, None, :].to(probs.dtype) @ per_query)[:, 0]
 
 
-def select(scores: Tensor, tokens: TokenSet, counts: Tensor) -> tuple[Tensor, TokenSet]:
+def select(scores: Tensor, tokens: TokenSet, counts: list[int]) -> tuple[Tensor, TokenSet]:
     """Pick each example's `counts[b]` best-scored live tokens; padding never outranks real ones.
 
     Returns the slot indices to gather (batch, kept) and the new token set. The tensor keeps
     `max(counts)` slots; an example that keeps fewer marks its extra slots as not alive.
     """
-    kept = int(counts.max())
-    scores = scores.masked_fill(~tokens.mask, float("-inf"))
+    kept = max(counts)
+    if not tokens.all_alive:
+        scores = scores.masked_fill(~tokens.mask, float("-inf"))
     slots = scores.topk(kept, dim=1).indices  # (batch, kept) best first
-    rank_ok = torch.arange(kept, device=scores.device)[None, :] < counts[:, None]
     index = (rows(slots.shape[0], slots.device), slots)
-    return slots, TokenSet(tokens.positions[index], tokens.mask[index] & rank_ok)
+    all_alive = tokens.all_alive and all(c == kept for c in counts)
+    if all_alive:
+        mask = torch.ones_like(slots, dtype=torch.bool)
+    else:
+        rank_ok = torch.arange(kept, device=scores.device)[None, :] < torch.tensor(counts, device=scores.device)[:, None]
+        mask = tokens.mask[index] & rank_ok
+    return slots, TokenSet(tokens.positions[index], mask, counts, all_alive)
 
 
 def rows(batch: int, device: torch.device) -> Tensor:
@@ -74,8 +88,14 @@ def gather_queries(probs: Tensor, slots: Tensor) -> Tensor:
     return probs[rows(probs.shape[0], probs.device), :, slots].transpose(1, 2)
 
 
-def restore(buffer: Tensor, hidden: Tensor, tokens: TokenSet) -> Tensor:
-    """Write the live tokens of `hidden` back to their original positions in `buffer`."""
+def restore(buffer: Tensor, hidden: Tensor, tokens: TokenSet, in_place: bool) -> Tensor:
+    """Write the live tokens of `hidden` back to their original positions in `buffer`.
+
+    In place under inference (one buffer for the whole forward); out of place when autograd
+    needs every intermediate.
+    """
     index = (rows(buffer.shape[0], buffer.device), tokens.positions)
-    merged = torch.where(tokens.mask[:, :, None], hidden, buffer[index])
+    merged = hidden if tokens.all_alive else torch.where(tokens.mask[:, :, None], hidden, buffer[index])
+    if in_place:
+        return buffer.index_put_(index, merged)
     return buffer.index_put(index, merged)

@@ -112,5 +112,5 @@ def test_padding_is_dropped_before_real_tokens(tiny: DynamicBertForQA) -> None:
 
     tokens = drop_restore.TokenSet.full(torch.tensor([[1, 1, 1, 0, 0]]))
     scores = torch.tensor([[0.1, 0.2, 0.3, 9.0, 9.0]])
-    slots, kept = drop_restore.select(scores, tokens, torch.tensor([2]))
+    slots, kept = drop_restore.select(scores, tokens, [2])
     assert sorted(kept.positions[0].tolist()) == [1, 2] and kept.mask.all()
