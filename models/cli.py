@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -94,6 +96,42 @@ def cmd_eval(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from models import pipeline
+    from models.training_loop import Recipe
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    base = pipeline.PipelineConfig(Path(args.data), Path(args.out))
+
+    def tuned(recipe: Recipe, epochs: float | None, lr: float | None) -> Recipe:
+        return replace(
+            recipe,
+            epochs=recipe.epochs if epochs is None else epochs,
+            lr=recipe.lr if lr is None else lr,
+            max_steps=args.max_steps,
+            batch_size=args.batch_size or recipe.batch_size,
+        )
+
+    config = replace(
+        base,
+        teacher=tuned(base.teacher, args.teacher_epochs, args.teacher_lr),
+        width=tuned(base.width, args.width_epochs, args.distill_lr),
+        width_depth=tuned(base.width_depth, args.width_depth_epochs, args.distill_lr),
+        importance_batches=args.importance_batches,
+        random_subnets=None if args.sampling == "all" else 2,
+        limit_train=args.limit_train,
+    )
+    stages = pipeline.STAGES if args.stage == "all" else (args.stage,)
+    last = pipeline.run(config, stages, progress=not args.quiet)
+    if args.ship:
+        target = Path(args.ship)
+        shutil.copytree(last, target, dirs_exist_ok=True)
+        last = target
+    _emit({"checkpoint": str(last), "config": pipeline.describe(config)})
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register the model commands on the `dynaqa` parser."""
     p = sub.add_parser("info", help="print a JSON summary of a checkpoint")
@@ -141,6 +179,37 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--predictions-out", default=None, help="write question id -> answer JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
+    _add_train(sub)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from models.pipeline import STAGES
+
+    p = sub.add_parser(
+        "train",
+        help="train the dynamic checkpoint (teacher, rewiring, stage W, stage WD)",
+        description="Run one training stage or all of them. Each stage writes a checkpoint under OUT "
+        "(1-teacher, 2-rewired, 3-width, 4-width-depth); finished stages are skipped and a stopped stage "
+        "resumes from its last saved step, so the same command can simply be run again.",
+    )
+    p.add_argument("stage", choices=[*STAGES, "all"], help="which stage to run ('all' runs the missing ones)")
+    p.add_argument("--out", default="runs/train", help="directory for the stage checkpoints (default runs/train)")
+    p.add_argument("--data", default=str(DEFAULT_EVAL.with_name("train.json.gz")), help="SQuAD training JSON[.gz]")
+    p.add_argument("--teacher-epochs", type=float, default=None, help="fine-tuning epochs (default 2)")
+    p.add_argument("--teacher-lr", type=float, default=None, help="fine-tuning learning rate (default 1.5e-4)")
+    p.add_argument("--width-epochs", type=float, default=None, help="stage W epochs (default 1)")
+    p.add_argument("--width-depth-epochs", type=float, default=None, help="stage WD epochs (default 1)")
+    p.add_argument("--distill-lr", type=float, default=None, help="stage W and WD learning rate (default 5e-5)")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per step (default 32)")
+    p.add_argument("--sampling", choices=["sandwich", "all"], default="sandwich", help="stage WD sub-networks per step")
+    p.add_argument("--importance-batches", type=int, default=24, help="training batches for rewiring importance")
+    p.add_argument("--limit-train", type=int, default=None, help="first N training questions only")
+    p.add_argument("--max-steps", type=int, default=None, help="cap every stage's steps (smoke runs)")
+    p.add_argument(
+        "--ship", default=None, help="copy the last checkpoint here (e.g. models/checkpoints/dynaqa-minilm-l6)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
 
 
 def run(args: argparse.Namespace) -> int:

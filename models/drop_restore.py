@@ -68,7 +68,9 @@ def select(scores: Tensor, tokens: TokenSet, counts: list[int]) -> tuple[Tensor,
     if all_alive:
         mask = torch.ones_like(slots, dtype=torch.bool)
     else:
-        rank_ok = torch.arange(kept, device=scores.device)[None, :] < torch.tensor(counts, device=scores.device)[:, None]
+        rank_ok = (
+            torch.arange(kept, device=scores.device)[None, :] < torch.tensor(counts, device=scores.device)[:, None]
+        )
         mask = tokens.mask[index] & rank_ok
     return slots, TokenSet(tokens.positions[index], mask, counts, all_alive)
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from models import drop_restore
 from models.config import ArchConfig
+from models.errors import InvalidInput
 from models.subnet import SubnetConfig, kept_heads, kept_layers, kept_neurons
 
 
@@ -294,6 +295,18 @@ class DynamicBertForQA(nn.Module):
             return [packed[i] for i in layer_ids]
         return [self.encoder.layers[i].weights(subnet.width) for i in layer_ids]
 
+    def _check_inputs(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> None:
+        """Shape errors named here rather than as an index error deep inside torch."""
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise InvalidInput(f"input_ids must be (batch, tokens) with tokens > 0, got {tuple(input_ids.shape)}")
+        for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if tensor.shape != input_ids.shape:
+                raise InvalidInput(f"{name} has shape {tuple(tensor.shape)}, input_ids {tuple(input_ids.shape)}")
+        if input_ids.shape[1] > self.config.max_position_embeddings:
+            raise InvalidInput(
+                f"{input_ids.shape[1]} tokens exceed the model's {self.config.max_position_embeddings} positions"
+            )
+
     def forward(
         self,
         input_ids: Tensor,
@@ -306,6 +319,7 @@ class DynamicBertForQA(nn.Module):
         """Span logits for a padded batch (batch, tokens); `head_mask` (layers, heads) scales heads."""
         subnet = subnet or SubnetConfig()
         subnet.check_layers(self.config.num_hidden_layers)
+        self._check_inputs(input_ids, attention_mask, token_type_ids)
         x = self.embeddings(input_ids, token_type_ids)
         weights = self.layer_weights(subnet)
         final, hidden = self.encoder(x, attention_mask, subnet, weights, head_mask, output_hidden_states)

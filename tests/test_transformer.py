@@ -114,3 +114,16 @@ def test_padding_is_dropped_before_real_tokens(tiny: DynamicBertForQA) -> None:
     scores = torch.tensor([[0.1, 0.2, 0.3, 9.0, 9.0]])
     slots, kept = drop_restore.select(scores, tokens, [2])
     assert sorted(kept.positions[0].tolist()) == [1, 2] and kept.mask.all()
+
+
+def test_bad_input_shapes_are_named(tiny: DynamicBertForQA) -> None:
+    from models.errors import InvalidInput
+
+    ids = torch.ones(1, 8, dtype=torch.long)
+    with pytest.raises(InvalidInput, match="attention_mask has shape"):
+        tiny(ids, torch.ones(1, 7, dtype=torch.long), torch.zeros_like(ids))
+    with pytest.raises(InvalidInput, match="exceed the model's 512 positions"):
+        long = torch.ones(1, 600, dtype=torch.long)
+        tiny(long, long, torch.zeros_like(long))
+    with pytest.raises(InvalidInput, match="batch, tokens"):
+        tiny(ids[0], ids[0], ids[0])

@@ -1,0 +1,95 @@
+"""Stages W and WD of DynaBERT: distil width, then width x depth, into one set of weights.
+
+Stage W: every width learns from the teacher (the fine-tuned, rewired full model) with soft
+cross-entropy on the start/end logits plus `hidden_weight` x MSE on the hidden states (embedding
+output and every layer's output). All widths run on every batch; their losses are summed into one
+optimiser step (DynaBERT's released code).
+
+Stage WD: width x depth sub-networks learn from the stage-W model at full size. Hidden states are
+matched as DynaBERT does: the student's state entering its k-th kept layer against the teacher's
+state entering that same original layer, plus the final output. Sampling follows the sandwich rule
+by default (largest, smallest and `random_subnets` random pairs per step) instead of all 12.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from models.losses import hidden_mse, logits_distillation
+from models.subnet import DEPTHS, WIDTHS, SubnetConfig, kept_layers
+from models.training_loop import LossFn
+from models.transformer import DynamicBertForQA, QAOutput
+
+
+def _teacher_outputs(teacher: DynamicBertForQA, batch: dict[str, Tensor]) -> QAOutput:
+    with torch.no_grad():
+        return teacher(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], output_hidden_states=True)
+
+
+def matched_hidden(
+    student: tuple[Tensor, ...], teacher: tuple[Tensor, ...], layer_ids: Sequence[int]
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Pairs (student state entering kept layer k, teacher state entering layer layer_ids[k]) + finals.
+
+    `student` = (embeddings, output of each kept layer); `teacher` = (embeddings, output of every layer).
+    """
+    s = [student[k] for k in range(len(layer_ids))] + [student[-1]]
+    t = [teacher[i] for i in layer_ids] + [teacher[-1]]
+    return s, t
+
+
+def subnet_loss(
+    model: DynamicBertForQA,
+    subnet: SubnetConfig,
+    batch: dict[str, Tensor],
+    teacher_out: QAOutput,
+    hidden_weight: float,
+) -> Tensor:
+    out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], subnet, output_hidden_states=True)
+    assert out.hidden_states is not None and teacher_out.hidden_states is not None
+    mask = batch["attention_mask"]
+    layer_ids = kept_layers(model.config.num_hidden_layers, subnet.depth)
+    s, t = matched_hidden(out.hidden_states, teacher_out.hidden_states, layer_ids)
+    return logits_distillation(out, teacher_out, mask) + hidden_weight * hidden_mse(s, t, mask)
+
+
+def width_loss(model: DynamicBertForQA, teacher: DynamicBertForQA, hidden_weight: float = 0.1) -> LossFn:
+    """Stage W: all four widths at full depth, summed."""
+
+    def loss(batch: dict[str, Tensor], rng: random.Random) -> Tensor:
+        teacher_out = _teacher_outputs(teacher, batch)
+        return sum(  # type: ignore[return-value]
+            subnet_loss(model, SubnetConfig(width, 1.0), batch, teacher_out, hidden_weight) for width in WIDTHS
+        )
+
+    return loss
+
+
+def sandwich(rng: random.Random, random_subnets: int) -> list[SubnetConfig]:
+    """Largest, smallest and `random_subnets` distinct others of the width x depth grid."""
+    largest, smallest = SubnetConfig(max(WIDTHS), max(DEPTHS)), SubnetConfig(min(WIDTHS), min(DEPTHS))
+    middle = [SubnetConfig(w, d) for w in WIDTHS for d in DEPTHS if SubnetConfig(w, d) not in (largest, smallest)]
+    return [largest, smallest, *rng.sample(middle, random_subnets)]
+
+
+def width_depth_loss(
+    model: DynamicBertForQA,
+    teacher: DynamicBertForQA,
+    hidden_weight: float = 1.0,
+    random_subnets: int | None = 2,
+) -> LossFn:
+    """Stage WD: the sandwich rule (or all 12 pairs when `random_subnets` is None), summed."""
+
+    def loss(batch: dict[str, Tensor], rng: random.Random) -> Tensor:
+        teacher_out = _teacher_outputs(teacher, batch)
+        if random_subnets is None:
+            subnets = [SubnetConfig(w, d) for w in WIDTHS for d in DEPTHS]
+        else:
+            subnets = sandwich(rng, random_subnets)
+        return sum(subnet_loss(model, s, batch, teacher_out, hidden_weight) for s in subnets)  # type: ignore[return-value]
+
+    return loss

@@ -1,0 +1,159 @@
+"""The training pipeline: teacher -> rewiring -> stage W -> stage WD, resumable stage by stage.
+
+Each stage writes a complete checkpoint directory under OUT (`1-teacher`, `2-rewired`,
+`3-width`, `4-width-depth`), so any stage's result can be evaluated with `dynaqa eval`, and a
+finished stage is never run again. Inside a stage, `state.pt` lets a stopped run continue at the
+step it reached. Every checkpoint's training.json records the recipes, data checksums, seeds and
+the history of the stages before it.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models import checkpoint as ckpt
+from models import squad
+from models.bert_weights import base_model_dir, from_bert
+from models.distill import width_depth_loss, width_loss
+from models.errors import InvalidInput
+from models.finetune import finetune_loss
+from models.rewiring import rewire
+from models.training_loop import Recipe, train
+from models.transformer import DynamicBertForQA
+
+log = logging.getLogger(__name__)
+
+STAGES = ("teacher", "rewire", "width", "width-depth")
+DIRS = {"teacher": "1-teacher", "rewire": "2-rewired", "width": "3-width", "width-depth": "4-width-depth"}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    train_data: Path
+    out: Path
+    teacher: Recipe = field(default_factory=lambda: Recipe(epochs=2.0, lr=1.5e-4, save_every=50))
+    width: Recipe = field(default_factory=lambda: Recipe(epochs=1.0, lr=5e-5, warmup=0.05, save_every=20))
+    width_depth: Recipe = field(default_factory=lambda: Recipe(epochs=1.0, lr=5e-5, warmup=0.05, save_every=20))
+    importance_batches: int = 24
+    random_subnets: int | None = 2  # sandwich rule; None trains all 12 pairs each step
+    limit_train: int | None = None  # first N training questions only (smoke runs)
+
+
+def sha256_json(path: Path) -> str:
+    """sha256 of the uncompressed JSON, as ../shared/data/README.md lists them."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    digest = hashlib.sha256()
+    with opener(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _history(path: Path) -> list[dict[str, Any]]:
+    training = json.loads((path / "training.json").read_text())
+    return list(training.get("stages", []))
+
+
+def _save(
+    model: DynamicBertForQA, config: PipelineConfig, stage: str, report: dict[str, Any], previous: Path | None
+) -> Path:
+    out = config.out / DIRS[stage]
+    stages = (_history(previous) if previous else []) + [{"stage": stage, **report}]
+    training = {
+        "recipe": {s["stage"]: s.get("recipe") for s in stages},
+        "data": {"train": str(config.train_data), "train_sha256": sha256_json(config.train_data)},
+        "limit_train": config.limit_train,
+        "stages": stages,
+        "torch": torch.__version__,
+    }
+    model.eval()
+    ckpt.save(model, out, base_model_dir(), training=training)
+    return out
+
+
+def _load_model(path: Path) -> DynamicBertForQA:
+    model = ckpt.load(path).model
+    model.unpack()
+    return model
+
+
+def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None, progress: bool = True) -> Path:
+    """Run one stage from the previous stage's checkpoint; returns its checkpoint directory."""
+    out = config.out / DIRS[stage]
+    if (out / "training.json").exists():
+        log.info(json.dumps({"stage": stage, "event": "already done", "checkpoint": str(out)}))
+        return out
+    if windows is None:
+        raise InvalidInput("training windows are needed for this stage")
+    work = config.out / f"{DIRS[stage]}.work"
+    work.mkdir(parents=True, exist_ok=True)
+    began = time.time()
+    previous = None if stage == "teacher" else config.out / DIRS[STAGES[STAGES.index(stage) - 1]]
+    if previous is not None and not (previous / "training.json").exists():
+        raise InvalidInput(f"stage {stage} needs {previous}: run the stages before it first")
+    if stage == "teacher":
+        model = from_bert(base_model_dir(), seed=config.teacher.seed)
+        report = train(model, windows, config.teacher, finetune_loss(model), work / "state.pt", "teacher", progress)
+    elif stage == "rewire":
+        model = _load_model(previous)  # type: ignore[arg-type]
+        batches = [squad.collate(windows, b) for b in _importance_batches(windows, config)]
+        scores = rewire(model, batches, progress)
+        report = {"importance_batches": len(batches), "head_importance": scores.heads.tolist()}
+    else:
+        model = _load_model(previous)  # type: ignore[arg-type]
+        teacher = copy.deepcopy(model).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        if stage == "width":
+            report = train(
+                model, windows, config.width, width_loss(model, teacher), work / "state.pt", "stage W", progress
+            )
+        else:
+            loss = width_depth_loss(model, teacher, random_subnets=config.random_subnets)
+            report = train(model, windows, config.width_depth, loss, work / "state.pt", "stage WD", progress)
+            report["sampling"] = (
+                "all 12 pairs" if config.random_subnets is None else f"sandwich (+{config.random_subnets} random)"
+            )
+    report["seconds"] = round(time.time() - began, 1)
+    saved = _save(model, config, stage, report, previous)
+    shutil.rmtree(work, ignore_errors=True)
+    return saved
+
+
+def _importance_batches(windows: squad.Windows, config: PipelineConfig) -> list[list[int]]:
+    """Labelled training windows (answer inside) for the importance estimate, seeded."""
+    from models.training_loop import plan_batches
+
+    recipe = replace(config.teacher, seed=config.teacher.seed + 1, epochs=1.0, max_steps=config.importance_batches)
+    return plan_batches(windows, recipe)
+
+
+def run(config: PipelineConfig, stages: tuple[str, ...] = STAGES, progress: bool = True) -> Path:
+    """Run the given stages in order, skipping the finished ones; returns the last checkpoint."""
+    pending = [s for s in stages if not (config.out / DIRS[s] / "training.json").exists()]
+    windows = None
+    if pending:
+        examples = squad.load_squad(config.train_data, config.limit_train)
+        tokenizer = squad.load_tokenizer(base_model_dir())
+        windows = squad.encode(tokenizer, examples, config.teacher.max_length, config.teacher.stride, with_labels=True)
+        log.info(json.dumps({"event": "training windows", "questions": len(examples), "windows": len(windows)}))
+    last = config.out
+    for stage in stages:
+        last = run_stage(stage, config, windows, progress)
+    return last
+
+
+def describe(config: PipelineConfig) -> dict[str, Any]:
+    """The configuration as JSON-ready data."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}

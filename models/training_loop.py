@@ -1,0 +1,145 @@
+"""The one training loop every stage uses: batches, optimiser, schedule, resume, progress.
+
+A stage supplies a loss function of a batch; the loop supplies dynamic padding with
+length-bucketed shuffling, AdamW with linear warm-up and decay, gradient clipping, a progress bar
+with the running loss, structured log lines, and a state file written every `save_every` steps
+so a CPU run can be stopped and continued exactly where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from models import squad
+from models.squad import Windows
+from models.transformer import DynamicBertForQA
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[dict[str, Tensor], random.Random], Tensor]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimisation settings of one stage (recorded in training.json)."""
+
+    epochs: float = 2.0
+    batch_size: int = 32
+    lr: float = 1e-4
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 384
+    stride: int = 128
+    seed: int = 13
+    save_every: int = 50
+    max_steps: int | None = None  # cap for smoke runs and tests
+
+
+def length_batches(windows: Windows, batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, sort within chunks of 50 batches by length, cut into batches, shuffle batches."""
+    order = list(range(len(windows)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for begin in range(0, len(order), chunk):
+        part = sorted(order[begin : begin + chunk], key=lambda i: len(windows.input_ids[i]))
+        batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def schedule(step: int, total: int, warmup_steps: int) -> float:
+    """Linear warm-up to 1, then linear decay to 0 at `total`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total - step) / max(1, total - warmup_steps))
+
+
+def plan_batches(windows: Windows, recipe: Recipe) -> list[list[int]]:
+    """Every step's batch, fixed by the seed, so a resumed run sees the same sequence."""
+    total = int(len(length_batches(windows, recipe.batch_size, random.Random(recipe.seed))) * recipe.epochs)
+    if recipe.max_steps is not None:
+        total = min(total, recipe.max_steps)
+    plan: list[list[int]] = []
+    epoch = 0
+    while len(plan) < total:
+        plan += length_batches(windows, recipe.batch_size, random.Random(recipe.seed + epoch))
+        epoch += 1
+    return plan[:total]
+
+
+def train(
+    model: DynamicBertForQA,
+    windows: Windows,
+    recipe: Recipe,
+    loss_fn: LossFn,
+    state_path: Path,
+    desc: str,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Minimise `loss_fn` over the planned batches; resumes from `state_path` if present."""
+    torch.manual_seed(recipe.seed)
+    plan = plan_batches(windows, recipe)
+    total = len(plan)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s, total, int(total * recipe.warmup)))
+    start_step, losses = 0, []
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_step, losses = state["step"], state["losses"]
+        torch.set_rng_state(state["torch_rng"])
+        log.info(json.dumps({"stage": desc, "event": "resumed", "step": start_step, "of": total}))
+    model.train()
+    began = time.time()
+    bar = tqdm(range(start_step, total), desc=desc, unit="step", disable=not progress, initial=start_step, total=total)
+    for step in bar:
+        batch = squad.collate(windows, plan[step])
+        loss = loss_fn(batch, random.Random(recipe.seed * 100_003 + step))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        recent = losses[-50:]
+        bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}")
+        if (step + 1) % recipe.save_every == 0 or step + 1 == total:
+            tmp = state_path.with_suffix(".tmp")
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step + 1,
+                    "losses": losses,
+                    "torch_rng": torch.get_rng_state(),
+                },
+                tmp,
+            )
+            tmp.replace(state_path)
+            log.info(
+                json.dumps({"stage": desc, "step": step + 1, "of": total, "loss": round(sum(recent) / len(recent), 4)})
+            )
+    model.eval()
+    return {
+        "recipe": asdict(recipe),
+        "steps": total,
+        "seconds_this_run": round(time.time() - began, 1),
+        "loss_every_50_steps": [
+            round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 4) for i in range(0, len(losses), 50)
+        ],
+    }

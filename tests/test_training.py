@@ -1,0 +1,109 @@
+"""Training: distillation pairing, the sandwich rule, losses that learn, a resumable pipeline."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import pipeline, squad
+from models.distill import matched_hidden, sandwich, width_depth_loss, width_loss
+from models.finetune import finetune_loss
+from models.subnet import SubnetConfig
+from models.training_loop import Recipe, plan_batches, train
+from tests.conftest import tiny_model
+
+EXAMPLES = [
+    squad.SquadExample(str(i), f"what is item {i}?", f"Item {i} is a {c} box. It sits on a shelf.", (f"{c} box",), (0,))
+    for i, c in enumerate(["red", "blue", "green", "small", "large", "old", "new", "wooden"])
+]
+
+
+def windows(tokenizer_dir: Path) -> squad.Windows:
+    examples = [
+        squad.SquadExample(e.qid, e.question, e.context, e.answers, (e.context.index(e.answers[0]),)) for e in EXAMPLES
+    ]
+    return squad.encode(squad.load_tokenizer(tokenizer_dir), examples, 96, 16, with_labels=True)
+
+
+def test_hidden_states_pair_as_dynabert_does() -> None:
+    student = ("emb", "s0", "s2", "s4")  # embeddings, then outputs of kept layers 0, 2, 4
+    teacher = ("emb", "t0", "t1", "t2", "t3", "t4", "t5")  # embeddings, then outputs of layers 0..5
+    s, t = matched_hidden(student, teacher, (0, 2, 4))  # type: ignore[arg-type]
+    # entering kept layer k <-> teacher entering layer layer_ids[k], plus the final outputs
+    assert list(zip(s, t)) == [("emb", "emb"), ("s0", "t1"), ("s2", "t3"), ("s4", "t5")]
+
+
+def test_sandwich_takes_largest_smallest_and_distinct_others() -> None:
+    picks = sandwich(random.Random(0), 2)
+    assert picks[0] == SubnetConfig(1.0, 1.0) and picks[1] == SubnetConfig(0.25, 0.5)
+    assert len(set(picks)) == 4
+
+
+def test_each_stage_loss_goes_down(base_dir: Path, tmp_path: Path) -> None:
+    data = windows(base_dir)
+    recipe = Recipe(epochs=12, batch_size=4, lr=3e-3, warmup=0.0, save_every=1000)
+    student = tiny_model()
+    report = train(student, data, recipe, finetune_loss(student), tmp_path / "a.pt", "t", progress=False)
+    assert report["loss_every_50_steps"] and report["steps"] == len(plan_batches(data, recipe))
+    teacher = tiny_model(seed=1)
+    for name, make in (("w", width_loss), ("wd", width_depth_loss)):
+        model = tiny_model()
+        loss_fn = make(model, teacher)
+        batch = squad.collate(data, list(range(4)))
+        with torch.no_grad():
+            before = float(loss_fn(batch, random.Random(0)))
+        train(model, data, recipe, loss_fn, tmp_path / f"{name}.pt", name, progress=False)
+        with torch.no_grad():
+            after = float(loss_fn(batch, random.Random(0)))
+        # soft cross-entropy cannot fall below the teacher's own entropy: ask for a clear drop
+        assert after < before * 0.92, (name, before, after)
+
+
+def test_training_resumes_from_its_state_file(base_dir: Path, tmp_path: Path) -> None:
+    data = windows(base_dir)
+    recipe = Recipe(epochs=4, batch_size=4, lr=1e-3, save_every=2)
+    straight = tiny_model()
+    train(straight, data, recipe, finetune_loss(straight), tmp_path / "s.pt", "s", progress=False)
+    resumed = tiny_model()
+    calls = 0
+    inner = finetune_loss(resumed)
+
+    def interrupted(batch, rng):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 6:  # the run is killed during step 6; state was saved after step 4
+            raise KeyboardInterrupt
+        return inner(batch, rng)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(resumed, data, recipe, interrupted, tmp_path / "r.pt", "r", progress=False)
+    assert torch.load(tmp_path / "r.pt", weights_only=False)["step"] == 4
+    resumed = tiny_model(seed=5)  # a fresh process: nothing but the state file carries over
+    train(resumed, data, recipe, finetune_loss(resumed), tmp_path / "r.pt", "r", progress=False)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_pipeline_runs_every_stage_and_skips_finished_ones(tmp_path: Path) -> None:
+    from tests.conftest import DATA
+
+    tiny = Recipe(batch_size=2, max_steps=1, save_every=1)
+    config = pipeline.PipelineConfig(
+        DATA / "train.json.gz",
+        tmp_path,
+        teacher=tiny,
+        width=tiny,
+        width_depth=tiny,
+        importance_batches=1,
+        limit_train=6,
+    )
+    last = pipeline.run(config, progress=False)
+    assert last.name == "4-width-depth"
+    training = json.loads((last / "training.json").read_text())
+    assert [s["stage"] for s in training["stages"]] == list(pipeline.STAGES)
+    assert training["data"]["train_sha256"].startswith("01746288")
+    stamp = (last / "model.safetensors").stat().st_mtime_ns
+    pipeline.run(config, progress=False)
+    assert (last / "model.safetensors").stat().st_mtime_ns == stamp
