@@ -71,6 +71,25 @@ class Reader:
         start, end = self.logits(windows, indices, subnet)
         return self.decode(example, windows, indices, start, end)
 
+    def answer_batch(
+        self, requests: list[tuple[SquadExample, Windows]], subnet: SubnetConfig
+    ) -> list[Answer]:
+        """Answers for several already-windowed questions run as one forward (micro-batching)."""
+        merged = Windows([], [], [], [])
+        spans = []
+        for example, windows in requests:
+            begin = len(merged)
+            merged.input_ids += windows.input_ids
+            merged.token_type_ids += windows.token_type_ids
+            merged.offsets += windows.offsets
+            merged.example_index += [len(spans)] * len(windows)
+            spans.append(range(begin, len(merged)))
+        start, end = self.logits(merged, list(range(len(merged))), subnet)
+        return [
+            self.decode(example, merged, list(rows), [start[i] for i in rows], [end[i] for i in rows])
+            for (example, _), rows in zip(requests, spans, strict=True)
+        ]
+
     def predict(
         self,
         examples: list[SquadExample],

@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from models import cli as model_cli
+
+# Flags of `dynaqa serve`; each overrides the DYNAQA_* variable of the same name.
+_SERVE_FLAGS: dict[str, tuple[type, str]] = {
+    "host": (str, "interface to bind (DYNAQA_HOST, default 127.0.0.1)"),
+    "port": (int, "TCP port (DYNAQA_PORT, default 8000)"),
+    "checkpoint": (str, "checkpoint directory (DYNAQA_CHECKPOINT, default: the shipped one)"),
+    "redis_url": (str, "Redis URL for fleet state (DYNAQA_REDIS_URL; unset: in-process)"),
+    "default_budget_ms": (float, "budget when a request names none (default 1000)"),
+    "max_queue": (int, "queued requests before 503 (default 64)"),
+    "max_batch_windows": (int, "windows per micro-batch (default 8)"),
+    "threads": (int, "torch threads (0: torch's default)"),
+    "pin_subnet": (str, "serve only this sub-network id (comparisons)"),
+    "cache_dir": (str, "latency profile cache (default /tmp/dynaqa)"),
+    "log_level": (str, "log level (default INFO)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,14 +32,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     model_cli.add_commands(sub)
-    p = sub.add_parser("serve", help="run the HTTP service (not built yet)")
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP service",
+        description="Serve POST /v1/qa, /v2/health/{live,ready} and /metrics with uvicorn. Every setting "
+        "can also be given as a DYNAQA_* environment variable (see service/settings.py for all of them).",
+    )
+    for name, (kind, text) in _SERVE_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None, help=text)
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (each loads the model)")
     p.set_defaults(func=_serve)
     return parser
 
 
 def _serve(args: argparse.Namespace) -> None:
-    sys.stderr.write("dynaqa serve: not built yet (the service is issue #5)\n")
-    raise SystemExit(1)
+    import uvicorn
+    from pydantic import ValidationError
+
+    from service import logs
+    from service.app import create_app
+    from service.settings import Settings
+
+    overrides = {name: getattr(args, name) for name in _SERVE_FLAGS if getattr(args, name) is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        sys.stderr.write(f"error: invalid settings: {exc}\n")
+        raise SystemExit(2) from None
+    logs.configure(settings.log_level)
+    if args.workers > 1:
+        for name, value in overrides.items():
+            os.environ[f"DYNAQA_{name.upper()}"] = str(value)
+        uvicorn.run(
+            "service.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=args.workers,
+            log_config=None,
+            timeout_graceful_shutdown=int(settings.drain_seconds) + 5,
+        )
+        return
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.drain_seconds) + 5,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,235 @@
+"""The FastAPI app: `create_app(settings)`; lifespan, middleware, routes and the error table."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models.errors import InvalidInput
+from service import budget as budgets
+from service.errors import PayloadTooLarge, ServiceError
+from service.logs import request_id
+from service.runtime import Result, Runtime
+from service.schemas import ErrorResponse, QARequest, QAResponse, SubnetInfo
+from service.settings import Settings
+
+log = logging.getLogger("dynaqa.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def _error(status: int, kind: str, message: str, retry_after_s: float | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s is not None else None
+    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """Pure ASGI middleware: 413 for bodies over the limit, by Content-Length or by counting."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            response = _error(413, "payload_too_large", f"body of {int(declared)} bytes exceeds {self.max_bytes}")
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge(f"body exceeds {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counting, send)
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    runtime = Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="dynaqa",
+        version="0.1.0",
+        summary="Extractive QA from one dynamic BERT, answered within each request's latency budget.",
+        lifespan=lifespan,
+        responses={422: {"model": ErrorResponse}},
+    )
+    app.state.runtime = runtime
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next: Any) -> Response:
+        request.state.arrival = time.perf_counter()
+        given = request.headers.get("x-request-id", "")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        try:
+            try:
+                response = await call_next(request)
+            except PayloadTooLarge as exc:
+                response = _error(413, "payload_too_large", str(exc))
+            response.headers["X-Request-Id"] = rid
+            return response
+        finally:
+            request_id.reset(token)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        _count(request, exc.outcome)
+        kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+        return _error(exc.status, kind, str(exc), exc.retry_after_s)
+
+    @app.exception_handler(InvalidInput)
+    async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
+        _count(request, "rejected")
+        return _error(422, "invalid_input", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        _count(request, "rejected")
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {error.get('msg', 'invalid')}")
+        return JSONResponse(
+            {"error": {"type": "invalid_request", "message": "; ".join(problems)}},
+            status_code=422,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception(json.dumps({"event": "unhandled error", "path": request.url.path}))
+        _count(request, "error")
+        return _error(500, "internal_error", "internal error; see the server log for this request id")
+
+    def _count(request: Request, outcome: str) -> None:
+        if request.url.path == "/v1/qa" and runtime.metrics is not None:
+            runtime.record(outcome, time.perf_counter() - request.state.arrival)
+            log.info(json.dumps({"event": "request", "outcome": outcome}))
+
+    @app.post(
+        "/v1/qa",
+        response_model=QAResponse,
+        responses={
+            400: {"model": ErrorResponse, "description": "Invalid budget header, or strict budget below the floor"},
+            413: {"model": ErrorResponse, "description": "Body or context too large"},
+            503: {"model": ErrorResponse, "description": "Overloaded, draining or not ready (see Retry-After)"},
+            504: {"model": ErrorResponse, "description": "Deadline passed while queued; never computed"},
+        },
+        summary="Answer a question from a context within the request's latency budget",
+    )
+    async def qa(body: QARequest, request: Request, response: Response, rt: RuntimeDep) -> QAResponse:
+        """Budget: `X-Latency-Budget-Ms`, else the smallest of `grpc-timeout`,
+        `x-envoy-expected-rq-timeout-ms` and `Prefer: wait=N`, else the server default.
+        Strict handling (`Prefer: handling=strict` or `X-Budget-Policy: strict`) refuses what
+        cannot be met instead of answering late with the fastest sub-network."""
+        budget = budgets.parse(
+            request.headers, settings.default_budget_ms, settings.min_budget_ms, settings.max_budget_ms
+        )
+        result = await rt.answer(body.question, body.context, budget, request.state.arrival)
+        outcome = "ok" if result.fits and result.budget_met else "degraded"
+        rt.record(outcome, result.latency_s, result)
+        _headers(response, result)
+        log.info(
+            json.dumps(
+                {
+                    "event": "request",
+                    "outcome": outcome,
+                    "subnet": result.candidate.subnet.id,
+                    "budget_ms": budget.ms,
+                    "latency_ms": round(result.latency_s * 1000, 2),
+                    "budget_met": result.budget_met,
+                }
+            )
+        )
+        subnet = result.candidate.subnet
+        return QAResponse(
+            answer=result.answer.text,
+            score=result.answer.score,
+            start=result.answer.start,
+            end=result.answer.end,
+            subnet=SubnetInfo(
+                id=subnet.id,
+                width=subnet.width,
+                depth=subnet.depth,
+                lengths=list(subnet.lengths) if subnet.lengths else None,
+            ),
+            expected_f1=result.candidate.expected_f1,
+            latency_ms=round(result.latency_s * 1000, 3),
+            budget_ms=budget.ms,
+            budget_met=result.budget_met,
+        )
+
+    @app.get("/v2/health/live", summary="The process is up")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", summary="Model loaded, warmed, calibrated and not draining")
+    async def ready(rt: RuntimeDep) -> JSONResponse:
+        ok = rt.ready and not rt.draining
+        return JSONResponse({"ready": ok, "draining": rt.draining}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics(rt: RuntimeDep) -> Response:
+        if rt.metrics is None:
+            return Response(b"", media_type=CONTENT_TYPE_LATEST)
+        rt.metrics.queue_depth.set(rt.batcher.depth if rt.batcher else 0)
+        return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _headers(response: Response, result: Result) -> None:
+    response.headers["X-Subnet"] = result.candidate.subnet.id
+    if result.candidate.expected_f1 is not None:
+        response.headers["X-Expected-F1"] = f"{result.candidate.expected_f1:.2f}"
+    response.headers["X-Budget-Met"] = "true" if result.budget_met else "false"
+    response.headers["Server-Timing"] = (
+        f"queue;dur={max(0.0, result.queue_s) * 1000:.2f}, model;dur={result.model_s * 1000:.2f}"
+    )
+    if result.budget.preferences_applied:
+        response.headers["Preference-Applied"] = ", ".join(result.budget.preferences_applied)
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` with several workers: settings from DYNAQA_* variables."""
+    from service import logs
+
+    settings = Settings()
+    logs.configure(settings.log_level)
+    return create_app(settings)

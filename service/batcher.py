@@ -1,0 +1,177 @@
+"""Earliest-deadline-first queue with micro-batching; the only owner of the model.
+
+`await batcher.submit(item)` returns the item's result. One task takes the entry with the earliest
+deadline, adds queued entries that chose the same sub-network (earliest deadline first, up to the
+window cap), skips entries that were cancelled or whose drop time has passed (they get `Expired`,
+before any compute), and runs the batch on a single worker thread so the event loop never
+computes. It never waits for more work to arrive: whatever is queued when the model is free goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.subnet import SubnetConfig
+from service.errors import Expired, Overloaded
+
+
+@dataclass(order=True)
+class WorkItem:
+    deadline: float  # perf_counter seconds at which the budget ends: the EDF key
+    seq: int
+    subnet: SubnetConfig = field(compare=False)
+    windows: int = field(compare=False)  # model rows this item needs
+    tokens: int = field(compare=False)  # longest window, for the latency model
+    drop_after: float = field(compare=False)  # past this, drop instead of computing
+    predicted_s: float = field(compare=False)  # predicted service time, for queue-wait estimates
+    payload: Any = field(compare=False)
+    future: asyncio.Future[Any] = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
+    started_at: float = field(compare=False, default=0.0)
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    subnet: SubnetConfig
+    items: int
+    windows: int
+    tokens: int
+    seconds: float
+
+
+RunBatch = Callable[[SubnetConfig, list[WorkItem]], list[Any]]
+
+
+class Batcher:
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        max_queue: int,
+        max_batch_windows: int,
+        on_batch: Callable[[BatchReport], None] | None = None,
+        on_expired: Callable[[WorkItem], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._run_batch = run_batch
+        self.max_queue = max_queue
+        self.max_batch_windows = max_batch_windows
+        self._on_batch = on_batch
+        self._on_expired = on_expired
+        self._clock = clock
+        self._heap: list[WorkItem] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynaqa-model")
+        self._task: asyncio.Task[None] | None = None
+        self._inflight_until = 0.0  # predicted end of the running batch
+        self.busy_seconds = 0.0  # cumulative compute time, for the controller
+        self.running = 0  # items in the batch being computed
+
+    @property
+    def depth(self) -> int:
+        return len(self._heap)
+
+    def queue_wait_s(self) -> float:
+        """Predicted wait before a new item starts: the running batch's rest plus the queue's work."""
+        rest = max(0.0, self._inflight_until - self._clock())
+        return rest + sum(item.predicted_s for item in self._heap)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="dynaqa-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for item in self._heap:
+            if not item.future.done():
+                item.future.set_exception(Overloaded("the server is shutting down", retry_after_s=1.0))
+        self._heap.clear()
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, item: WorkItem) -> Any:
+        """Queue `item` and wait for its result; Overloaded at once if the queue is full."""
+        if len(self._heap) >= self.max_queue:
+            raise Overloaded("queue full", retry_after_s=max(0.1, self.queue_wait_s()))
+        item.seq = next(self._seq)
+        item.future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heap, item)
+        self._wake.set()
+        return await item.future  # a cancelled await cancels the future: the loop skips it
+
+    def _next_batch(self) -> list[WorkItem]:
+        """Pop the EDF head and same-subnet companions; expire what can no longer be served."""
+        now = self._clock()
+        head: WorkItem | None = None
+        while self._heap and head is None:
+            item = heapq.heappop(self._heap)
+            if item.future.done():
+                continue
+            if item.drop_after < now:
+                item.future.set_exception(Expired("deadline passed while queued; dropped before compute"))
+                if self._on_expired:
+                    self._on_expired(item)
+                continue
+            head = item
+        if head is None:
+            return []
+        batch, windows = [head], head.windows
+        rest: list[WorkItem] = []
+        while self._heap:
+            item = heapq.heappop(self._heap)
+            if item.future.done():
+                continue
+            if (
+                item.subnet == head.subnet
+                and windows + item.windows <= self.max_batch_windows
+                and item.drop_after >= now
+            ):
+                batch.append(item)
+                windows += item.windows
+            else:
+                rest.append(item)
+        for item in rest:
+            heapq.heappush(self._heap, item)
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._heap:
+                self._wake.clear()
+                await self._wake.wait()
+            batch = self._next_batch()
+            if not batch:
+                continue
+            started = self._clock()
+            for item in batch:
+                item.started_at = started
+            self._inflight_until = started + sum(i.predicted_s for i in batch)
+            self.running = len(batch)
+            try:
+                results = await loop.run_in_executor(self._executor, self._run_batch, batch[0].subnet, batch)
+            except Exception as exc:  # the model failed: every item of the batch gets the error
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            finally:
+                seconds = self._clock() - started
+                self.busy_seconds += seconds
+                self.running = 0
+                self._inflight_until = 0.0
+            for item, result in zip(batch, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+            if self._on_batch:
+                tokens = max(i.tokens for i in batch)
+                self._on_batch(BatchReport(batch[0].subnet, len(batch), sum(i.windows for i in batch), tokens, seconds))

@@ -1,0 +1,56 @@
+"""The degradation level: how far below full quality load forces the service. Pure, no I/O.
+
+Once a second the app hands `tick` what it saw in that second. Pressure (the model busy almost all
+the time, a queue building up, budgets missed, requests shed) raises the level at once; only a
+run of calm ticks lowers it, one step at a time: quick to degrade, slow to recover. The level caps
+the planner (level k excludes the k most accurate candidates), and it is exported as a metric:
+the signal to scale the fleet on, since latency alone stays flat while accuracy is being traded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """What one tick saw."""
+
+    arrivals_per_s: float
+    busy_fraction: float  # share of the tick the model was computing
+    queue_depth: int
+    max_queue: int
+    requests: int  # completed or refused in the tick
+    budget_misses: int
+    shed: int
+
+
+@dataclass
+class Controller:
+    max_level: int
+    busy_high: float = 0.85
+    busy_low: float = 0.6
+    queue_high: float = 0.25  # share of the queue cap
+    miss_high: float = 0.01
+    recover_ticks: int = 3
+    level: int = 0
+    calm: int = 0
+
+    def tick(self, stats: LoadStats) -> int:
+        """Move the level for one tick of observations and return it."""
+        miss_rate = stats.budget_misses / stats.requests if stats.requests else 0.0
+        queue_share = stats.queue_depth / stats.max_queue if stats.max_queue else 0.0
+        severe = stats.shed > 0 or queue_share >= 0.5
+        pressured = severe or stats.busy_fraction >= self.busy_high or queue_share >= self.queue_high
+        pressured = pressured or miss_rate > self.miss_high
+        if pressured:
+            self.level = min(self.max_level, self.level + (2 if severe else 1))
+            self.calm = 0
+        elif stats.busy_fraction <= self.busy_low and stats.queue_depth == 0 and stats.budget_misses == 0:
+            self.calm += 1
+            if self.calm >= self.recover_ticks and self.level > 0:
+                self.level -= 1
+                self.calm = 0
+        else:
+            self.calm = 0
+        return self.level

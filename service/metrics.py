@@ -1,0 +1,85 @@
+"""Prometheus metrics (prefix dynaqa_, seconds, counters end in _total, bounded labels).
+
+One registry per app, so tests can run several apps in one process. The request latency
+histogram has a bucket edge exactly at every configured SLO threshold, so attainment computed from
+buckets is exact, not interpolated.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OUTCOMES = ("ok", "degraded", "shed", "expired", "error", "rejected")
+
+
+def latency_buckets(slo_thresholds_ms: list[float]) -> list[float]:
+    base = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0]
+    return sorted(set(base) | {ms / 1000 for ms in slo_thresholds_ms})
+
+
+class Metrics:
+    def __init__(self, slo_thresholds_ms: list[float], subnet_ids: list[str]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_seconds = Histogram(
+            "dynaqa_request_duration_seconds",
+            "Time from arrival to response of POST /v1/qa, by outcome.",
+            ["outcome"],
+            buckets=latency_buckets(slo_thresholds_ms),
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "dynaqa_queue_wait_seconds",
+            "Time from arrival to the start of compute.",
+            registry=r,
+            buckets=latency_buckets(slo_thresholds_ms),
+        )
+        self.model_seconds = Histogram(
+            "dynaqa_model_batch_duration_seconds",
+            "Forward time of one micro-batch.",
+            registry=r,
+            buckets=latency_buckets(slo_thresholds_ms),
+        )
+        self.requests = Counter("dynaqa_requests_total", "Requests by outcome.", ["outcome"], registry=r)
+        self.budget = Counter("dynaqa_budget_total", "Answered requests by budget result.", ["result"], registry=r)
+        self.budget_seconds = Histogram(
+            "dynaqa_request_budget_seconds",
+            "Latency budgets requested.",
+            registry=r,
+            buckets=latency_buckets(slo_thresholds_ms),
+        )
+        self.subnet = Counter(
+            "dynaqa_subnet_requests_total", "Requests served per sub-network.", ["subnet"], registry=r
+        )
+        self.expected_f1 = Histogram(
+            "dynaqa_served_expected_f1",
+            "Expected F1 (eval split) of the sub-network that answered.",
+            registry=r,
+            buckets=[10, 20, 30, 40, 50, 55, 60, 65, 70, 75, 80, 85, 90, 100],
+        )
+        self.batch_size = Histogram(
+            "dynaqa_batch_size", "Requests per micro-batch.", registry=r, buckets=[1, 2, 3, 4, 6, 8, 12, 16, 32]
+        )
+        self.queue_depth = Gauge("dynaqa_queue_depth", "Requests waiting for the model.", registry=r)
+        self.inflight = Gauge("dynaqa_inflight_requests", "Requests admitted and not yet answered.", registry=r)
+        self.level = Gauge("dynaqa_degradation_level", "Controller degradation level (0 = full quality).", registry=r)
+        self.max_level = Gauge("dynaqa_degradation_level_max", "Highest degradation level.", registry=r)
+        self.fleet_level = Gauge(
+            "dynaqa_fleet_degradation_level", "Mean degradation level over live replicas.", registry=r
+        )
+        self.prediction_ratio = Gauge(
+            "dynaqa_latency_prediction_ratio", "Observed over predicted model time (1 = calibrated).", registry=r
+        )
+        self.state_errors = Counter(
+            "dynaqa_state_errors_total", "Failed fleet-state (Redis) operations.", ["operation"], registry=r
+        )
+        self.calibration_seconds = Gauge(
+            "dynaqa_calibration_seconds", "Time the start-up calibration took.", registry=r
+        )
+        self.ready = Gauge("dynaqa_ready", "1 when the replica is ready to serve.", registry=r)
+        for outcome in OUTCOMES:
+            self.requests.labels(outcome)
+        for result in ("met", "missed"):
+            self.budget.labels(result)
+        for subnet_id in subnet_ids:
+            self.subnet.labels(subnet_id)

@@ -1,0 +1,204 @@
+"""Budget -> sub-network. Pure: no I/O, no clock; fed measurements, asked for decisions.
+
+The latency model holds, per candidate sub-network, the mean and spread of measured forward time
+at a few token counts and batch sizes (from the start-up calibration on this machine), and
+interpolates between them. Observed service times correct it online: a running ratio of observed
+to predicted time per candidate, and a running spread of that ratio. The chosen candidate is the
+most accurate one whose predicted tail latency (mean + k sigma, times a safety factor) fits what is
+left of the budget after the queue wait.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+
+from models.subnet import SubnetConfig
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A sub-network the service may choose, with what it is expected to score."""
+
+    subnet: SubnetConfig
+    expected_f1: float | None
+    macs: int
+
+
+@dataclass(frozen=True)
+class Point:
+    mean_s: float
+    std_s: float
+
+
+@dataclass
+class Correction:
+    """Running observed/predicted ratio of one candidate (EWMA of mean and squared deviation)."""
+
+    ratio: float = 1.0
+    variance: float = 0.0
+    samples: int = 0
+
+    def update(self, observed_over_predicted: float, alpha: float) -> None:
+        if self.samples == 0:
+            self.ratio = observed_over_predicted
+        else:
+            delta = observed_over_predicted - self.ratio
+            self.ratio += alpha * delta
+            self.variance = (1 - alpha) * (self.variance + alpha * delta * delta)
+        self.samples += 1
+
+
+@dataclass(frozen=True)
+class Choice:
+    candidate: Candidate
+    predicted_s: float  # tail estimate used for the decision
+    fits: bool  # False when lenient fallback to the fastest
+
+
+@dataclass(frozen=True)
+class Infeasible:
+    """Nothing fits. `floor_s`: what the fastest candidate needs on an idle server."""
+
+    reason: str  # "floor" (below the idle floor) or "load" (queue wait makes it impossible)
+    floor_s: float
+    fastest: Candidate
+
+
+@dataclass
+class LatencyModel:
+    """Calibrated (tokens, batch) -> Point per candidate id, with linear interpolation."""
+
+    tokens: list[int]
+    batches: list[int]
+    points: dict[str, dict[tuple[int, int], Point]] = field(default_factory=dict)
+
+    def predict(self, subnet_id: str, tokens: int, windows: int) -> Point:
+        table = self.points[subnet_id]
+        by_batch = [self._at_tokens(table, b, tokens) for b in self.batches]
+        if windows <= self.batches[0]:
+            return by_batch[0] if windows == self.batches[0] else _scale(by_batch[0], windows / self.batches[0])
+        for (b0, p0), (b1, p1) in zip(zip(self.batches, by_batch), zip(self.batches[1:], by_batch[1:])):
+            if windows <= b1:
+                return _lerp(p0, p1, (windows - b0) / (b1 - b0))
+        last_b, last = self.batches[-1], by_batch[-1]
+        return _scale(last, windows / last_b)  # beyond the largest batch: linear in windows
+
+    def _at_tokens(self, table: dict[tuple[int, int], Point], batch: int, tokens: int) -> Point:
+        grid = self.tokens
+        if tokens <= grid[0]:
+            return table[(grid[0], batch)]
+        i = bisect.bisect_left(grid, tokens)
+        if i == len(grid):
+            return _scale(table[(grid[-1], batch)], tokens / grid[-1])
+        t0, t1 = grid[i - 1], grid[i]
+        return _lerp(table[(t0, batch)], table[(t1, batch)], (tokens - t0) / (t1 - t0))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "tokens": self.tokens,
+            "batches": self.batches,
+            "points": {
+                sid: [[t, b, p.mean_s, p.std_s] for (t, b), p in table.items()] for sid, table in self.points.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LatencyModel:  # type: ignore[type-arg]
+        model = cls(list(data["tokens"]), list(data["batches"]))
+        for sid, rows in data["points"].items():
+            model.points[sid] = {(int(t), int(b)): Point(float(m), float(s)) for t, b, m, s in rows}
+        return model
+
+
+def _lerp(a: Point, b: Point, f: float) -> Point:
+    return Point(a.mean_s + (b.mean_s - a.mean_s) * f, a.std_s + (b.std_s - a.std_s) * f)
+
+
+def _scale(p: Point, f: float) -> Point:
+    return Point(p.mean_s * f, p.std_s * f)
+
+
+class Planner:
+    """Chooses a candidate per request; learns from what each choice actually took."""
+
+    def __init__(
+        self,
+        candidates: list[Candidate],
+        latency: LatencyModel,
+        safety_factor: float = 1.15,
+        tail_sigmas: float = 3.0,
+        alpha: float = 0.05,
+    ) -> None:
+        if not candidates:
+            raise ValueError("the planner needs at least one candidate")
+        self.latency = latency
+        self.safety_factor = safety_factor
+        self.tail_sigmas = tail_sigmas
+        self.alpha = alpha
+        self.corrections: dict[str, Correction] = {c.subnet.id: Correction() for c in candidates}
+        self.candidates = pareto(candidates, latency)
+
+    @property
+    def fastest(self) -> Candidate:
+        return self.candidates[-1]
+
+    def tail_s(self, candidate: Candidate, tokens: int, windows: int = 1) -> float:
+        """Predicted tail service time: corrected mean + k sigma, times the safety factor."""
+        point = self.latency.predict(candidate.subnet.id, tokens, windows)
+        correction = self.corrections[candidate.subnet.id]
+        mean = point.mean_s * correction.ratio
+        sigma = math.hypot(point.std_s * correction.ratio, math.sqrt(correction.variance) * point.mean_s)
+        return (mean + self.tail_sigmas * sigma) * self.safety_factor
+
+    def mean_s(self, candidate: Candidate, tokens: int, windows: int = 1) -> float:
+        point = self.latency.predict(candidate.subnet.id, tokens, windows)
+        return point.mean_s * self.corrections[candidate.subnet.id].ratio
+
+    def choose(
+        self, budget_s: float, elapsed_s: float, queue_wait_s: float, tokens: int, windows: int, level: int = 0
+    ) -> Choice | Infeasible:
+        """Most accurate candidate allowed at `level` whose tail fits the remaining budget."""
+        remaining = budget_s - elapsed_s - queue_wait_s
+        allowed = self.candidates[min(level, len(self.candidates) - 1) :]
+        for candidate in allowed:
+            tail = self.tail_s(candidate, tokens, windows)
+            if tail <= remaining:
+                return Choice(candidate, tail, True)
+        floor = self.tail_s(self.fastest, tokens, windows)
+        return Infeasible("floor" if budget_s < floor else "load", floor, self.fastest)
+
+    def observe(self, subnet_id: str, tokens: int, windows: int, seconds: float) -> None:
+        """Feed back a measured service time; corrects that candidate's predictions."""
+        if subnet_id not in self.corrections:
+            return
+        predicted = self.latency.predict(subnet_id, tokens, windows).mean_s
+        if predicted > 0:
+            self.corrections[subnet_id].update(seconds / predicted, self.alpha)
+
+    def drift(self) -> float:
+        """Mean observed/predicted ratio over candidates that have been observed (1.0 if none)."""
+        seen = [c.ratio for c in self.corrections.values() if c.samples]
+        return sum(seen) / len(seen) if seen else 1.0
+
+
+def pareto(candidates: list[Candidate], latency: LatencyModel, tokens: int = 256) -> list[Candidate]:
+    """Most accurate first; drop any candidate no faster than a more accurate one (on this machine).
+
+    Accuracy is expected F1 when known, MACs otherwise (a larger sub-network of one checkpoint is
+    the more accurate one).
+    """
+
+    def accuracy(c: Candidate) -> tuple[float, int]:
+        return (c.expected_f1 if c.expected_f1 is not None else -1.0, c.macs)
+
+    ordered = sorted(candidates, key=accuracy, reverse=True)
+    kept: list[Candidate] = []
+    best_latency = math.inf
+    for candidate in ordered:
+        seconds = latency.predict(candidate.subnet.id, tokens, 1).mean_s
+        if seconds < best_latency:
+            kept.append(candidate)
+            best_latency = seconds
+    return kept

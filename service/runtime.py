@@ -1,0 +1,266 @@
+"""The running service: checkpoint, planner, batcher, controller, metrics and state, and the
+request path that ties them together. Routes stay thin and call `Runtime.answer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import torch
+
+from models import checkpoint as ckpt
+from models.cost import macs
+from models.errors import InvalidInput
+from models.reader import Reader
+from models.squad import Answer, SquadExample
+from models.subnet import grid
+from service import calibration
+from service.batcher import BatchReport, Batcher, WorkItem
+from service.budget import Budget
+from service.controller import Controller, LoadStats
+from service.errors import BudgetBelowFloor, Draining, NotReady, Overloaded, PayloadTooLarge
+from service.metrics import Metrics
+from service.planner import Candidate, Choice, Planner
+from service.settings import Settings
+from service.state import LocalState, RedisState, StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    answer: Answer
+    candidate: Candidate
+    budget: Budget
+    fits: bool
+    queue_s: float
+    model_s: float
+    latency_s: float
+
+    @property
+    def budget_met(self) -> bool:
+        return self.latency_s * 1000 <= self.budget.ms
+
+
+def candidates_of(checkpoint: ckpt.Checkpoint) -> list[Candidate]:
+    """The shipped Pareto set; the width x depth grid until a search has produced one."""
+    if checkpoint.profile:
+        return [Candidate(e.subnet, e.f1, e.macs) for e in checkpoint.profile]
+    scores = checkpoint.training.get("grid_scores", {})
+    return [Candidate(s, scores.get(s.id), macs(checkpoint.config, s, 384)) for s in grid()]
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.replica = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.ready = False
+        self.draining = False
+        self.level = 0
+        self.arrivals = 0
+        self.answered = 0
+        self.misses = 0
+        self.shed = 0
+        self.metrics: Metrics | None = None
+        self.store: StateStore = LocalState()
+        self.planner: Planner | None = None
+        self.batcher: Batcher | None = None
+        self.controller: Controller | None = None
+        self.reader: Reader | None = None
+        self.calibration_source = ""
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- start-up and shutdown -------------------------------------------------------------
+    def load(self) -> None:
+        """Blocking part of start-up (run in a thread): load, pick candidates, calibrate, warm up."""
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
+        checkpoint = ckpt.load(self.settings.checkpoint)
+        self.reader = Reader(checkpoint, max_length=self.settings.max_length, stride=self.settings.stride)
+        candidates = candidates_of(checkpoint)
+        if self.settings.pin_subnet:
+            pinned = checkpoint.resolve(self.settings.pin_subnet)
+            known = {c.subnet: c for c in candidates}
+            candidates = [known.get(pinned) or Candidate(pinned, None, macs(checkpoint.config, pinned, 384))]
+        self.metrics = Metrics(self.settings.slo_thresholds_ms, [c.subnet.id for c in candidates])
+        if self.settings.redis_url:
+            self.store = RedisState(self.settings.redis_url, lambda op: self.metrics.state_errors.labels(op).inc())  # type: ignore[union-attr]
+        latency, source, seconds = calibration.load_or_measure(
+            checkpoint.model,
+            candidates,
+            checkpoint.fingerprint(),
+            self.store,
+            self.settings.cache_dir,
+            self.settings.max_length,
+            self.settings.calibration_repeats,
+        )
+        self.calibration_source = source
+        self.metrics.calibration_seconds.set(seconds)
+        self.planner = Planner(candidates, latency, self.settings.safety_factor, self.settings.tail_sigmas)
+        self.metrics.max_level.set(len(self.planner.candidates) - 1)
+        self.controller = Controller(max_level=len(self.planner.candidates) - 1)
+        for candidate in self.planner.candidates:  # warm every sub-network through the real path
+            self.reader.answer("Who wrote it?", "It was written by the author in 1990.", candidate.subnet)
+        log.info(
+            json.dumps(
+                {
+                    "event": "loaded",
+                    "checkpoint": str(checkpoint.path),
+                    "candidates": [c.subnet.id for c in self.planner.candidates],
+                    "calibration": source,
+                    "calibration_seconds": round(seconds, 2),
+                    "state": self.store.kind,
+                }
+            )
+        )
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.load)
+        assert self.metrics is not None
+        self.batcher = Batcher(
+            self._run_batch,
+            self.settings.max_queue,
+            self.settings.max_batch_windows,
+            on_batch=self._on_batch,
+            on_expired=lambda item: None,
+        )
+        self.batcher.start()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._control_loop(), name="dynaqa-controller"))
+        self.ready = True
+        self.metrics.ready.set(1)
+
+    async def stop(self) -> None:
+        """Drain: refuse new work, let queued work finish (bounded), then stop the tasks."""
+        self.draining = True
+        if self.metrics:
+            self.metrics.ready.set(0)
+        deadline = time.perf_counter() + self.settings.drain_seconds
+        while self.batcher and (self.batcher.depth or self.batcher.running) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.02)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.batcher:
+            await self.batcher.stop()
+
+    # --- the request path ------------------------------------------------------------------
+    async def answer(self, question: str, context: str, budget: Budget, arrival: float) -> Result:
+        if self.draining:
+            raise Draining("the replica is draining", retry_after_s=1.0)
+        if not self.ready or self.reader is None or self.planner is None or self.batcher is None:
+            raise NotReady("the replica is not ready yet", retry_after_s=2.0)
+        if len(context) > self.settings.max_context_chars:
+            raise PayloadTooLarge(
+                f"context has {len(context)} characters; the limit is {self.settings.max_context_chars}"
+            )
+        if len(question) > self.settings.max_question_chars:
+            raise InvalidInput(
+                f"question has {len(question)} characters; the limit is {self.settings.max_question_chars}"
+            )
+        self.arrivals += 1
+        example = SquadExample("request", question, context)
+        windows = self.reader.windows([example])
+        tokens, rows = max(windows.lengths()), len(windows)
+        now = time.perf_counter()
+        decision = self.planner.choose(
+            budget.ms / 1000, now - arrival, self.batcher.queue_wait_s(), tokens, rows, self.level
+        )
+        if isinstance(decision, Choice):
+            candidate, fits = decision.candidate, True
+        elif budget.strict and decision.reason == "floor":
+            raise BudgetBelowFloor(
+                f"budget {budget.ms:g} ms is below {decision.floor_s * 1000:.1f} ms, what the fastest sub-network "
+                f"({decision.fastest.subnet.id}) needs for this input ({tokens} tokens, {rows} window(s)) on an idle server"
+            )
+        elif budget.strict:
+            raise Overloaded(
+                f"budget {budget.ms:g} ms cannot be met under the current load",
+                retry_after_s=self.batcher.queue_wait_s(),
+            )
+        else:
+            candidate, fits = decision.fastest, False
+        deadline = arrival + budget.ms / 1000
+        grace = 0.0 if budget.strict else self.settings.lenient_grace_ms / 1000
+        item = WorkItem(
+            deadline,
+            0,
+            candidate.subnet,
+            rows,
+            tokens,
+            deadline + grace,
+            self.planner.mean_s(candidate, tokens, rows),
+            payload=(example, windows),
+        )
+        answer, model_s = await self.batcher.submit(item)
+        done = time.perf_counter()
+        return Result(answer, candidate, budget, fits, item.started_at - arrival, model_s, done - arrival)
+
+    def _run_batch(self, subnet, items: list[WorkItem]) -> list[tuple[Answer, float]]:  # type: ignore[no-untyped-def]
+        """Runs on the model thread: one forward for every window of every item."""
+        assert self.reader is not None
+        began = time.perf_counter()
+        answers = self.reader.answer_batch([item.payload for item in items], subnet)
+        seconds = time.perf_counter() - began
+        return [(a, seconds) for a in answers]
+
+    def _on_batch(self, report: BatchReport) -> None:
+        assert self.metrics is not None and self.planner is not None
+        self.metrics.model_seconds.observe(report.seconds)
+        self.metrics.batch_size.observe(report.items)
+        self.planner.observe(report.subnet.id, report.tokens, report.windows, report.seconds)
+        self.metrics.prediction_ratio.set(self.planner.drift())
+
+    # --- the control loop ------------------------------------------------------------------
+    async def _control_loop(self) -> None:
+        assert self.batcher is not None and self.controller is not None and self.metrics is not None
+        interval = self.settings.controller_interval_s
+        last_busy, last = self.batcher.busy_seconds, (self.arrivals, self.answered, self.misses, self.shed)
+        while True:
+            await asyncio.sleep(interval)
+            busy = self.batcher.busy_seconds
+            arrivals, answered, misses, shed = self.arrivals, self.answered, self.misses, self.shed
+            stats = LoadStats(
+                arrivals_per_s=(arrivals - last[0]) / interval,
+                busy_fraction=min(1.0, (busy - last_busy) / interval),
+                queue_depth=self.batcher.depth,
+                max_queue=self.batcher.max_queue,
+                requests=(answered - last[1]) + (shed - last[3]),
+                budget_misses=misses - last[2],
+                shed=shed - last[3],
+            )
+            last_busy, last = busy, (arrivals, answered, misses, shed)
+            self.level = self.controller.tick(stats)
+            self.metrics.level.set(self.level)
+            self.metrics.queue_depth.set(self.batcher.depth)
+            info = {"level": self.level, "busy": stats.busy_fraction, "queue": stats.queue_depth, "ts": time.time()}
+            fleet = await asyncio.to_thread(self._sync_fleet, info, interval)
+            levels = [float(r.get("level", 0)) for r in fleet.values()] or [float(self.level)]
+            self.metrics.fleet_level.set(sum(levels) / len(levels))
+
+    def _sync_fleet(self, info: dict[str, float], interval: float) -> dict[str, dict[str, float]]:
+        self.store.publish(self.replica, info, ttl_s=max(3.0, 3 * interval))
+        return self.store.fleet()  # type: ignore[return-value]
+
+    def record(self, outcome: str, latency_s: float, result: Result | None = None) -> None:
+        """Count one finished request in the metrics."""
+        assert self.metrics is not None
+        self.metrics.requests.labels(outcome).inc()
+        self.metrics.request_seconds.labels(outcome).observe(latency_s)
+        if outcome in ("shed",):
+            self.shed += 1
+        if result is not None:
+            self.answered += 1
+            self.metrics.budget.labels("met" if result.budget_met else "missed").inc()
+            if not result.budget_met:
+                self.misses += 1
+            self.metrics.budget_seconds.observe(result.budget.ms / 1000)
+            self.metrics.subnet.labels(result.candidate.subnet.id).inc()
+            self.metrics.queue_seconds.observe(max(0.0, result.queue_s))
+            if result.candidate.expected_f1 is not None:
+                self.metrics.expected_f1.observe(result.candidate.expected_f1)

@@ -1,0 +1,51 @@
+"""Request and response bodies of the public API (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class QARequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    question: str = Field(description="The question, in natural language.", examples=["Who wrote Hamlet?"])
+    context: str = Field(
+        description="The passage that contains the answer.", examples=["Hamlet is a play by Shakespeare."]
+    )
+
+    @field_validator("question", "context")
+    @classmethod
+    def _not_blank(cls, value: str, info) -> str:  # type: ignore[no-untyped-def]
+        if not value.strip():
+            raise ValueError(f"{info.field_name} must contain text, not only white space")
+        if "\x00" in value:
+            raise ValueError(f"{info.field_name} must not contain NUL characters")
+        return value
+
+
+class SubnetInfo(BaseModel):
+    id: str
+    width: float
+    depth: float
+    lengths: list[float] | None
+
+
+class QAResponse(BaseModel):
+    answer: str = Field(description="The answer: a slice of the context.")
+    score: float = Field(description="Probability of the span (start x end), as the Hugging Face QA pipeline.")
+    start: int = Field(description="Character offset of the answer in the context.")
+    end: int = Field(description="Character offset just past the answer.")
+    subnet: SubnetInfo = Field(description="The sub-network that answered.")
+    expected_f1: float | None = Field(description="F1 of that sub-network on the eval split (null if unmeasured).")
+    latency_ms: float = Field(description="Time from arrival to response.")
+    budget_ms: float = Field(description="The latency budget applied, after clamping.")
+    budget_met: bool
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,63 @@
+"""Every knob of the service: `DYNAQA_*` environment variables or `dynaqa serve` flags.
+
+Built explicitly and passed to `create_app(settings)`; nothing reads the environment at import.
+Defaults work on a laptop: in-process state, the shipped checkpoint, loopback port 8000.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DYNAQA_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    checkpoint: Path | None = Field(None, description="Checkpoint directory; default: the shipped one.")
+    redis_url: str | None = Field(None, description="Redis for fleet state; unset keeps state in-process.")
+    replica_id: str | None = Field(None, description="Name of this replica in fleet state (default: host:pid).")
+    cache_dir: Path = Field(Path("/tmp/dynaqa"), description="Where calibrated latency profiles are cached.")
+
+    default_budget_ms: float = Field(1000.0, gt=0, description="Budget when a request names none.")
+    min_budget_ms: float = Field(1.0, gt=0, description="Budgets are clamped up to this.")
+    max_budget_ms: float = Field(60_000.0, gt=0, description="Budgets are clamped down to this.")
+    lenient_grace_ms: float = Field(
+        2000.0, ge=0, description="A lenient request still queued this long past its budget is dropped (504)."
+    )
+
+    max_queue: int = Field(64, ge=1, description="Requests waiting for the model; past it: 503 + Retry-After.")
+    max_batch_windows: int = Field(8, ge=1, description="Windows in one micro-batch.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Request bodies larger than this get 413.")
+    max_context_chars: int = Field(20_000, ge=100, description="Contexts longer than this get 413.")
+    max_question_chars: int = Field(1_000, ge=10, description="Questions longer than this get 422.")
+    max_length: int = Field(384, ge=64, le=512, description="Tokens per window.")
+    stride: int = Field(128, ge=0, description="Tokens of overlap between windows of a long context.")
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default (all cores).")
+
+    safety_factor: float = Field(1.15, ge=1.0, description="Predicted tail latency is multiplied by this.")
+    tail_sigmas: float = Field(3.0, ge=0.0, description="Tail = mean + this many standard deviations.")
+    calibration_repeats: int = Field(3, ge=2, description="Timed runs per calibration point.")
+    controller_interval_s: float = Field(1.0, gt=0, description="Controller tick period.")
+    slo_thresholds_ms: list[float] = Field(
+        default_factory=lambda: [50.0, 100.0, 200.0, 300.0, 500.0, 1000.0],
+        description="Latency histogram bucket edges placed exactly at these SLO thresholds.",
+    )
+    pin_subnet: str | None = Field(None, description="Serve only this sub-network id (for comparisons).")
+    drain_seconds: float = Field(10.0, ge=0, description="On shutdown, wait this long for queued work.")
+    log_level: str = Field("INFO", description="Python log level.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.min_budget_ms > self.max_budget_ms:
+            raise ValueError(f"min_budget_ms {self.min_budget_ms} > max_budget_ms {self.max_budget_ms}")
+        if not self.min_budget_ms <= self.default_budget_ms <= self.max_budget_ms:
+            raise ValueError(
+                f"default_budget_ms {self.default_budget_ms} is outside [{self.min_budget_ms}, {self.max_budget_ms}]"
+            )
+        if self.stride >= self.max_length // 2:
+            raise ValueError(f"stride {self.stride} must be below half of max_length {self.max_length}")
+        return self
