@@ -124,7 +124,8 @@ def create_app(settings: Settings) -> FastAPI:
         _count(request, "rejected")
         problems = []
         for error in exc.errors():
-            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+            loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+            where = "body (not valid JSON)" if error.get("type") == "json_invalid" else ".".join(loc) or "body"
             problems.append(f"{where}: {error.get('msg', 'invalid')}")
         return JSONResponse(
             {"error": {"type": "invalid_request", "message": "; ".join(problems)}},
@@ -202,7 +203,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v2/health/ready", summary="Model loaded, warmed, calibrated and not draining")
     async def ready(rt: RuntimeDep) -> JSONResponse:
         ok = rt.ready and not rt.draining
-        return JSONResponse({"ready": ok, "draining": rt.draining}, status_code=200 if ok else 503)
+        body = {"ready": ok, "draining": rt.draining, "calibration": rt.calibration_source or None}
+        if rt.failed:
+            body["failed"] = rt.failed
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics(rt: RuntimeDep) -> Response:

@@ -21,7 +21,7 @@ from models.reader import Reader
 from models.squad import Answer, SquadExample
 from models.subnet import grid
 from service import calibration
-from service.batcher import BatchReport, Batcher, WorkItem
+from service.batcher import Batcher, BatchReport, WorkItem
 from service.budget import Budget
 from service.controller import Controller, LoadStats
 from service.errors import BudgetBelowFloor, Draining, NotReady, Overloaded, PayloadTooLarge
@@ -74,11 +74,16 @@ class Runtime:
         self.controller: Controller | None = None
         self.reader: Reader | None = None
         self.calibration_source = ""
+        self.failed: str | None = None  # why start-up failed, if it did
         self._tasks: list[asyncio.Task[None]] = []
+        self._candidates: list[Candidate] = []
 
     # --- start-up and shutdown -------------------------------------------------------------
     def load(self) -> None:
-        """Blocking part of start-up (run in a thread): load, pick candidates, calibrate, warm up."""
+        """Blocking, fast part of start-up: load and validate the checkpoint, pick candidates.
+
+        Runs before the port opens, so a missing or corrupt checkpoint stops the process with a
+        clear error and a non-zero exit instead of a replica that is never ready."""
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         checkpoint = ckpt.load(self.settings.checkpoint)
@@ -121,14 +126,20 @@ class Runtime:
         )
 
     async def start(self) -> None:
+        """Load now; calibrate in the background: the port opens (liveness), readiness waits."""
         await asyncio.to_thread(self.load)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._boot(), name="dynaqa-boot"))
+
+    async def _boot(self) -> None:
+        try:
+            await asyncio.to_thread(self.calibrate)
+        except Exception as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            log.error(json.dumps({"event": "start-up failed", "error": self.failed}))
+            raise
         assert self.metrics is not None
         self.batcher = Batcher(
-            self._run_batch,
-            self.settings.max_queue,
-            self.settings.max_batch_windows,
-            on_batch=self._on_batch,
-            on_expired=lambda item: None,
+            self._run_batch, self.settings.max_queue, self.settings.max_batch_windows, on_batch=self._on_batch
         )
         self.batcher.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._control_loop(), name="dynaqa-controller"))

@@ -1,0 +1,129 @@
+"""The HTTP API through TestClient(create_app(...)), which runs the real lifespan (tiny model)."""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.app import create_app
+from service.settings import Settings
+
+CONTEXT = "The Eiffel Tower was completed in 1889 in Paris. It was designed by Gustave Eiffel's company."
+
+
+@pytest.fixture(scope="module")
+def client(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = Settings(
+        checkpoint=tiny_checkpoint,
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        max_context_chars=2000,
+        max_body_bytes=8192,
+    )
+    with TestClient(create_app(settings)) as client:
+        for _ in range(600):  # start-up runs in the background; readiness says when it is done
+            if client.get("/v2/health/ready").status_code == 200:
+                break
+            time.sleep(0.05)
+        yield client
+
+
+def ask(client: TestClient, headers: dict[str, str] | None = None, **body: object) -> object:
+    payload = {"question": "When was the tower completed?", "context": CONTEXT, **body}
+    return client.post("/v1/qa", json=payload, headers=headers or {})
+
+
+def test_answer_has_the_contract_fields_and_headers(client: TestClient) -> None:
+    response = ask(client, {"X-Latency-Budget-Ms": "5000", "X-Request-Id": "abc-123"})
+    assert response.status_code == 200  # type: ignore[attr-defined]
+    body = response.json()  # type: ignore[attr-defined]
+    assert set(body) == {
+        "answer",
+        "score",
+        "start",
+        "end",
+        "subnet",
+        "expected_f1",
+        "latency_ms",
+        "budget_ms",
+        "budget_met",
+    }
+    assert CONTEXT[body["start"] : body["end"]] == body["answer"]
+    assert body["budget_ms"] == 5000 and body["budget_met"] is True
+    assert body["subnet"]["id"] == "w100d100"  # a loose budget gets the full model
+    headers = response.headers  # type: ignore[attr-defined]
+    assert headers["x-subnet"] == "w100d100" and headers["x-budget-met"] == "true"
+    assert headers["x-request-id"] == "abc-123"
+    assert "queue;dur=" in headers["server-timing"] and "model;dur=" in headers["server-timing"]
+
+
+def test_prefer_wait_is_applied_and_reported(client: TestClient) -> None:
+    response = ask(client, {"Prefer": "wait=3"})
+    assert response.json()["budget_ms"] == 3000  # type: ignore[attr-defined]
+    assert response.headers["preference-applied"] == "wait=3"  # type: ignore[attr-defined]
+    assert len(response.headers["x-request-id"]) == 32  # type: ignore[attr-defined]
+
+
+def test_strict_budget_below_the_floor_is_400_naming_it(client: TestClient) -> None:
+    response = ask(client, {"X-Latency-Budget-Ms": "0.01", "Prefer": "handling=strict"})
+    assert response.status_code == 400  # type: ignore[attr-defined]
+    assert "needs for this input" in response.json()["error"]["message"]  # type: ignore[attr-defined]
+
+
+def test_lenient_impossible_budget_gets_the_fastest_answer(client: TestClient) -> None:
+    response = ask(client, {"X-Latency-Budget-Ms": "0.01"})
+    body = response.json()  # type: ignore[attr-defined]
+    assert response.status_code == 200 and body["budget_met"] is False  # type: ignore[attr-defined]
+    assert body["subnet"]["id"] == client.app.state.runtime.planner.fastest.subnet.id  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "needle"),
+    [
+        ({"json": {"question": "q"}}, 422, "context"),
+        ({"json": {"question": 5, "context": "c"}}, 422, "question"),
+        ({"json": {"question": "   ", "context": CONTEXT}}, 422, "question"),
+        ({"json": {"question": "q", "context": "x" * 3000}}, 413, "context"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "body"),
+        ({"content": b"x" * 10_000, "headers": {"content-type": "application/json"}}, 413, "exceeds"),
+        ({"json": {"question": "q", "context": CONTEXT}, "headers": {"X-Latency-Budget-Ms": "-1"}}, 400, "X-Latency"),
+        ({"json": {"question": "q", "context": CONTEXT, "extra": 1}}, 422, "extra"),
+    ],
+)
+def test_bad_requests_get_clear_errors(client: TestClient, kwargs: dict, status: int, needle: str) -> None:
+    response = client.post("/v1/qa", **kwargs)
+    assert response.status_code == status, response.text
+    assert needle in response.json()["error"]["message"]
+
+
+def test_health_and_docs(client: TestClient) -> None:
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").json() == {"ready": True, "draining": False, "calibration": "measured"}
+    assert client.get("/docs").status_code == 200
+    assert "/v1/qa" in client.get("/openapi.json").json()["paths"]
+
+
+def test_metrics_parse_and_count(client: TestClient) -> None:
+    ask(client, {"X-Latency-Budget-Ms": "2000"})
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    for name in (
+        "dynaqa_request_duration_seconds",
+        "dynaqa_requests",
+        "dynaqa_budget",
+        "dynaqa_queue_depth",
+        "dynaqa_degradation_level",
+        "dynaqa_subnet_requests",
+        "dynaqa_batch_size",
+    ):
+        assert name in families, name
+    ok = [
+        s.value
+        for s in families["dynaqa_requests"].samples
+        if s.labels.get("outcome") == "ok" and s.name.endswith("_total")
+    ]
+    assert ok and ok[0] >= 1
+    buckets = {s.labels["le"] for s in families["dynaqa_request_duration_seconds"].samples if "le" in s.labels}
+    for threshold in ("0.05", "0.1", "0.2", "0.3", "0.5", "1.0"):  # an edge exactly at each SLO threshold
+        assert threshold in buckets

@@ -1,0 +1,210 @@
+"""Pure parts of the service, fed by hand: budget headers, planner, controller, batcher."""
+
+import asyncio
+import math
+import time
+
+import pytest
+
+from models.subnet import SubnetConfig
+from service import budget
+from service.batcher import Batcher, WorkItem
+from service.controller import Controller, LoadStats
+from service.errors import Expired, InvalidBudget, Overloaded
+from service.planner import Candidate, Choice, Infeasible, LatencyModel, Planner, Point
+
+
+def parse(headers: dict[str, str]) -> budget.Budget:
+    return budget.parse(headers, default_ms=1000, min_ms=1, max_ms=60_000)
+
+
+def test_budget_header_precedence_and_units() -> None:
+    assert parse({}).ms == 1000 and parse({}).source == "default"
+    assert parse({"X-Latency-Budget-Ms": "150", "grpc-timeout": "10m"}).ms == 150
+    assert parse({"grpc-timeout": "150m"}).ms == 150
+    assert parse({"grpc-timeout": "2S", "x-envoy-expected-rq-timeout-ms": "700"}).ms == 700
+    waited = parse({"Prefer": "wait=0.3", "grpc-timeout": "1S"})
+    assert waited.ms == 300 and waited.preferences_applied == ("wait=0.3",)
+    assert parse({"X-Latency-Budget-Ms": "1e308"}).ms == 60_000  # clamped
+    assert parse({"X-Latency-Budget-Ms": "0.01"}).ms == 1
+
+
+def test_strictness() -> None:
+    assert not parse({}).strict
+    strict = parse({"Prefer": "handling=strict, wait=1"})
+    assert strict.strict and strict.preferences_applied == ("handling=strict", "wait=1")
+    assert parse({"X-Budget-Policy": "strict"}).strict
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Latency-Budget-Ms": "-5"},
+        {"X-Latency-Budget-Ms": "0"},
+        {"X-Latency-Budget-Ms": "NaN"},
+        {"X-Latency-Budget-Ms": "inf"},
+        {"X-Latency-Budget-Ms": "soon"},
+        {"grpc-timeout": "150ms"},
+        {"Prefer": "wait=never"},
+        {"X-Budget-Policy": "maybe"},
+    ],
+)
+def test_invalid_budget_headers(headers: dict[str, str]) -> None:
+    with pytest.raises(InvalidBudget):
+        parse(headers)
+
+
+def make_planner() -> Planner:
+    """Three candidates whose latency is 10/20/40 ms per 100 tokens at batch 1, with small spread."""
+    latency = LatencyModel([100, 400], [1, 4])
+    candidates = []
+    for name, (width, depth), per100, f1 in (
+        ("big", (1.0, 1.0), 0.040, 80.0),
+        ("mid", (0.5, 1.0), 0.020, 75.0),
+        ("small", (0.25, 0.5), 0.010, 60.0),
+    ):
+        subnet = SubnetConfig(width, depth)
+        latency.points[subnet.id] = {
+            (t, b): Point(per100 * t / 100 * (b * 0.8 if b > 1 else 1), 0.001) for t in (100, 400) for b in (1, 4)
+        }
+        candidates.append(Candidate(subnet, f1, int(per100 * 1e9)))
+    return Planner(candidates, latency, safety_factor=1.0, tail_sigmas=3.0)
+
+
+def test_planner_picks_the_most_accurate_that_fits() -> None:
+    planner = make_planner()
+    choice = planner.choose(budget_s=0.2, elapsed_s=0.0, queue_wait_s=0.0, tokens=100, windows=1)
+    assert isinstance(choice, Choice) and choice.candidate.subnet == SubnetConfig(1.0, 1.0)
+    choice = planner.choose(budget_s=0.03, elapsed_s=0.0, queue_wait_s=0.0, tokens=100, windows=1)
+    assert isinstance(choice, Choice) and choice.candidate.subnet == SubnetConfig(0.5, 1.0)
+    # the queue wait is spent from the budget
+    choice = planner.choose(budget_s=0.2, elapsed_s=0.0, queue_wait_s=0.18, tokens=100, windows=1)
+    assert isinstance(choice, Choice) and choice.candidate.subnet == SubnetConfig(0.25, 0.5)
+
+
+def test_planner_tells_floor_from_load() -> None:
+    planner = make_planner()
+    floor = planner.choose(budget_s=0.005, elapsed_s=0.0, queue_wait_s=0.0, tokens=100, windows=1)
+    assert isinstance(floor, Infeasible) and floor.reason == "floor" and math.isclose(floor.floor_s, 0.013)
+    load = planner.choose(budget_s=0.05, elapsed_s=0.0, queue_wait_s=0.045, tokens=100, windows=1)
+    assert isinstance(load, Infeasible) and load.reason == "load"
+
+
+def test_planner_level_caps_quality_and_interpolates() -> None:
+    planner = make_planner()
+    capped = planner.choose(budget_s=1.0, elapsed_s=0.0, queue_wait_s=0.0, tokens=100, windows=1, level=1)
+    assert isinstance(capped, Choice) and capped.candidate.subnet == SubnetConfig(0.5, 1.0)
+    assert math.isclose(planner.latency.predict(SubnetConfig(1.0, 1.0).id, 250, 1).mean_s, 0.1)
+
+
+def test_online_correction_learns_a_slower_machine() -> None:
+    planner = make_planner()
+    big = planner.candidates[0]
+    before = planner.tail_s(big, 100)
+    for _ in range(200):
+        planner.observe(big.subnet.id, 100, 1, 0.080)  # twice the calibrated 40 ms
+    assert planner.tail_s(big, 100) > 1.9 * before
+    assert planner.drift() > 1.9
+
+
+def test_pareto_drops_dominated_candidates() -> None:
+    latency = LatencyModel([256], [1])
+    fast_good, slow_bad = SubnetConfig(0.5, 1.0), SubnetConfig(1.0, 0.5)
+    latency.points = {fast_good.id: {(256, 1): Point(0.01, 0)}, slow_bad.id: {(256, 1): Point(0.02, 0)}}
+    planner = Planner([Candidate(fast_good, 80.0, 1), Candidate(slow_bad, 70.0, 2)], latency)
+    assert [c.subnet for c in planner.candidates] == [fast_good]
+
+
+def stats(**kw: float) -> LoadStats:
+    base = dict(arrivals_per_s=10, busy_fraction=0.3, queue_depth=0, max_queue=64, requests=10, budget_misses=0, shed=0)
+    base.update(kw)
+    return LoadStats(**base)  # type: ignore[arg-type]
+
+
+def test_controller_degrades_fast_and_recovers_slowly() -> None:
+    controller = Controller(max_level=5, recover_ticks=3)
+    assert controller.tick(stats(busy_fraction=0.95)) == 1
+    assert controller.tick(stats(shed=3, queue_depth=40)) == 3
+    assert controller.tick(stats(budget_misses=5)) == 4
+    levels = [controller.tick(stats()) for _ in range(9)]
+    assert levels == [4, 4, 3, 3, 3, 2, 2, 2, 1]
+    assert controller.tick(stats(busy_fraction=0.7)) == 1  # neither pressured nor calm: hold
+
+
+def item(deadline: float, subnet: SubnetConfig, payload: str, drop_after: float | None = None) -> WorkItem:
+    return WorkItem(deadline, 0, subnet, 1, 100, drop_after if drop_after is not None else deadline + 10, 0.01, payload)
+
+
+def test_batcher_is_edf_batches_by_subnet_and_drops_expired() -> None:
+    big, small = SubnetConfig(1.0, 1.0), SubnetConfig(0.25, 0.5)
+    batches: list[list[str]] = []
+
+    def run(subnet: SubnetConfig, items: list[WorkItem]) -> list[str]:
+        batches.append([i.payload for i in items])
+        time.sleep(0.02)
+        return [f"{i.payload}:{subnet.id}" for i in items]
+
+    async def scenario() -> tuple[list, list]:  # type: ignore[type-arg]
+        batcher = Batcher(run, max_queue=10, max_batch_windows=8)
+        batcher.start()
+        now = time.perf_counter()
+        first = asyncio.ensure_future(batcher.submit(item(now + 5, big, "warm")))
+        await asyncio.sleep(0.005)  # the model is now busy with "warm"; the rest queue up
+        tasks = [
+            asyncio.ensure_future(batcher.submit(item(now + 3, big, "late-big"))),
+            asyncio.ensure_future(batcher.submit(item(now + 1, small, "early-small"))),
+            asyncio.ensure_future(batcher.submit(item(now + 2, small, "mid-small"))),
+            asyncio.ensure_future(batcher.submit(item(now + 0.5, big, "expired", drop_after=now))),
+        ]
+        results = await asyncio.gather(first, *tasks, return_exceptions=True)
+        await batcher.stop()
+        return results, batches
+
+    results, order = asyncio.run(scenario())
+    assert order == [["warm"], ["early-small", "mid-small"], ["late-big"]]
+    assert isinstance(results[4], Expired)
+    assert results[2] == "early-small:w25d50"
+
+
+def test_batcher_refuses_fast_when_full() -> None:
+    async def scenario() -> None:
+        batcher = Batcher(lambda s, items: [time.sleep(0.05) or 1 for _ in items], max_queue=2, max_batch_windows=1)
+        batcher.start()
+        now = time.perf_counter()
+        tasks = [asyncio.ensure_future(batcher.submit(item(now + 5, SubnetConfig(), "running")))]
+        await asyncio.sleep(0.01)  # now computing; two more fill the queue
+        tasks += [asyncio.ensure_future(batcher.submit(item(now + 5, SubnetConfig(), str(i)))) for i in range(2)]
+        await asyncio.sleep(0.001)
+        began = time.perf_counter()
+        with pytest.raises(Overloaded) as refused:
+            await batcher.submit(item(now + 5, SubnetConfig(), "x"))
+        assert time.perf_counter() - began < 0.01 and refused.value.retry_after_s
+        assert await asyncio.gather(*tasks) == [1, 1, 1]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_request_is_never_computed() -> None:
+    computed: list[str] = []
+
+    def run(subnet: SubnetConfig, items: list[WorkItem]) -> list[str]:
+        computed.extend(i.payload for i in items)
+        time.sleep(0.03)
+        return [i.payload for i in items]
+
+    async def scenario() -> None:
+        batcher = Batcher(run, max_queue=10, max_batch_windows=1)
+        batcher.start()
+        now = time.perf_counter()
+        busy = asyncio.ensure_future(batcher.submit(item(now + 5, SubnetConfig(), "busy")))
+        await asyncio.sleep(0.005)
+        gone = asyncio.ensure_future(batcher.submit(item(now + 5, SubnetConfig(), "gone")))
+        await asyncio.sleep(0.001)
+        gone.cancel()  # the client disconnected
+        await busy
+        await asyncio.sleep(0.05)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert computed == ["busy"]
