@@ -95,7 +95,17 @@ class Runtime:
             candidates = [known.get(pinned) or Candidate(pinned, None, macs(checkpoint.config, pinned, 384))]
         self.metrics = Metrics(self.settings.slo_thresholds_ms, [c.subnet.id for c in candidates])
         if self.settings.redis_url:
-            self.store = RedisState(self.settings.redis_url, lambda op: self.metrics.state_errors.labels(op).inc())  # type: ignore[union-attr]
+            self.store = RedisState(self.settings.redis_url, self._count_state_error)
+        self._candidates = candidates
+
+    def _count_state_error(self, operation: str) -> None:
+        if self.metrics is not None:
+            self.metrics.state_errors.labels(operation).inc()
+
+    def calibrate(self) -> None:
+        """Blocking, slow part of start-up (background): latency profile, planner, warm-up."""
+        assert self.reader is not None and self.metrics is not None
+        checkpoint, candidates = self.reader.checkpoint, self._candidates
         latency, source, seconds = calibration.load_or_measure(
             checkpoint.model,
             candidates,
@@ -187,7 +197,8 @@ class Runtime:
         elif budget.strict and decision.reason == "floor":
             raise BudgetBelowFloor(
                 f"budget {budget.ms:g} ms is below {decision.floor_s * 1000:.1f} ms, what the fastest sub-network "
-                f"({decision.fastest.subnet.id}) needs for this input ({tokens} tokens, {rows} window(s)) on an idle server"
+                f"({decision.fastest.subnet.id}) needs for this input ({tokens} tokens, {rows} window(s)) "
+                "on an idle server"
             )
         elif budget.strict:
             raise Overloaded(

@@ -58,7 +58,7 @@ def make_planner() -> Planner:
     """Three candidates whose latency is 10/20/40 ms per 100 tokens at batch 1, with small spread."""
     latency = LatencyModel([100, 400], [1, 4])
     candidates = []
-    for name, (width, depth), per100, f1 in (
+    for _name, (width, depth), per100, f1 in (
         ("big", (1.0, 1.0), 0.040, 80.0),
         ("mid", (0.5, 1.0), 0.020, 75.0),
         ("small", (0.25, 0.5), 0.010, 60.0),
