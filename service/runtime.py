@@ -164,11 +164,13 @@ class Runtime:
         deadline = time.perf_counter() + self.settings.drain_seconds
         while self.batcher and (self.batcher.depth or self.batcher.running) and time.perf_counter() < deadline:
             await asyncio.sleep(0.02)
+        left = (self.batcher.depth + self.batcher.running) if self.batcher else 0
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.batcher:
             await self.batcher.stop()
+        log.info(json.dumps({"event": "drained", "answered": self.answered, "abandoned": left}))
 
     # --- the request path ------------------------------------------------------------------
     async def answer(self, question: str, context: str, budget: Budget, arrival: float) -> Result:

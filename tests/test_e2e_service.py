@@ -1,0 +1,117 @@
+"""End to end: real `dynaqa serve` processes on the shipped checkpoint, real Redis, real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from loadtest.processes import Redis, Server
+from models import checkpoint, metric, squad
+from tests.conftest import DATA
+
+CHECKPOINT = Path(os.environ.get("DYNAQA_TEST_CHECKPOINT", str(checkpoint.DEFAULT_DIR)))
+EXAMPLES = squad.load_squad(DATA / "eval.json.gz", limit=400)[::10]  # 40 questions over several articles
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[Redis]:
+    server = Redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def first(redis: Redis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, int]]:
+    """The first replica: calibrates (readiness false meanwhile) and shares its profile in Redis."""
+    tmp = tmp_path_factory.mktemp("first")
+    server = Server(CHECKPOINT, tmp / "log.jsonl", redis_url=redis.url, cache_dir=tmp / "cache")
+    server.wait_live()
+    ready_status = httpx.get(server.url + "/v2/health/ready").status_code
+    server.wait_ready()
+    yield server, ready_status
+    assert server.stopped_cleanly()
+
+
+def post(server: Server, example: squad.SquadExample, headers: dict[str, str]) -> httpx.Response:
+    body = {"question": example.question, "context": example.context}
+    return httpx.post(server.url + "/v1/qa", json=body, headers=headers, timeout=60)
+
+
+def test_readiness_is_false_until_calibrated(first: tuple[Server, int]) -> None:
+    server, status_while_calibrating = first
+    assert status_while_calibrating == 503
+    body = httpx.get(server.url + "/v2/health/ready").json()
+    assert body["ready"] is True and body["calibration"] == "measured"
+
+
+def test_answers_eval_questions_correctly_with_a_loose_budget(first: tuple[Server, int]) -> None:
+    server, _ = first
+    predictions, subnets = {}, set()
+    for example in EXAMPLES:
+        response = post(server, example, {"X-Latency-Budget-Ms": "20000"})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert example.context[body["start"] : body["end"]] == body["answer"]
+        predictions[example.qid] = body["answer"]
+        subnets.add(body["subnet"]["id"])
+    scores = metric.score({e.qid: e.answers for e in EXAMPLES}, predictions)
+    assert subnets == {"w100d100"}
+    assert scores["f1"] >= 60, scores
+
+
+def test_a_tight_budget_gets_a_smaller_subnet(first: tuple[Server, int]) -> None:
+    server, _ = first
+    example = EXAMPLES[0]
+    loose = post(server, example, {"X-Latency-Budget-Ms": "20000"}).json()
+    floor_probe = post(server, example, {"X-Latency-Budget-Ms": "0.5", "Prefer": "handling=strict"})
+    assert floor_probe.status_code == 400 and "needs for this input" in floor_probe.json()["error"]["message"]
+    tight_ms = 1.5 * float(floor_probe.json()["error"]["message"].split(" ms is below ")[1].split(" ms")[0])
+    tight = post(server, example, {"X-Latency-Budget-Ms": f"{tight_ms:.1f}"})
+    assert tight.status_code == 200
+    assert loose["subnet"]["id"] == "w100d100" and tight.json()["subnet"]["id"] != "w100d100"
+
+
+def test_strict_and_lenient_differ_only_when_the_budget_cannot_be_met(first: tuple[Server, int]) -> None:
+    server, _ = first
+    example = EXAMPLES[1]
+    strict = post(server, example, {"X-Latency-Budget-Ms": "0.5", "X-Budget-Policy": "strict"})
+    lenient = post(server, example, {"X-Latency-Budget-Ms": "0.5"})
+    assert strict.status_code == 400
+    assert lenient.status_code == 200 and lenient.json()["budget_met"] is False
+    assert lenient.headers["x-budget-met"] == "false"
+    relaxed = post(server, example, {"X-Latency-Budget-Ms": "20000", "Prefer": "handling=strict"})
+    assert relaxed.status_code == 200 and relaxed.headers["preference-applied"] == "handling=strict"
+
+
+def test_second_replica_skips_calibration_and_a_flood_gets_503(
+    redis: Redis, first: tuple[Server, int], tmp_path: Path
+) -> None:
+    second = Server(CHECKPOINT, tmp_path / "log.jsonl", redis_url=redis.url, cache_dir=tmp_path / "cache", max_queue=2)
+    try:
+        second.wait_ready(timeout=60)
+        assert httpx.get(second.url + "/v2/health/ready").json()["calibration"] == "state:redis"
+
+        async def flood() -> list[httpx.Response]:
+            example = max(EXAMPLES, key=lambda e: len(e.context))
+            body = {"question": example.question, "context": example.context}
+            async with httpx.AsyncClient(timeout=60) as client:
+                calls = [
+                    client.post(second.url + "/v1/qa", json=body, headers={"X-Latency-Budget-Ms": "30000"})
+                    for _ in range(30)
+                ]
+                return await asyncio.gather(*calls)
+
+        responses = asyncio.run(flood())
+        statuses = [r.status_code for r in responses]
+        assert set(statuses) <= {200, 503} and statuses.count(503) >= 1 and statuses.count(200) >= 3
+        refused = next(r for r in responses if r.status_code == 503)
+        assert int(refused.headers["retry-after"]) >= 1 and refused.json()["error"]["type"] == "overloaded"
+        metrics = httpx.get(second.url + "/metrics").text
+        assert 'dynaqa_requests_total{outcome="shed"}' in metrics
+    finally:
+        assert second.stopped_cleanly()
