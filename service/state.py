@@ -45,6 +45,9 @@ class LocalState:
     def save_profile(self, key: str, profile: dict[str, Any]) -> None:
         self._profiles[key] = profile
 
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        return dict(self._profiles)
+
     def publish(self, replica: str, info: dict[str, Any], ttl_s: float) -> None:
         self._replicas[replica] = (time.time() + ttl_s, info)
 
@@ -82,9 +85,15 @@ class RedisState:
             self._on_error(operation)
             raise
         if not self._ok:
+            self._ok = True
             log.info(json.dumps({"event": "redis back", "operation": operation}))
-        self._ok = True
+            self._resync()
         return result
+
+    def _resync(self) -> None:
+        """After an outage, write back what this replica knows (a restarted Redis is empty)."""
+        for key, profile in self._local.profiles().items():
+            self.save_profile(key, profile)
 
     def load_profile(self, key: str) -> dict[str, Any] | None:
         try:

@@ -115,3 +115,32 @@ def test_second_replica_skips_calibration_and_a_flood_gets_503(
         assert 'dynaqa_requests_total{outcome="shed"}' in metrics
     finally:
         assert second.stopped_cleanly()
+
+
+def test_redis_going_away_never_fails_a_request_or_readiness(tmp_path: Path) -> None:
+    redis = Redis()
+    server = Server(CHECKPOINT, tmp_path / "log.jsonl", redis_url=redis.url, cache_dir=tmp_path / "cache")
+    try:
+        server.wait_ready()
+        assert post(server, EXAMPLES[2], {"X-Latency-Budget-Ms": "20000"}).status_code == 200
+        redis.stop()  # Redis dies mid-run
+        statuses = [post(server, e, {"X-Latency-Budget-Ms": "20000"}).status_code for e in EXAMPLES[:8]]
+        import time
+
+        time.sleep(2.5)  # a few controller ticks try to publish and fail
+        assert statuses == [200] * 8
+        assert httpx.get(server.url + "/v2/health/ready").status_code == 200
+        metrics = httpx.get(server.url + "/metrics").text
+        errors = [line for line in metrics.splitlines() if line.startswith("dynaqa_state_errors_total{")]
+        assert errors and sum(float(line.split()[-1]) for line in errors) >= 1
+        assert '"event": "redis unavailable"' in server.log_path.read_text()
+        redis = Redis(port=redis.port)  # it comes back on the same port: the replica resyncs
+        time.sleep(2.5)
+        assert '"event": "redis back"' in server.log_path.read_text()
+        import redis as redis_client
+
+        assert redis_client.Redis.from_url(redis.url).keys("dynaqa:profile:*")  # the profile was written back
+        assert post(server, EXAMPLES[3], {"X-Latency-Budget-Ms": "20000"}).status_code == 200
+    finally:
+        assert server.stopped_cleanly()
+        redis.stop()
