@@ -221,7 +221,12 @@ class Runtime:
             self.planner.mean_s(candidate, tokens, rows),
             payload=(example, windows),
         )
-        answer, model_s = await self.batcher.submit(item)
+        assert self.metrics is not None
+        self.metrics.inflight.inc()
+        try:
+            answer, model_s = await self.batcher.submit(item)
+        finally:
+            self.metrics.inflight.dec()
         done = time.perf_counter()
         return Result(answer, candidate, budget, fits, item.started_at - arrival, model_s, done - arrival)
 
