@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -162,7 +163,12 @@ def create_app(settings: Settings) -> FastAPI:
         budget = budgets.parse(
             request.headers, settings.default_budget_ms, settings.min_budget_ms, settings.max_budget_ms
         )
-        result = await rt.answer(body.question, body.context, budget, request.state.arrival)
+        result = await _unless_disconnected(
+            request, rt.answer(body.question, body.context, budget, request.state.arrival)
+        )
+        if result is None:  # the client left: its work was cancelled (dropped if still queued)
+            rt.record("cancelled", time.perf_counter() - request.state.arrival)
+            return Response(status_code=499)  # type: ignore[return-value]
         outcome = "ok" if result.fits and result.budget_met else "degraded"
         rt.record(outcome, result.latency_s, result)
         _headers(response, result)
@@ -216,6 +222,29 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Result]) -> Result | None:
+    """Run `work`, cancelling it if the client disconnects first (then None)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    return None
 
 
 def _headers(response: Response, result: Result) -> None:

@@ -73,13 +73,9 @@ def _serve(args: argparse.Namespace) -> None:
             timeout_graceful_shutdown=int(settings.drain_seconds) + 5,
         )
         return
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.drain_seconds) + 5,
-    )
+    from service.server import serve
+
+    serve(create_app(settings), settings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-OUTCOMES = ("ok", "degraded", "shed", "expired", "error", "rejected")
+OUTCOMES = ("ok", "degraded", "shed", "expired", "error", "rejected", "cancelled")
 
 
 def latency_buckets(slo_thresholds_ms: list[float]) -> list[float]:

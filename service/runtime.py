@@ -156,11 +156,17 @@ class Runtime:
         self.ready = True
         self.metrics.ready.set(1)
 
+    def begin_drain(self) -> None:
+        """Readiness false, new requests refused (503); queued and running work carries on."""
+        if not self.draining:
+            self.draining = True
+            if self.metrics:
+                self.metrics.ready.set(0)
+            log.info(json.dumps({"event": "draining", "queued": self.batcher.depth if self.batcher else 0}))
+
     async def stop(self) -> None:
         """Drain: refuse new work, let queued work finish (bounded), then stop the tasks."""
-        self.draining = True
-        if self.metrics:
-            self.metrics.ready.set(0)
+        self.begin_drain()
         deadline = time.perf_counter() + self.settings.drain_seconds
         while self.batcher and (self.batcher.depth or self.batcher.running) and time.perf_counter() < deadline:
             await asyncio.sleep(0.02)

@@ -1,0 +1,37 @@
+"""Running the app under uvicorn with a drain that starts the moment a stop signal arrives."""
+
+from __future__ import annotations
+
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from service.settings import Settings
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, plus: readiness turns false at SIGTERM/SIGINT, before uvicorn stops listening.
+
+    uvicorn then lets in-flight requests finish (up to its graceful timeout) and runs the
+    lifespan shutdown, which drains the queue.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._app.state.runtime.begin_drain()
+        super().handle_exit(sig, frame)
+
+
+def serve(app: FastAPI, settings: Settings) -> None:
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.drain_seconds) + 5,
+    )
+    DrainingServer(config, app).run()
