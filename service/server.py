@@ -33,5 +33,9 @@ def serve(app: FastAPI, settings: Settings) -> None:
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=int(settings.drain_seconds) + 5,
+        # Longer than any load balancer's idle timeout, so the server never closes a keep-alive
+        # connection at the moment a client reuses it (that race looks like a lost request).
+        timeout_keep_alive=settings.keep_alive_s,
+        backlog=4096,
     )
     DrainingServer(config, app).run()

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
         description="Latency histogram bucket edges placed exactly at these SLO thresholds.",
     )
     pin_subnet: str | None = Field(None, description="Serve only this sub-network id (for comparisons).")
+    keep_alive_s: int = Field(75, ge=1, description="Idle keep-alive connections are closed after this.")
     drain_seconds: float = Field(10.0, ge=0, description="On shutdown, wait this long for queued work.")
     log_level: str = Field("INFO", description="Python log level.")
 

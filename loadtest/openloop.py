@@ -1,0 +1,80 @@
+"""A bounded open-loop load generator: Poisson arrivals at a set rate, over HTTP, loopback only.
+
+Closed loops (N clients waiting for answers) slow down when the server does and hide overload;
+an open loop keeps sending at the offered rate whatever happens, as real traffic does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import httpx
+
+from models.squad import SquadExample
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class Record:
+    sent_at: float  # seconds since the start of the run
+    status: int  # 0 when no HTTP response came back
+    latency_s: float
+    budget_ms: float
+    qid: str
+    body: dict = field(default_factory=dict)  # type: ignore[type-arg]
+    headers: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
+async def run(
+    url: str,
+    examples: list[SquadExample],
+    rate_per_s: float,
+    seconds: float,
+    budget_ms: Callable[[random.Random], float],
+    max_requests: int = 20_000,
+    seed: int = 0,
+    extra_headers: dict[str, str] | None = None,
+) -> list[Record]:
+    """Send Poisson arrivals at `rate_per_s` for `seconds` (at most `max_requests`); wait for all."""
+    if urlparse(url).hostname not in LOOPBACK:
+        raise ValueError(f"load tests only target loopback, not {url}")
+    rng = random.Random(seed)
+    records: list[Record] = []
+    began = time.perf_counter()
+
+    async def one(client: httpx.AsyncClient, example: SquadExample, budget: float) -> None:
+        sent = time.perf_counter()
+        headers = {"X-Latency-Budget-Ms": f"{budget:.1f}", **(extra_headers or {})}
+        record = Record(sent - began, 0, 0.0, budget, example.qid)
+        try:
+            response = await client.post(
+                url + "/v1/qa", json={"question": example.question, "context": example.context}, headers=headers
+            )
+            record.status = response.status_code
+            record.headers = dict(response.headers)
+            if response.headers.get("content-type", "").startswith("application/json"):
+                record.body = response.json()
+        except httpx.HTTPError as exc:
+            record.error = type(exc).__name__
+        record.latency_s = time.perf_counter() - sent
+        records.append(record)
+
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        tasks = []
+        next_at = 0.0
+        while next_at < seconds and len(tasks) < max_requests:
+            delay = began + next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(client, rng.choice(examples), budget_ms(rng))))
+            next_at += rng.expovariate(rate_per_s)
+        await asyncio.gather(*tasks)
+    return sorted(records, key=lambda r: r.sent_at)

@@ -1,0 +1,134 @@
+"""Overload: offer many times the full model's capacity for a while, then check recovery.
+
+Measures the full model's single-stream capacity (1 / p50 latency, loose budget, sequential),
+offers `--factor` times that as an open loop for `--seconds`, sampling the server's RSS and queue
+depth, then waits for the degradation level to return to 0 and checks a loose-budget request is
+served by the full model again. Reports statuses, the p99 latency of refusals, peak RSS and the
+highest queue depth seen. Used by tests/test_reliability.py and runnable on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from loadtest import openloop
+from models import squad
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return float("nan")
+
+
+def measure(url: str, pid: int, factor: float = 10.0, seconds: float = 30.0, budget_ms: float = 1000.0) -> dict:
+    examples = squad.load_squad(DATA, limit=300)
+    with httpx.Client(timeout=60) as client:
+        latencies = []
+        for example in examples[:20]:
+            r = client.post(
+                url + "/v1/qa",
+                json={"question": example.question, "context": example.context},
+                headers={"X-Latency-Budget-Ms": "20000"},
+            )
+            latencies.append(r.json()["latency_ms"])
+    capacity = 1000.0 / statistics.median(latencies)
+    samples: list[tuple[int, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append((rss_kib(pid), metric(url, "dynaqa_queue_depth")))
+            time.sleep(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    rss_before = rss_kib(pid)
+    sampler.start()
+    records = asyncio.run(openloop.run(url, examples, capacity * factor, seconds, lambda rng: budget_ms))
+    stop.set()
+    sampler.join()
+    refused = [r for r in records if r.status == 503]
+    began = time.perf_counter()
+    while metric(url, "dynaqa_degradation_level") > 0 and time.perf_counter() - began < 60:
+        time.sleep(0.5)
+    recovery_s = time.perf_counter() - began
+    check = httpx.post(
+        url + "/v1/qa",
+        json={"question": examples[0].question, "context": examples[0].context},
+        headers={"X-Latency-Budget-Ms": "20000"},
+        timeout=60,
+    ).json()
+    statuses: dict[int, int] = {}
+    errors: dict[str, int] = {}
+    for r in records:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+        if r.error:
+            errors[r.error] = errors.get(r.error, 0) + 1
+    return {
+        "capacity_full_model_rps": round(capacity, 2),
+        "offered_rps": round(capacity * factor, 2),
+        "seconds": seconds,
+        "requests": len(records),
+        "statuses": statuses,
+        "client_errors": errors,
+        "refusals_with_retry_after": sum("retry-after" in r.headers for r in refused),
+        "refusal_latency_ms_p50": round(1000 * statistics.median(r.latency_s for r in refused), 2) if refused else None,
+        "refusal_latency_ms_p99": round(1000 * sorted(r.latency_s for r in refused)[int(0.99 * len(refused)) - 1], 2)
+        if refused
+        else None,
+        "rss_mib_before": round(rss_before / 1024, 1),
+        "rss_mib_peak": round(max(s[0] for s in samples) / 1024, 1),
+        "queue_depth_max_seen": max(s[1] for s in samples),
+        "recovery_seconds_to_level_0": round(recovery_s, 1),
+        "after_recovery_subnet": check["subnet"]["id"],
+        "process_alive": Path(f"/proc/{pid}").exists(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from loadtest.processes import Server
+    from models import checkpoint
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=str(checkpoint.DEFAULT_DIR))
+    parser.add_argument("--factor", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "overload.json"))
+    args = parser.parse_args(argv)
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="dynaqa-overload-"))
+    server = Server(Path(args.checkpoint), tmp / "log.jsonl", cache_dir=tmp / "cache", max_queue=args.max_queue)
+    try:
+        server.wait_ready()
+        report = measure(server.url, server.process.pid, args.factor, args.seconds)
+        report["max_queue"] = args.max_queue
+    finally:
+        server.stop()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
