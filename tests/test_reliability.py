@@ -113,6 +113,8 @@ def test_overload_is_refused_fast_bounded_and_recovers(server: Server) -> None:
     assert set(report["statuses"]) <= {200, 503, 504}, report
     assert report["statuses"].get(503, 0) > 0
     assert report["refusals_with_retry_after"] == report["statuses"][503]
+    assert not report["client_errors"], report
+    assert report["refusal_ms_p99_at_most"] is not None
     assert report["queue_depth_max_seen"] <= 16
     assert report["rss_mib_peak"] < report["rss_mib_before"] + 512, report
     assert report["after_recovery_subnet"] == "w100d100"
