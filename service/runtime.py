@@ -194,7 +194,10 @@ class Runtime:
             )
         self.arrivals += 1
         example = SquadExample("request", question, context)
-        windows = self.reader.windows([example])
+        if len(context) > 4000:  # long contexts take milliseconds to tokenise: keep the loop free
+            windows = await asyncio.to_thread(self.reader.windows, [example])
+        else:
+            windows = self.reader.windows([example])
         tokens, rows = max(windows.lengths()), len(windows)
         now = time.perf_counter()
         decision = self.planner.choose(

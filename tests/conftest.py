@@ -61,3 +61,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) ->
     from models import checkpoint
 
     return checkpoint.save(tiny_model(), tmp_path_factory.mktemp("ckpt") / "tiny", base_dir)
+
+
+@pytest.fixture(scope="session")
+def latency_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One latency-profile cache for the server processes of the whole run: one calibration."""
+    return tmp_path_factory.mktemp("latency-cache")

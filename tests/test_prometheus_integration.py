@@ -24,11 +24,11 @@ CHECKPOINT = Path(os.environ.get("DYNAQA_TEST_CHECKPOINT", str(checkpoint.DEFAUL
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+def stack(tmp_path_factory: pytest.TempPathFactory, latency_cache: Path) -> Iterator[tuple[Server, str]]:
     binary = shutil.which("prometheus")
     assert binary, "prometheus is missing (Debian package prometheus; .ci/run installs it)"
     tmp = tmp_path_factory.mktemp("prom")
-    server = Server(CHECKPOINT, tmp / "service.jsonl", cache_dir=tmp / "cache", max_queue=16, controller_interval_s=0.5)
+    server = Server(CHECKPOINT, tmp / "service.jsonl", cache_dir=latency_cache, max_queue=16, controller_interval_s=0.5)
     rule = yaml.safe_load((REPO / "deploy" / "k8s" / "base" / "prometheusrule.yaml").read_text())["spec"]
     for group in rule["groups"]:
         group["interval"] = "1s"  # the same rules, evaluated every second for a short test

@@ -32,9 +32,9 @@ SCHEMA = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, latency_cache: Path) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("reliability")
-    process = Server(CHECKPOINT, tmp / "log.jsonl", cache_dir=tmp / "cache", max_queue=16)
+    process = Server(CHECKPOINT, tmp / "log.jsonl", cache_dir=latency_cache, max_queue=16)
     process.wait_ready()
     yield process
     assert process.stopped_cleanly()
@@ -173,8 +173,8 @@ def test_a_bad_checkpoint_exits_non_zero_and_is_never_ready(tmp_path: Path, dama
     assert ("is corrupt" if damage == "corrupt weights" else "does not exist") in result.stderr
 
 
-def test_sigterm_under_load_drains_without_losing_requests(tmp_path: Path) -> None:
-    server = Server(CHECKPOINT, tmp_path / "log.jsonl", cache_dir=tmp_path / "cache", max_queue=64)
+def test_sigterm_under_load_drains_without_losing_requests(tmp_path: Path, latency_cache: Path) -> None:
+    server = Server(CHECKPOINT, tmp_path / "log.jsonl", cache_dir=latency_cache, max_queue=64)
     server.wait_ready()
     examples = squad.load_squad(DATA / "eval.json.gz", limit=100)
     readiness: list[int] = []
