@@ -6,13 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test serve bench lint clean
+.PHONY: setup test serve bench lint audit clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,train,bench,loadtest]'
+	$(BIN)/pip install -q -e '.[dev,train,bench,loadtest,audit]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -25,6 +25,10 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	OMP_WAIT_POLICY=ACTIVE $(BIN)/python benchmarks/model_latency.py
+
+# Needs the PyPI JSON API or OSV; from this sandbox only the package index is reachable.
+audit: $(STAMP)
+	$(BIN)/pip-audit --progress-spinner off --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check models service tests benchmarks
