@@ -112,6 +112,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             lr=recipe.lr if lr is None else lr,
             max_steps=args.max_steps,
             batch_size=args.batch_size or recipe.batch_size,
+            device=args.device,
         )
 
     config = replace(
@@ -208,6 +209,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "--ship", default=None, help="copy the last checkpoint here (e.g. models/checkpoints/dynaqa-minilm-l6)"
     )
+    p.add_argument("--device", default="cpu", help="torch device for training steps: cpu or cuda (default cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 

@@ -107,12 +107,12 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
         report = train(model, windows, config.teacher, finetune_loss(model), work / "state.pt", "teacher", progress)
     elif stage == "rewire":
         model = _load_model(previous)  # type: ignore[arg-type]
-        batches = [squad.collate(windows, b) for b in _importance_batches(windows, config)]
+        batches = [squad.collate(windows, b) for b in _importance_batches(windows, config)]  # on the CPU
         scores = rewire(model, batches, progress)
         report = {"importance_batches": len(batches), "head_importance": scores.heads.tolist()}
     else:
         model = _load_model(previous)  # type: ignore[arg-type]
-        teacher = copy.deepcopy(model).eval()
+        teacher = copy.deepcopy(model).eval().to(config.width.device)
         for p in teacher.parameters():
             p.requires_grad_(False)
         if stage == "width":

@@ -71,13 +71,11 @@ class Reader:
         start, end = self.logits(windows, indices, subnet)
         return self.decode(example, windows, indices, start, end)
 
-    def answer_batch(
-        self, requests: list[tuple[SquadExample, Windows]], subnet: SubnetConfig
-    ) -> list[Answer]:
+    def answer_batch(self, requests: list[tuple[SquadExample, Windows]], subnet: SubnetConfig) -> list[Answer]:
         """Answers for several already-windowed questions run as one forward (micro-batching)."""
         merged = Windows([], [], [], [])
         spans = []
-        for example, windows in requests:
+        for _example, windows in requests:
             begin = len(merged)
             merged.input_ids += windows.input_ids
             merged.token_type_ids += windows.token_type_ids

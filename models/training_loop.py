@@ -44,6 +44,7 @@ class Recipe:
     seed: int = 13
     save_every: int = 50
     max_steps: int | None = None  # cap for smoke runs and tests
+    device: str = "cpu"  # "cuda" where a GPU is lent; weights are saved on the CPU either way
 
 
 def length_batches(windows: Windows, batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -90,24 +91,25 @@ def train(
 ) -> dict[str, Any]:
     """Minimise `loss_fn` over the planned batches; resumes from `state_path` if present."""
     torch.manual_seed(recipe.seed)
+    model.to(recipe.device)
     plan = plan_batches(windows, recipe)
     total = len(plan)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s, total, int(total * recipe.warmup)))
     start_step, losses = 0, []
     if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, weights_only=False, map_location=recipe.device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_step, losses = state["step"], state["losses"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
         log.info(json.dumps({"stage": desc, "event": "resumed", "step": start_step, "of": total}))
     model.train()
     began = time.time()
     bar = tqdm(range(start_step, total), desc=desc, unit="step", disable=not progress, initial=start_step, total=total)
     for step in bar:
-        batch = squad.collate(windows, plan[step])
+        batch = {k: v.to(recipe.device) for k, v in squad.collate(windows, plan[step]).items()}
         loss = loss_fn(batch, random.Random(recipe.seed * 100_003 + step))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -134,7 +136,7 @@ def train(
             log.info(
                 json.dumps({"stage": desc, "step": step + 1, "of": total, "loss": round(sum(recent) / len(recent), 4)})
             )
-    model.eval()
+    model.eval().to("cpu")
     return {
         "recipe": asdict(recipe),
         "steps": total,
