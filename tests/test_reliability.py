@@ -116,7 +116,7 @@ def test_overload_is_refused_fast_bounded_and_recovers(server: Server) -> None:
     assert not report["client_errors"], report
     assert report["refusal_ms_p99_at_most"] is not None
     assert report["queue_depth_max_seen"] <= 16
-    assert report["rss_mib_peak"] < report["rss_mib_before"] + 512, report
+    assert report["rss_mib_peak"] < 2048, report  # well inside the pod's 2.5 GiB memory limit
     assert report["after_recovery_subnet"] == "w100d100"
     print(json.dumps(report))
 
