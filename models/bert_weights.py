@@ -66,6 +66,17 @@ def rename(name: str) -> str | None:
     raise CheckpointError(f"unknown BERT weight {name!r}")
 
 
+def to_bert_name(name: str) -> str:
+    """Our parameter name -> the Hugging Face BertForQuestionAnswering name (inverse of `rename`)."""
+    module, _, kind = name.rpartition(".")
+    if module.startswith("encoder.layers."):
+        _, _, index, inner = module.split(".", 3)
+        hf_inner = {ours: hf for hf, ours in _LAYER_NAMES.items()}[inner]
+        return f"bert.encoder.layer.{index}.{hf_inner}.{kind}"
+    hf_module = {ours: hf for hf, ours in _TOP_NAMES.items()}[module]
+    return f"{hf_module}.{kind}" if hf_module == "qa_outputs" else f"bert.{hf_module}.{kind}"
+
+
 def convert_state_dict(hf_state: dict[str, Tensor]) -> dict[str, Tensor]:
     renamed = {}
     for name, tensor in hf_state.items():

@@ -46,3 +46,11 @@ def test_minilm_weights_match_transformers_on_a_padded_batch(base_dir: Path, att
     batch = padded_batch(batch=4, tokens=64, seed=3)
     diff = (ours(model, batch) - hf_logits(hf, batch)).abs().max()
     assert diff <= 1e-4, f"max abs difference {diff}"
+
+
+def test_export_names_round_trip() -> None:
+    from models.bert_weights import rename, to_bert_name
+    from models.transformer import DynamicBertForQA
+
+    for name in DynamicBertForQA(TINY).state_dict():
+        assert rename(to_bert_name(name)) == name

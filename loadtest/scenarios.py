@@ -1,0 +1,237 @@
+"""Adaptive vs static serving under load: the scenarios of DESIGN.md section 6.
+
+Four servers, one at a time, each on the same checkpoint and the same offered traffic:
+  adaptive         `dynaqa serve` (the planner chooses per request)
+  pinned-full      `dynaqa serve` pinned to w100d100
+  pinned-smallest  `dynaqa serve` pinned to the fastest grid pair (w25d50)
+  peer             FastAPI + transformers `pipeline("question-answering")` with the teacher
+Scenarios (open loop, Poisson arrivals, eval-split questions, every answer scored):
+  sweep   offered load from 0.25x to 3x the full model's measured capacity
+  burst   1x -> 3x -> 1x, with the degradation level sampled from /metrics
+  mixed   1x load, budgets spread from half to eight times the full model's latency
+Budgets are multiples of L, the full model's p50 latency on this machine, measured first.
+Results: loadtest/results/loadtest.json (every request), loadtest.md and PNG plots (report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import httpx
+
+from loadtest import openloop
+from loadtest.processes import Server, free_port
+from models import checkpoint, metric, squad
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"
+SERVERS = ("adaptive", "pinned-full", "pinned-smallest", "peer")
+SWEEP = (0.25, 0.5, 1.0, 2.0, 3.0)
+SWEEP_BUDGETS = (2.0, 3.0, 5.0)  # x L
+MIXED_BUDGETS = (0.5, 1.0, 2.0, 4.0, 8.0)  # x L
+BURST = ((1.0, 10.0), (3.0, 10.0), (1.0, 35.0))  # (x capacity, seconds)
+
+
+class Peer:
+    """The transformers-pipeline peer in a subprocess."""
+
+    def __init__(self, checkpoint_dir: Path, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "loadtest.peer", "--checkpoint", str(checkpoint_dir), "--port", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("the peer did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self._log.close()
+
+
+def start(kind: str, checkpoint_dir: Path, tmp: Path) -> Server | Peer:
+    if kind == "peer":
+        server: Server | Peer = Peer(checkpoint_dir, tmp / "peer.log")
+    else:
+        pin = {"pinned-full": "w100d100", "pinned-smallest": "w25d50"}.get(kind)
+        settings = {"cache_dir": tmp / "cache", "max_queue": 64}
+        if pin:
+            settings["pin_subnet"] = pin
+        server = Server(checkpoint_dir, tmp / f"{kind}.jsonl", **settings)
+    server.wait_ready()
+    return server
+
+
+def full_model_latency_ms(url: str, examples: list[squad.SquadExample]) -> float:
+    with httpx.Client(timeout=60) as client:
+        latencies = []
+        for example in examples[:30]:
+            began = time.perf_counter()
+            client.post(
+                url + "/v1/qa",
+                json={"question": example.question, "context": example.context},
+                headers={"X-Latency-Budget-Ms": "60000"},
+            )
+            latencies.append((time.perf_counter() - began) * 1000)
+    return statistics.median(latencies[5:])
+
+
+def capacity_rps(url: str, examples: list[squad.SquadExample], seconds: float = 10.0) -> float:
+    """Completed requests per second under a saturating closed loop of 8 clients."""
+    done = 0
+
+    async def client_loop(client: httpx.AsyncClient, offset: int, end: float) -> None:
+        nonlocal done
+        i = offset
+        while time.perf_counter() < end:
+            example = examples[i % len(examples)]
+            r = await client.post(
+                url + "/v1/qa",
+                json={"question": example.question, "context": example.context},
+                headers={"X-Latency-Budget-Ms": "60000"},
+            )
+            done += r.status_code == 200
+            i += 8
+
+    async def run() -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+            end = time.perf_counter() + seconds
+            await asyncio.gather(*(client_loop(client, k, end) for k in range(8)))
+
+    asyncio.run(run())
+    return done / seconds
+
+
+def sample_levels(url: str, stop: threading.Event, began: float, out: list[tuple[float, float]]) -> None:
+    while not stop.is_set():
+        try:
+            for line in httpx.get(url + "/metrics", timeout=1).text.splitlines():
+                if line.startswith("dynaqa_degradation_level "):
+                    out.append((time.perf_counter() - began, float(line.split()[-1])))
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+
+
+def score(records: list[openloop.Record], gold: dict[str, tuple[str, ...]]) -> list[dict]:
+    rows = []
+    for r in records:
+        row = asdict(r)
+        answer = r.body.get("answer") if r.status == 200 else None
+        row["f1"] = max(metric.f1_score(answer, g) for g in gold[r.qid]) * 100 if answer is not None else None
+        row["met"] = r.status == 200 and r.latency_s * 1000 <= r.budget_ms
+        row["subnet"] = r.body.get("subnet", {}).get("id") if r.status == 200 else None
+        del row["body"], row["headers"]
+        rows.append(row)
+    return rows
+
+
+def run_server(
+    kind: str, url: str, examples: list, gold: dict, capacity: float, latency_ms: float, scale: float
+) -> dict:
+    """All scenarios against one server; `scale` shortens durations for smoke runs."""
+    out: dict = {"sweep": {}, "burst": {}, "mixed": {}}
+    for factor in SWEEP:
+        records = asyncio.run(
+            openloop.run(
+                url,
+                examples,
+                capacity * factor,
+                15 * scale,
+                lambda rng: latency_ms * rng.choice(SWEEP_BUDGETS),
+                seed=int(factor * 100),
+            )
+        )
+        out["sweep"][str(factor)] = score(records, gold)
+    levels: list[tuple[float, float]] = []
+    stop = threading.Event()
+    began = time.perf_counter()
+    sampler = threading.Thread(target=sample_levels, args=(url, stop, began, levels), daemon=True)
+    if kind != "peer":
+        sampler.start()
+    phases = []
+    for factor, seconds in BURST:
+        offset = time.perf_counter() - began
+        records = asyncio.run(
+            openloop.run(
+                url,
+                examples,
+                capacity * factor,
+                seconds * scale,
+                lambda rng: latency_ms * rng.choice(SWEEP_BUDGETS),
+                seed=7,
+            )
+        )
+        for r in records:
+            r.sent_at += offset
+        phases.append({"factor": factor, "start_s": offset, "records": score(records, gold)})
+    stop.set()
+    out["burst"] = {"phases": phases, "levels": levels}
+    records = asyncio.run(
+        openloop.run(url, examples, capacity, 20 * scale, lambda rng: latency_ms * rng.choice(MIXED_BUDGETS), seed=11)
+    )
+    out["mixed"] = score(records, gold)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=str(checkpoint.DEFAULT_DIR))
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of " + ",".join(SERVERS))
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every duration (0.2 for a smoke run)")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    examples = squad.load_squad(DATA)
+    gold = {e.qid: e.answers for e in examples}
+    tmp = Path(tempfile.mkdtemp(prefix="dynaqa-loadtest-"))
+    ckpt = Path(args.checkpoint)
+    began = time.perf_counter()
+    reference = start("pinned-full", ckpt, tmp)
+    try:
+        latency_ms = full_model_latency_ms(reference.url, examples)
+        capacity = capacity_rps(reference.url, examples, 10 * args.scale)
+    finally:
+        reference.stop()
+    print(json.dumps({"full_model_latency_ms": latency_ms, "capacity_rps": capacity}), file=sys.stderr)
+    results = {"full_model_latency_ms": latency_ms, "capacity_rps": capacity, "servers": {}}
+    for kind in args.servers.split(","):
+        print(f"{kind} ...", file=sys.stderr)
+        server = start(kind, ckpt, tmp)
+        try:
+            results["servers"][kind] = run_server(kind, server.url, examples, gold, capacity, latency_ms, args.scale)
+        finally:
+            server.stop()
+    results["seconds"] = round(time.perf_counter() - began, 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "loadtest.json").write_text(json.dumps(results) + "\n")
+    from loadtest import report
+
+    print(json.dumps(report.write(results, out), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
