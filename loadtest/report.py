@@ -43,28 +43,35 @@ def write(results: dict, out: Path) -> dict:
     capacity = results["capacity_rps"]
     servers = results["servers"]
     summary: dict = {"capacity_rps": capacity, "full_model_latency_ms": results["full_model_latency_ms"]}
+    columns = (
+        "sent",
+        "attainment",
+        "goodput_rps",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "served_f1",
+        "shed",
+        "expired",
+        "errors",
+    )
     lines = [
         f"Full model: {results['full_model_latency_ms']:.1f} ms p50, capacity {capacity:.2f} req/s.",
         "",
-        "| server | scenario | offered (x cap.) | sent | attainment | goodput/s | p50 | p95 | p99 | served F1 | shed | expired | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| server | scenario | offered (x capacity) | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 3) + "|",
     ]
+
+    def row(kind: str, scenario: str, factor: str, s: dict) -> str:
+        return f"| {kind} | {scenario} | {factor} | " + " | ".join(str(s[c]) for c in columns) + " |"
+
     for kind, data in servers.items():
         summary[kind] = {"sweep": {}}
         for factor, rows in data["sweep"].items():
-            seconds = max((r["sent_at"] for r in rows), default=1.0) or 1.0
-            s = summarise(rows, seconds)
-            summary[kind]["sweep"][factor] = s
-            lines.append(
-                f"| {kind} | sweep | {factor} | {s['sent']} | {s['attainment']} | {s['goodput_rps']} | {s['p50_ms']} | "
-                f"{s['p95_ms']} | {s['p99_ms']} | {s['served_f1']} | {s['shed']} | {s['expired']} | {s['errors']} |"
-            )
-        mixed = summarise(data["mixed"], max(r["sent_at"] for r in data["mixed"]) or 1.0)
-        summary[kind]["mixed"] = mixed
-        lines.append(
-            f"| {kind} | mixed | 1.0 | {mixed['sent']} | {mixed['attainment']} | {mixed['goodput_rps']} | {mixed['p50_ms']} | "
-            f"{mixed['p95_ms']} | {mixed['p99_ms']} | {mixed['served_f1']} | {mixed['shed']} | {mixed['expired']} | {mixed['errors']} |"
-        )
+            summary[kind]["sweep"][factor] = summarise(rows, max((r["sent_at"] for r in rows), default=1.0) or 1.0)
+            lines.append(row(kind, "sweep", factor, summary[kind]["sweep"][factor]))
+        summary[kind]["mixed"] = summarise(data["mixed"], max(r["sent_at"] for r in data["mixed"]) or 1.0)
+        lines.append(row(kind, "mixed", "1.0", summary[kind]["mixed"]))
     checks = _checks(summary, servers)
     summary["checks"] = checks
     lines += ["", "Checks:", "", "```", json.dumps(checks, indent=1), "```"]
