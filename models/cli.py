@@ -181,6 +181,71 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
     _add_train(sub)
+    _add_search(sub)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from models import search
+    from models.checkpoint import ProfileEntry, write_profile
+    from models.reader import Reader
+
+    checkpoint = ckpt.load(args.checkpoint)
+    reader = Reader(checkpoint)
+    examples = squad.load_squad(args.data)
+    bench = search.Bench(reader, examples[args.subset_offset : args.subset_offset + args.subset])
+    storage = args.storage or f"sqlite:///{Path(args.out) / 'search.db'}"
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    study = search.run_study(bench, args.trials, storage, args.seed, args.study, progress=not args.quiet)
+    front = search.front_from_study(study, bench)
+    entries = []
+    for m in front:
+        f1, em = search.full_split_scores(reader, examples, m.subnet)
+        entries.append(ProfileEntry(m.subnet, round(f1, 3), round(em, 3), round(m.macs), round(m.latency_ms, 3)))
+    trials = [
+        search.Measurement(
+            SubnetConfig.from_dict(t.user_attrs["subnet"]),
+            t.values[0],
+            t.user_attrs["exact_match"],
+            t.values[1],
+            t.user_attrs["macs"],
+        )
+        for t in study.trials
+        if t.values is not None
+    ]
+    search.plot(trials, front, Path(args.out) / "search.png")
+    if args.write_profile:
+        write_profile(checkpoint.path, entries)
+    _emit(
+        {
+            "trials": len(study.trials),
+            "front": [e.to_dict() for e in entries],
+            "storage": storage,
+            "profile_written": bool(args.write_profile),
+        }
+    )
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "search",
+        help="search the F1/latency frontier over width x depth x lengths",
+        description="NSGA-II (Optuna) over width, depth and per-layer keep ratios, maximising F1 on a fixed "
+        "subset of the eval split and minimising measured batch-1 latency on this CPU. Resumable: the same "
+        "--storage and --study continue where a run stopped. The front is re-scored on the whole split and, "
+        "with --write-profile, written to the checkpoint's profile.json for the service.",
+    )
+    p.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped one)")
+    p.add_argument("--data", default=str(DEFAULT_EVAL), help="SQuAD eval JSON[.gz]")
+    p.add_argument("--trials", type=int, default=150, help="total trials in the study (default 150)")
+    p.add_argument("--subset", type=int, default=300, help="questions per trial (default 300)")
+    p.add_argument("--subset-offset", type=int, default=0, help="where the subset starts in the file")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--study", default="dynaqa", help="study name in the storage")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite in --out)")
+    p.add_argument("--out", default="runs/search", help="directory for the study and the plot")
+    p.add_argument("--write-profile", action="store_true", help="write the front into the checkpoint")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_search)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
