@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test serve bench lint audit clean
+.PHONY: setup test serve bench bench-service loadtest lint audit clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,12 +26,21 @@ serve: $(STAMP)
 bench: $(STAMP)
 	OMP_WAIT_POLICY=ACTIVE $(BIN)/python benchmarks/model_latency.py
 
+# Service start-up, per-request overhead, tight budgets; then 10x overload (real processes).
+bench-service: $(STAMP)
+	$(BIN)/python -m loadtest.service_bench
+	$(BIN)/python -m loadtest.overload
+
+# Adaptive vs pinned vs the transformers-pipeline peer, open loop (about 12 minutes).
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtest.scenarios
+
 # Needs the PyPI JSON API or OSV; from this sandbox only the package index is reachable.
 audit: $(STAMP)
 	$(BIN)/pip-audit --progress-spinner off --strict
 
 lint: $(STAMP)
-	$(BIN)/ruff check models service tests benchmarks
+	$(BIN)/ruff check models service loadtest tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
