@@ -61,15 +61,16 @@ def subnet_from_trial(trial, num_layers: int, allow_lengths: bool = True) -> Sub
     """Sample a sub-network: width, depth and (optionally) keep factors for the kept layers."""
     width = trial.suggest_categorical("width", list(WIDTHS))
     depth = trial.suggest_categorical("depth", list(DEPTHS))
+    int8 = trial.suggest_categorical("int8", [False, True])
     if not allow_lengths:
-        return SubnetConfig(width, depth)
+        return SubnetConfig(width, depth, quantized=int8)
     ratios, running = [], 1.0
     for i in range(num_layers):  # all six are always sampled so NSGA-II's crossover sees one space
         factor = trial.suggest_float(f"keep{i}", 0.5, 1.0, step=FACTOR_STEP)
         if i < kept_layer_count(num_layers, depth):
             running *= factor
             ratios.append(round(running, 4))
-    return SubnetConfig(width, depth, tuple(ratios) if any(r < 1.0 for r in ratios) else None)
+    return SubnetConfig(width, depth, tuple(ratios) if any(r < 1.0 for r in ratios) else None, int8)
 
 
 def pareto_front(measurements: list[Measurement]) -> list[Measurement]:

@@ -14,6 +14,7 @@ read `WidthWeights` packed at load, contiguous per width, so a forward never cop
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from models import drop_restore
 from models.config import ArchConfig
-from models.errors import InvalidInput
+from models.errors import InvalidInput, InvalidSubnet
 from models.subnet import SubnetConfig, kept_heads, kept_layers, kept_neurons
 
 
@@ -37,18 +38,49 @@ class QAOutput:
 
 
 @dataclass(frozen=True)
+class Projection:
+    """One linear map y = x W^T + b, float (views or packed copies) or INT8 (dynamic quantisation)."""
+
+    weight: Tensor  # (out, in)
+    bias: Tensor  # (out,)
+    int8: nn.Module | None = None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.int8 is not None:
+            return self.int8(x)  # type: ignore[no-any-return]
+        return F.linear(x, self.weight, self.bias)
+
+    def packed(self) -> Projection:
+        """A detached, contiguous copy: what inference reads so no forward slices a weight."""
+        return Projection(self.weight.detach().contiguous().clone(), self.bias.detach().contiguous().clone())
+
+    def quantized(self) -> Projection:
+        """INT8 weights, activations quantised per call (torch's dynamic quantisation, fbgemm)."""
+        linear = nn.Linear(self.weight.shape[1], self.weight.shape[0])
+        with torch.no_grad():
+            linear.weight.copy_(self.weight)
+            linear.bias.copy_(self.bias)
+        with warnings.catch_warnings():  # torch 2.13 flags the quantised-tensor API as deprecated
+            warnings.simplefilter("ignore", UserWarning)
+            int8 = torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8)[0]
+        return Projection(self.weight, self.bias, int8)
+
+
+@dataclass(frozen=True)
 class LayerWeights:
     """The weights one layer runs with at one width: views in training, packed copies at inference."""
 
     heads: int
-    qkv_weight: Tensor  # (3 * heads * head_size, hidden): query rows, then key, then value
-    qkv_bias: Tensor  # (3 * heads * head_size,)
-    out_weight: Tensor  # (hidden, heads * head_size)
-    out_bias: Tensor
-    ffn_in_weight: Tensor  # (neurons, hidden)
-    ffn_in_bias: Tensor
-    ffn_out_weight: Tensor  # (hidden, neurons)
-    ffn_out_bias: Tensor
+    qkv: Projection  # (3 * heads * head_size, hidden): query rows, then key, then value
+    out: Projection  # (hidden, heads * head_size)
+    ffn_in: Projection  # (neurons, hidden)
+    ffn_out: Projection  # (hidden, neurons)
+
+    def map(self, how: str) -> LayerWeights:
+        """The same weights packed (`"packed"`) or INT8-quantised (`"quantized"`)."""
+        return LayerWeights(
+            self.heads, *(getattr(getattr(self, name), how)() for name in ("qkv", "out", "ffn_in", "ffn_out"))
+        )
 
 
 class Embeddings(nn.Module):
@@ -83,17 +115,17 @@ class SelfAttention(nn.Module):
         self.dropout_p = config.attention_probs_dropout_prob
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def sliced(self, heads: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def sliced(self, heads: int) -> tuple[Projection, Projection]:
         """Differentiable views of the first `heads` heads (qkv fused by concatenation)."""
         d = heads * self.head_size
         weight = torch.cat([self.query.weight[:d], self.key.weight[:d], self.value.weight[:d]])
         bias = torch.cat([self.query.bias[:d], self.key.bias[:d], self.value.bias[:d]])
-        return weight, bias, self.output.weight[:, :d], self.output.bias
+        return Projection(weight, bias), Projection(self.output.weight[:, :d], self.output.bias)
 
     def project(self, x: Tensor, w: LayerWeights) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys, values, each (batch, heads, tokens, head_size), from one fused matmul."""
         batch, tokens, _ = x.shape
-        qkv = F.linear(x, w.qkv_weight, w.qkv_bias)  # (batch, tokens, 3 * heads * head_size)
+        qkv = w.qkv(x)  # (batch, tokens, 3 * heads * head_size)
         qkv = qkv.view(batch, tokens, 3, w.heads, self.head_size).permute(2, 0, 3, 1, 4)
         return qkv[0], qkv[1], qkv[2]
 
@@ -114,7 +146,7 @@ class SelfAttention(nn.Module):
             context = context * head_mask[None, :, None, None]
         batch, _, tokens, _ = context.shape
         context = context.transpose(1, 2).reshape(batch, tokens, -1)  # (batch, tokens, heads*hs)
-        out = self.dropout(F.linear(context, w.out_weight, w.out_bias))
+        out = self.dropout(w.out(context))
         return self.norm(out + residual)
 
     def forward(self, x: Tensor, bias: Tensor | None, w: LayerWeights, head_mask: Tensor | None = None) -> Tensor:
@@ -138,17 +170,15 @@ class FeedForward(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def sliced(self, neurons: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def sliced(self, neurons: int) -> tuple[Projection, Projection]:
         return (
-            self.expand.weight[:neurons],
-            self.expand.bias[:neurons],
-            self.contract.weight[:, :neurons],
-            self.contract.bias,
+            Projection(self.expand.weight[:neurons], self.expand.bias[:neurons]),
+            Projection(self.contract.weight[:, :neurons], self.contract.bias),
         )
 
     def forward(self, x: Tensor, w: LayerWeights) -> Tensor:
-        inner = F.gelu(F.linear(x, w.ffn_in_weight, w.ffn_in_bias))  # (batch, tokens, neurons)
-        out = self.dropout(F.linear(inner, w.ffn_out_weight, w.ffn_out_bias))
+        inner = F.gelu(w.ffn_in(x))  # (batch, tokens, neurons)
+        out = self.dropout(w.ffn_out(inner))
         return self.norm(out + x)
 
 
@@ -165,15 +195,7 @@ class Layer(nn.Module):
         """Views of this layer's parameters at `width` (the training path)."""
         heads = kept_heads(self.config.num_attention_heads, width)
         neurons = kept_neurons(self.config.num_attention_heads, self.config.intermediate_size, width)
-        qkv_w, qkv_b, out_w, out_b = self.attention.sliced(heads)
-        in_w, in_b, ffn_out_w, ffn_out_b = self.ffn.sliced(neurons)
-        return LayerWeights(heads, qkv_w, qkv_b, out_w, out_b, in_w, in_b, ffn_out_w, ffn_out_b)
-
-
-def _packed(weights: LayerWeights) -> LayerWeights:
-    """A detached, contiguous copy: what inference reads so no forward slices a weight."""
-    tensors = [t.detach().contiguous().clone() for t in vars(weights).values() if isinstance(t, Tensor)]
-    return LayerWeights(weights.heads, *tensors)
+        return LayerWeights(heads, *self.attention.sliced(heads), *self.ffn.sliced(neurons))
 
 
 def _key_bias(mask: Tensor, dtype: torch.dtype) -> Tensor | None:
@@ -265,17 +287,23 @@ class DynamicBertForQA(nn.Module):
         self.embeddings = Embeddings(config)
         self.encoder = Encoder(config)
         self.head = QAHead(config)
-        self._packed: dict[float, list[LayerWeights]] | None = None
+        self._packed: dict[tuple[float, bool], list[LayerWeights]] | None = None
 
-    def pack_widths(self, widths: tuple[float, ...]) -> None:
-        """Materialise contiguous per-width weights for inference. Call after the weights change.
+    def pack_widths(self, widths: tuple[float, ...], int8: bool = True) -> None:
+        """Materialise contiguous per-width weights for inference (and INT8 copies). Call after
+        the weights change.
 
         Also turns on flush-to-zero for denormal floats (process-wide): a softmax over hundreds of
         keys produces many denormals, which made Drop-and-Restore's attention up to 10x slower on
         x86 CPUs; flushing them changes no logit beyond 1e-30.
         """
         torch.set_flush_denormal(True)
-        self._packed = {width: [_packed(layer.weights(width)) for layer in self.encoder.layers] for width in widths}
+        packed: dict[tuple[float, bool], list[LayerWeights]] = {}
+        for width in widths:
+            packed[(width, False)] = [layer.weights(width).map("packed") for layer in self.encoder.layers]
+            if int8:
+                packed[(width, True)] = [w.map("quantized") for w in packed[(width, False)]]
+        self._packed = packed
 
     def unpack(self) -> None:
         """Forget the packed copies (their weights are stale once parameters change)."""
@@ -290,9 +318,12 @@ class DynamicBertForQA(nn.Module):
         """The weights of the kept layers: packed when inferring, live views when training."""
         layer_ids = kept_layers(self.config.num_hidden_layers, subnet.depth)
         inferring = not self.training and not torch.is_grad_enabled()
-        if inferring and self._packed is not None and subnet.width in self._packed:
-            packed = self._packed[subnet.width]
+        key = (subnet.width, subnet.quantized)
+        if inferring and self._packed is not None and key in self._packed:
+            packed = self._packed[key]
             return [packed[i] for i in layer_ids]
+        if subnet.quantized:
+            raise InvalidSubnet(f"{subnet.id}: INT8 weights exist only for inference on a packed model")
         return [self.encoder.layers[i].weights(subnet.width) for i in layer_ids]
 
     def _check_inputs(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> None:

@@ -33,13 +33,12 @@ def test_packed_weights_are_contiguous_and_used_at_inference(tiny: DynamicBertFo
     with torch.inference_mode():
         weights = tiny.layer_weights(subnet)
     assert tiny._packed is not None
-    packed = tiny._packed[0.5]
+    packed = tiny._packed[(0.5, False)]
     assert all(any(w is p for p in packed) for w in weights)
     for w in weights:
-        for t in vars(w).values():
-            if isinstance(t, torch.Tensor):
-                assert t.is_contiguous()
-    assert weights[0].out_weight.shape == (32, 16) and weights[0].ffn_in_weight.shape == (32, 32)
+        for projection in (w.qkv, w.out, w.ffn_in, w.ffn_out):
+            assert projection.weight.is_contiguous() and projection.bias.is_contiguous()
+    assert weights[0].out.weight.shape == (32, 16) and weights[0].ffn_in.weight.shape == (32, 32)
 
 
 def test_packed_path_equals_training_path(tiny: DynamicBertForQA) -> None:
@@ -127,3 +126,18 @@ def test_bad_input_shapes_are_named(tiny: DynamicBertForQA) -> None:
         tiny(long, long, torch.zeros_like(long))
     with pytest.raises(InvalidInput, match="batch, tokens"):
         tiny(ids[0], ids[0], ids[0])
+
+
+def test_int8_subnetworks_are_close_to_float(tiny: DynamicBertForQA) -> None:
+    from models.errors import InvalidSubnet
+
+    tiny.pack_widths((1.0, 0.5))
+    for width in (1.0, 0.5):
+        float_logits = run(tiny, SubnetConfig(width, 1.0))
+        int8_logits = run(tiny, SubnetConfig(width, 1.0, quantized=True))
+        assert not torch.equal(float_logits, int8_logits)
+        assert torch.corrcoef(torch.stack([float_logits.flatten(), int8_logits.flatten()]))[0, 1] > 0.95
+    tiny.train()
+    with pytest.raises(InvalidSubnet, match="INT8"):
+        b = padded_batch()
+        tiny(b["input_ids"], b["attention_mask"], b["token_type_ids"], SubnetConfig(quantized=True))
