@@ -70,7 +70,10 @@ def measure(url: str, pid: int, factor: float = 10.0, seconds: float = 30.0, bud
 
     def sample() -> None:
         while not stop.is_set():
-            samples.append((rss_kib(pid), metric(url, "dynaqa_queue_depth")))
+            try:
+                samples.append((rss_kib(pid), metric(url, "dynaqa_queue_depth")))
+            except (httpx.HTTPError, OSError):
+                pass  # a /metrics call that times out under 10x load is skipped, not fatal
             time.sleep(0.25)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -111,8 +114,8 @@ def measure(url: str, pid: int, factor: float = 10.0, seconds: float = 30.0, bud
         if refused
         else None,
         "rss_mib_before": round(rss_before / 1024, 1),
-        "rss_mib_peak": round(max(s[0] for s in samples) / 1024, 1),
-        "queue_depth_max_seen": max(s[1] for s in samples),
+        "rss_mib_peak": round(max((s[0] for s in samples), default=rss_before) / 1024, 1),
+        "queue_depth_max_seen": max((s[1] for s in samples), default=float("nan")),
         "recovery_seconds_to_level_0": round(recovery_s, 1),
         "after_recovery_subnet": check["subnet"]["id"],
         "process_alive": Path(f"/proc/{pid}").exists(),

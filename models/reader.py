@@ -6,6 +6,7 @@ the search and the service, so all three score exactly the same way.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -32,9 +33,13 @@ class Reader:
         self.max_length = max_length
         self.stride = stride
         self.max_answer_tokens = max_answer_tokens
+        # The fast tokenizer keeps truncation settings as shared state and releases the GIL:
+        # two threads encoding at once can produce windows longer than the model accepts.
+        self._tokenizer_lock = threading.Lock()
 
     def windows(self, examples: list[SquadExample]) -> Windows:
-        return squad.encode(self.checkpoint.tokenizer, examples, self.max_length, self.stride)
+        with self._tokenizer_lock:
+            return squad.encode(self.checkpoint.tokenizer, examples, self.max_length, self.stride)
 
     def logits(
         self, windows: Windows, indices: list[int], subnet: SubnetConfig

@@ -105,6 +105,10 @@ def create_app(settings: Settings) -> FastAPI:
                 response = await call_next(request)
             except PayloadTooLarge as exc:
                 response = _error(413, "payload_too_large", str(exc))
+            except Exception:  # here, not in an app-level handler, so the log line carries the request id
+                log.exception(json.dumps({"event": "unhandled error", "path": request.url.path}))
+                _count(request, "error")
+                response = _error(500, "internal_error", "internal error; see the server log for this request id")
             response.headers["X-Request-Id"] = rid
             return response
         finally:
@@ -136,6 +140,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, PayloadTooLarge):  # a streamed body over the limit, met mid-read
+            _count(request, "rejected")
+            return _error(413, "payload_too_large", str(exc.__cause__))
         if exc.status_code == 400:  # FastAPI's "error parsing the body": bytes that are not UTF-8 JSON
             _count(request, "rejected")
             return _error(422, "invalid_request", "body (not valid UTF-8 JSON)")
@@ -144,12 +151,6 @@ def create_app(settings: Settings) -> FastAPI:
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception(json.dumps({"event": "unhandled error", "path": request.url.path}))
-        _count(request, "error")
-        return _error(500, "internal_error", "internal error; see the server log for this request id")
 
     def _count(request: Request, outcome: str) -> None:
         if request.url.path == "/v1/qa" and runtime.metrics is not None:

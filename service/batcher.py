@@ -77,10 +77,14 @@ class Batcher:
     def depth(self) -> int:
         return len(self._heap)
 
-    def queue_wait_s(self) -> float:
-        """Predicted wait before a new item starts: the running batch's rest plus the queue's work."""
+    def queue_wait_s(self, deadline: float | None = None) -> float:
+        """Predicted wait before a new item starts: the running batch's rest plus the queued work
+        that earliest-deadline-first will serve before it (all of it when `deadline` is None)."""
         rest = max(0.0, self._inflight_until - self._clock())
-        return rest + sum(item.predicted_s for item in self._heap)
+        ahead = (
+            i.predicted_s for i in self._heap if not i.future.done() and (deadline is None or i.deadline <= deadline)
+        )
+        return rest + sum(ahead)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="dynaqa-batcher")
@@ -109,11 +113,16 @@ class Batcher:
         return await item.future  # a cancelled await cancels the future: the loop skips it
 
     def _next_batch(self) -> list[WorkItem]:
-        """Pop the EDF head and same-subnet companions; expire what can no longer be served."""
+        """Pop the head and same-subnet companions; expire what can no longer be served.
+
+        The head is the earliest deadline still reachable; lenient items already past their
+        deadline (kept until their grace runs out) go only when nothing on time is waiting, so a
+        backlog of late work cannot make every request late.
+        """
         now = self._clock()
-        head: WorkItem | None = None
-        while self._heap and head is None:
-            item = heapq.heappop(self._heap)
+        live: list[WorkItem] = []
+        while self._heap:
+            item = heapq.heappop(self._heap)  # in deadline order
             if item.future.done():
                 continue
             if item.drop_after < now:
@@ -121,26 +130,19 @@ class Batcher:
                 if self._on_expired:
                     self._on_expired(item)
                 continue
-            head = item
-        if head is None:
+            live.append(item)
+        if not live:
             return []
+        on_time = [i for i in live if i.deadline >= now]
+        ordered = on_time + [i for i in live if i.deadline < now]
+        head = ordered[0]
         batch, windows = [head], head.windows
-        rest: list[WorkItem] = []
-        while self._heap:
-            item = heapq.heappop(self._heap)
-            if item.future.done():
-                continue
-            if (
-                item.subnet == head.subnet
-                and windows + item.windows <= self.max_batch_windows
-                and item.drop_after >= now
-            ):
+        for item in ordered[1:]:
+            if item.subnet == head.subnet and windows + item.windows <= self.max_batch_windows:
                 batch.append(item)
                 windows += item.windows
             else:
-                rest.append(item)
-        for item in rest:
-            heapq.heappush(self._heap, item)
+                heapq.heappush(self._heap, item)
         return batch
 
     async def _loop(self) -> None:

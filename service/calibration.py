@@ -85,7 +85,10 @@ def load_or_measure(
     key = profile_key(checkpoint_sha, candidates, max_length)
     shared = store.load_profile(key)
     if shared is not None:
-        return LatencyModel.from_dict(shared), f"state:{store.kind}", 0.0
+        try:
+            return LatencyModel.from_dict(shared), f"state:{store.kind}", 0.0
+        except (ValueError, KeyError, TypeError) as exc:  # malformed or older format: measure anew
+            log.warning(json.dumps({"event": "ignoring bad shared latency profile", "error": str(exc)}))
     path = cache_dir / f"latency-{key}.json"
     if path.is_file():
         try:
@@ -93,7 +96,7 @@ def load_or_measure(
             latency = LatencyModel.from_dict(data)
             store.save_profile(key, data)
             return latency, "disk", 0.0
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning(json.dumps({"event": "ignoring bad latency cache", "path": str(path), "error": str(exc)}))
     began = time.perf_counter()
     latency = measure(model, candidates, max_length, repeats)

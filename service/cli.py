@@ -70,6 +70,7 @@ def _serve(args: argparse.Namespace) -> None:
             port=settings.port,
             workers=args.workers,
             log_config=None,
+            timeout_keep_alive=settings.keep_alive_s,
             timeout_graceful_shutdown=int(settings.drain_seconds) + 5,
         )
         return

@@ -39,6 +39,7 @@ class Result:
     candidate: Candidate
     budget: Budget
     fits: bool
+    below_floor: bool  # nothing could meet this budget even on an idle server: not a load signal
     queue_s: float
     model_s: float
     latency_s: float
@@ -53,7 +54,8 @@ def candidates_of(checkpoint: ckpt.Checkpoint) -> list[Candidate]:
     if checkpoint.profile:
         return [Candidate(e.subnet, e.f1, e.macs) for e in checkpoint.profile]
     scores = checkpoint.training.get("grid_scores", {})
-    return [Candidate(s, scores.get(s.id), macs(checkpoint.config, s, 384)) for s in grid()]
+    space = [s for s in grid() if s.width in checkpoint.widths and s.depth in checkpoint.depths]
+    return [Candidate(s, scores.get(s.id), macs(checkpoint.config, s, 384)) for s in space]
 
 
 class Runtime:
@@ -154,7 +156,7 @@ class Runtime:
         self.batcher.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._control_loop(), name="dynaqa-controller"))
         self.ready = True
-        self.metrics.ready.set(1)
+        self.metrics.ready.set(0 if self.draining else 1)
 
     def begin_drain(self) -> None:
         """Readiness false, new requests refused (503); queued and running work carries on."""
@@ -200,9 +202,11 @@ class Runtime:
             windows = self.reader.windows([example])
         tokens, rows = max(windows.lengths()), len(windows)
         now = time.perf_counter()
+        deadline = arrival + budget.ms / 1000
         decision = self.planner.choose(
-            budget.ms / 1000, now - arrival, self.batcher.queue_wait_s(), tokens, rows, self.level
+            budget.ms / 1000, now - arrival, self.batcher.queue_wait_s(deadline), tokens, rows, self.level
         )
+        below_floor = False
         if isinstance(decision, Choice):
             candidate, fits = decision.candidate, True
         elif budget.strict and decision.reason == "floor":
@@ -217,8 +221,7 @@ class Runtime:
                 retry_after_s=self.batcher.queue_wait_s(),
             )
         else:
-            candidate, fits = decision.fastest, False
-        deadline = arrival + budget.ms / 1000
+            candidate, fits, below_floor = decision.fastest, False, decision.reason == "floor"
         grace = 0.0 if budget.strict else self.settings.lenient_grace_ms / 1000
         item = WorkItem(
             deadline,
@@ -237,7 +240,7 @@ class Runtime:
         finally:
             self.metrics.inflight.dec()
         done = time.perf_counter()
-        return Result(answer, candidate, budget, fits, item.started_at - arrival, model_s, done - arrival)
+        return Result(answer, candidate, budget, fits, below_floor, item.started_at - arrival, model_s, done - arrival)
 
     def _run_batch(self, subnet, items: list[WorkItem]) -> list[tuple[Answer, float]]:  # type: ignore[no-untyped-def]
         """Runs on the model thread: one forward for every window of every item."""
@@ -256,30 +259,36 @@ class Runtime:
 
     # --- the control loop ------------------------------------------------------------------
     async def _control_loop(self) -> None:
+        """Tick the controller about once a second; a failing tick is logged, never fatal."""
         assert self.batcher is not None and self.controller is not None and self.metrics is not None
         interval = self.settings.controller_interval_s
-        last_busy, last = self.batcher.busy_seconds, (self.arrivals, self.answered, self.misses, self.shed)
+        last_time, last_busy = time.perf_counter(), self.batcher.busy_seconds
+        last = (self.arrivals, self.answered, self.misses, self.shed)
         while True:
             await asyncio.sleep(interval)
-            busy = self.batcher.busy_seconds
-            arrivals, answered, misses, shed = self.arrivals, self.answered, self.misses, self.shed
-            stats = LoadStats(
-                arrivals_per_s=(arrivals - last[0]) / interval,
-                busy_fraction=min(1.0, (busy - last_busy) / interval),
-                queue_depth=self.batcher.depth,
-                max_queue=self.batcher.max_queue,
-                requests=(answered - last[1]) + (shed - last[3]),
-                budget_misses=misses - last[2],
-                shed=shed - last[3],
-            )
-            last_busy, last = busy, (arrivals, answered, misses, shed)
-            self.level = self.controller.tick(stats)
-            self.metrics.level.set(self.level)
-            self.metrics.queue_depth.set(self.batcher.depth)
-            info = {"level": self.level, "busy": stats.busy_fraction, "queue": stats.queue_depth, "ts": time.time()}
-            fleet = await asyncio.to_thread(self._sync_fleet, info, interval)
-            levels = [float(r.get("level", 0)) for r in fleet.values()] or [float(self.level)]
-            self.metrics.fleet_level.set(sum(levels) / len(levels))
+            try:
+                now, busy = time.perf_counter(), self.batcher.busy_seconds
+                elapsed = max(1e-3, now - last_time)  # the real tick length, Redis time included
+                arrivals, answered, misses, shed = self.arrivals, self.answered, self.misses, self.shed
+                stats = LoadStats(
+                    arrivals_per_s=(arrivals - last[0]) / elapsed,
+                    busy_fraction=min(1.0, (busy - last_busy) / elapsed),
+                    queue_depth=self.batcher.depth,
+                    max_queue=self.batcher.max_queue,
+                    requests=(answered - last[1]) + (shed - last[3]),
+                    budget_misses=misses - last[2],
+                    shed=shed - last[3],
+                )
+                last_time, last_busy, last = now, busy, (arrivals, answered, misses, shed)
+                self.level = self.controller.tick(stats)
+                self.metrics.level.set(self.level)
+                self.metrics.queue_depth.set(self.batcher.depth)
+                info = {"level": self.level, "busy": stats.busy_fraction, "queue": stats.queue_depth, "ts": time.time()}
+                fleet = await asyncio.to_thread(self._sync_fleet, info, interval)
+                levels = [float(r.get("level", 0)) for r in fleet.values()] or [float(self.level)]
+                self.metrics.fleet_level.set(sum(levels) / len(levels))
+            except Exception:
+                log.exception(json.dumps({"event": "controller tick failed"}))
 
     def _sync_fleet(self, info: dict[str, float], interval: float) -> dict[str, dict[str, float]]:
         self.store.publish(self.replica, info, ttl_s=max(3.0, 3 * interval))
@@ -295,7 +304,7 @@ class Runtime:
         if result is not None:
             self.answered += 1
             self.metrics.budget.labels("met" if result.budget_met else "missed").inc()
-            if not result.budget_met:
+            if not result.budget_met and not result.below_floor:  # the controller's load signal
                 self.misses += 1
             self.metrics.budget_seconds.observe(result.budget.ms / 1000)
             self.metrics.subnet.labels(result.candidate.subnet.id).inc()

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.squad import MAX_QUESTION_TOKENS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DYNAQA_", extra="ignore")
@@ -34,7 +36,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Request bodies larger than this get 413.")
     max_context_chars: int = Field(20_000, ge=100, description="Contexts longer than this get 413.")
     max_question_chars: int = Field(1_000, ge=10, description="Questions longer than this get 422.")
-    max_length: int = Field(384, ge=64, le=512, description="Tokens per window.")
+    max_length: int = Field(384, ge=128, le=512, description="Tokens per window.")
     stride: int = Field(128, ge=0, description="Tokens of overlap between windows of a long context.")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default (all cores).")
 
@@ -59,6 +61,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"default_budget_ms {self.default_budget_ms} is outside [{self.min_budget_ms}, {self.max_budget_ms}]"
             )
-        if self.stride >= self.max_length // 2:
-            raise ValueError(f"stride {self.stride} must be below half of max_length {self.max_length}")
+        room = self.max_length - MAX_QUESTION_TOKENS - 3  # what a window leaves for context
+        if self.stride >= room:
+            raise ValueError(
+                f"stride {self.stride} must be below {room}: max_length {self.max_length} minus "
+                f"{MAX_QUESTION_TOKENS} question tokens and 3 special tokens"
+            )
         return self

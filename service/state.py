@@ -100,9 +100,11 @@ class RedisState:
             text = self._call("load_profile", lambda: self._redis.get(f"{PREFIX}:profile:{key}"))
         except self._errors:
             return self._local.load_profile(key)
-        if text is None:
-            return self._local.load_profile(key)
-        return json.loads(text)  # type: ignore[no-any-return]
+        try:
+            profile = json.loads(text) if text is not None else None
+        except ValueError:
+            profile = None
+        return profile if isinstance(profile, dict) else self._local.load_profile(key)
 
     def save_profile(self, key: str, profile: dict[str, Any]) -> None:
         self._local.save_profile(key, profile)
@@ -124,7 +126,15 @@ class RedisState:
             keys = list(self._redis.scan_iter(f"{PREFIX}:replica:*", count=100))
             values = self._redis.mget(keys) if keys else []
             prefix = len(f"{PREFIX}:replica:")
-            return {k[prefix:]: json.loads(v) for k, v in zip(keys, values) if v is not None}
+            replicas = {}
+            for key, value in zip(keys, values):
+                try:
+                    info = json.loads(value) if value is not None else None
+                except ValueError:
+                    info = None
+                if isinstance(info, dict):  # ignore entries some other writer left malformed
+                    replicas[key[prefix:]] = info
+            return replicas
 
         try:
             return self._call("fleet", read)  # type: ignore[no-any-return]

@@ -73,10 +73,24 @@ def test_strict_budget_below_the_floor_is_400_naming_it(client: TestClient) -> N
 
 
 def test_lenient_impossible_budget_gets_the_fastest_answer(client: TestClient) -> None:
+    misses = client.app.state.runtime.misses  # type: ignore[attr-defined]
     response = ask(client, {"X-Latency-Budget-Ms": "0.01"})
     body = response.json()  # type: ignore[attr-defined]
     assert response.status_code == 200 and body["budget_met"] is False  # type: ignore[attr-defined]
     assert body["subnet"]["id"] == client.app.state.runtime.planner.fastest.subnet.id  # type: ignore[attr-defined]
+    # a budget below the idle floor is the caller's choice, not load: the controller ignores it
+    assert client.app.state.runtime.misses == misses  # type: ignore[attr-defined]
+
+
+def test_a_streamed_oversize_body_is_413(client: TestClient) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"question": "q", "context": "'
+        for _ in range(20):
+            yield b"x" * 1000
+        yield b'"}'
+
+    response = client.post("/v1/qa", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "exceeds" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

@@ -208,3 +208,40 @@ def test_a_cancelled_request_is_never_computed() -> None:
 
     asyncio.run(scenario())
     assert computed == ["busy"]
+
+
+def test_late_lenient_work_yields_to_work_that_can_still_make_it() -> None:
+    order: list[str] = []
+
+    def run(subnet: SubnetConfig, items: list[WorkItem]) -> list[str]:
+        order.extend(i.payload for i in items)
+        time.sleep(0.02)
+        return [i.payload for i in items]
+
+    async def scenario() -> None:
+        batcher = Batcher(run, max_queue=10, max_batch_windows=1)
+        batcher.start()
+        now = time.perf_counter()
+        busy = asyncio.ensure_future(batcher.submit(item(now + 5, SubnetConfig(), "busy")))
+        await asyncio.sleep(0.005)
+        late = asyncio.ensure_future(batcher.submit(item(now - 0.1, SubnetConfig(), "late", drop_after=now + 5)))
+        on_time = asyncio.ensure_future(batcher.submit(item(now + 1, SubnetConfig(), "on-time")))
+        await asyncio.gather(busy, late, on_time)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert order == ["busy", "on-time", "late"]
+
+
+def test_queue_wait_counts_only_work_served_first() -> None:
+    async def scenario() -> tuple[float, float]:
+        batcher = Batcher(lambda s, items: [None for _ in items], max_queue=10, max_batch_windows=1)
+        now = time.perf_counter()
+        for deadline in (1, 2, 3):  # queued, not started (no loop task): predicted 0.01 s each
+            await_item = item(now + deadline, SubnetConfig(), "x")
+            await_item.future = asyncio.get_running_loop().create_future()
+            batcher._heap.append(await_item)
+        return batcher.queue_wait_s(now + 1.5), batcher.queue_wait_s()
+
+    early, everything = asyncio.run(scenario())
+    assert math.isclose(early, 0.01) and math.isclose(everything, 0.03)
