@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -39,9 +39,10 @@ def _error(status: int, kind: str, message: str, retry_after_s: float | None = N
 class BodyLimit:
     """Pure ASGI middleware: 413 for bodies over the limit, by Content-Length or by counting."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, on_reject: Callable[[], None]) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.on_reject = on_reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,6 +51,7 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             response = _error(413, "payload_too_large", f"body of {int(declared)} bytes exceeds {self.max_bytes}")
+            self.on_reject()
             await response(scope, receive, send)
             return
         seen = 0
@@ -92,7 +94,12 @@ def create_app(settings: Settings) -> FastAPI:
         responses={422: {"model": ErrorResponse}},
     )
     app.state.runtime = runtime
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    def count_oversize() -> None:
+        if runtime.metrics is not None:
+            runtime.record("rejected", 0.0)
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_reject=count_oversize)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Any) -> Response:

@@ -41,12 +41,12 @@ class Correction:
     samples: int = 0
 
     def update(self, observed_over_predicted: float, alpha: float) -> None:
-        if self.samples == 0:
-            self.ratio = observed_over_predicted
-        else:
-            delta = observed_over_predicted - self.ratio
-            self.ratio += alpha * delta
-            self.variance = (1 - alpha) * (self.variance + alpha * delta * delta)
+        # A running mean over the first samples (the calibration counts as one), then an EWMA:
+        # one odd first observation cannot swing the prediction on its own.
+        weight = max(alpha, 1.0 / (self.samples + 2))
+        delta = observed_over_predicted - self.ratio
+        self.ratio += weight * delta
+        self.variance = (1 - weight) * (self.variance + weight * delta * delta)
         self.samples += 1
 
 
