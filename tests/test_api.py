@@ -21,6 +21,7 @@ def client(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         cache_dir=tmp_path_factory.mktemp("cache"),
         max_context_chars=2000,
         max_body_bytes=8192,
+        min_budget_ms=0.001,  # the tiny model is fast: let a 0.01 ms budget stay below its floor
     )
     with TestClient(create_app(settings)) as client:
         for _ in range(600):  # start-up runs in the background; readiness says when it is done
