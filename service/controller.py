@@ -1,7 +1,7 @@
 """The degradation level: how far below full quality load forces the service. Pure, no I/O.
 
 Once a second the app hands `tick` what it saw in that second. Pressure (the model busy almost all
-the time, a queue building up, budgets missed, requests shed) raises the level at once; only a
+the time with work waiting, a queue building up, budgets missed, requests shed) raises the level at once; only a
 run of calm ticks lowers it, one step at a time: quick to degrade, slow to recover. The level caps
 the planner (level k excludes the k most accurate candidates), and it is exported as a metric:
 the signal to scale the fleet on, since latency alone stays flat while accuracy is being traded.
@@ -41,7 +41,9 @@ class Controller:
         miss_rate = stats.budget_misses / stats.requests if stats.requests else 0.0
         queue_share = stats.queue_depth / stats.max_queue if stats.max_queue else 0.0
         severe = stats.shed > 0 or queue_share >= 0.5
-        pressured = severe or stats.busy_fraction >= self.busy_high or queue_share >= self.queue_high
+        # A busy model with an empty queue is well used, not overloaded: busy counts only with a queue.
+        busy = stats.busy_fraction >= self.busy_high and stats.queue_depth > 0
+        pressured = severe or busy or queue_share >= self.queue_high
         pressured = pressured or miss_rate > self.miss_high
         if pressured:
             self.level = min(self.max_level, self.level + (2 if severe else 1))

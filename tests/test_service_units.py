@@ -123,7 +123,8 @@ def stats(**kw: float) -> LoadStats:
 
 def test_controller_degrades_fast_and_recovers_slowly() -> None:
     controller = Controller(max_level=5, recover_ticks=3)
-    assert controller.tick(stats(busy_fraction=0.95)) == 1
+    assert controller.tick(stats(busy_fraction=0.95)) == 0  # busy but nothing waiting: well used
+    assert controller.tick(stats(busy_fraction=0.95, queue_depth=2)) == 1
     assert controller.tick(stats(shed=3, queue_depth=40)) == 3
     assert controller.tick(stats(budget_misses=5)) == 4
     levels = [controller.tick(stats()) for _ in range(9)]
