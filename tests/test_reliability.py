@@ -40,6 +40,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, latency_cache: Path) -> Ite
     assert process.stopped_cleanly()
 
 
+@pytest.fixture(autouse=True)
+def ieee_floats() -> Iterator[None]:
+    """Hypothesis needs subnormal floats; loading a model in this process turned on flush-to-zero."""
+    import torch
+
+    torch.set_flush_denormal(False)
+    yield
+
+
 @SCHEMA.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzzing_finds_no_server_error(case: schemathesis.Case, server: Server) -> None:
@@ -128,9 +137,9 @@ def test_a_disconnected_client_is_not_computed(server: Server) -> None:
     async def scenario() -> None:
         async with httpx.AsyncClient(timeout=60) as client:
             body = {"question": long.question, "context": long.context}
-            busy = [
+            busy = [  # 12 windows: a full micro-batch of 8 runs while the last request waits behind it
                 client.post(server.url + "/v1/qa", json=body, headers={"X-Latency-Budget-Ms": "20000"})
-                for _ in range(6)
+                for _ in range(12)
             ]
             tasks = [asyncio.ensure_future(b) for b in busy]
             await asyncio.sleep(0.05)
@@ -145,7 +154,7 @@ def test_a_disconnected_client_is_not_computed(server: Server) -> None:
     time.sleep(0.5)
     after = metrics(server)
     assert after["cancelled"] - before["cancelled"] == 1
-    assert after["computed"] - before["computed"] == 6  # only the six that waited were computed
+    assert after["computed"] - before["computed"] == 12  # only the twelve that waited were computed
 
 
 def metrics(server: Server) -> dict[str, float]:
