@@ -114,7 +114,7 @@ def test_rules_and_scaling_queries_have_values_and_degradation_follows_load(stac
     time.sleep(3)
     assert scalar(prometheus, "max_over_time(dynaqa_degradation_level[3s])") == 0.0
     statuses = asyncio.run(load(server.url, rate=60, seconds=12))
-    assert statuses.count(0) == 0 and set(statuses) <= {200, 503}
+    assert statuses.count(0) == 0 and set(statuses) <= {200, 503, 504}  # 504: expired in the queue, intended
     time.sleep(3)  # a few scrapes and rule evaluations after the load
 
     assert (scalar(prometheus, "max_over_time(dynaqa:degradation_level:max[20s])") or 0) >= 1
