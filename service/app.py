@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -17,55 +15,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.errors import InvalidInput
 from service import budget as budgets
 from service.errors import PayloadTooLarge, ServiceError
 from service.logs import request_id
+from service.middleware import Admission, BodyLimit, error_response, request_id_of, service_error_response
 from service.runtime import Result, Runtime
 from service.schemas import ErrorResponse, QARequest, QAResponse, SubnetInfo
 from service.settings import Settings
 
 log = logging.getLogger("dynaqa.access")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-
-def _error(status: int, kind: str, message: str, retry_after_s: float | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s is not None else None
-    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status, headers=headers)
-
-
-class BodyLimit:
-    """Pure ASGI middleware: 413 for bodies over the limit, by Content-Length or by counting."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int, on_reject: Callable[[], None]) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.on_reject = on_reject
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = _error(413, "payload_too_large", f"body of {int(declared)} bytes exceeds {self.max_bytes}")
-            self.on_reject()
-            await response(scope, receive, send)
-            return
-        seen = 0
-
-        async def counting() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise PayloadTooLarge(f"body exceeds {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, counting, send)
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -103,34 +63,35 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Any) -> Response:
-        request.state.arrival = time.perf_counter()
-        given = request.headers.get("x-request-id", "")
-        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        rid = request_id_of(request.scope)
         token = request_id.set(rid)
         try:
             try:
                 response = await call_next(request)
             except PayloadTooLarge as exc:
-                response = _error(413, "payload_too_large", str(exc))
+                response = error_response(413, "payload_too_large", str(exc))
             except Exception:  # here, not in an app-level handler, so the log line carries the request id
                 log.exception(json.dumps({"event": "unhandled error", "path": request.url.path}))
                 _count(request, "error")
-                response = _error(500, "internal_error", "internal error; see the server log for this request id")
+                message = "internal error; see the server log for this request id"
+                response = error_response(500, "internal_error", message)
             response.headers["X-Request-Id"] = rid
             return response
         finally:
             request_id.reset(token)
 
+    # Outermost: refusals that do not depend on the body never reach the parsing layers below.
+    app.add_middleware(Admission, path="/v1/qa", refusal=runtime.admission_error, on_refused=runtime.record)
+
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         _count(request, exc.outcome)
-        kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
-        return _error(exc.status, kind, str(exc), exc.retry_after_s)
+        return service_error_response(exc)
 
     @app.exception_handler(InvalidInput)
     async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
         _count(request, "rejected")
-        return _error(422, "invalid_input", str(exc))
+        return error_response(422, "invalid_input", str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -149,12 +110,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, PayloadTooLarge):  # a streamed body over the limit, met mid-read
             _count(request, "rejected")
-            return _error(413, "payload_too_large", str(exc.__cause__))
+            return error_response(413, "payload_too_large", str(exc.__cause__))
         if exc.status_code == 400:  # FastAPI's "error parsing the body": bytes that are not UTF-8 JSON
             _count(request, "rejected")
-            return _error(422, "invalid_request", "body (not valid UTF-8 JSON)")
+            return error_response(422, "invalid_request", "body (not valid UTF-8 JSON)")
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        response = _error(exc.status_code, kind, str(exc.detail))
+        response = error_response(exc.status_code, kind, str(exc.detail))
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response

@@ -13,7 +13,7 @@ OUTCOMES = ("ok", "degraded", "shed", "expired", "error", "rejected", "cancelled
 
 
 def latency_buckets(slo_thresholds_ms: list[float]) -> list[float]:
-    base = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0]
+    base = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0]
     return sorted(set(base) | {ms / 1000 for ms in slo_thresholds_ms})
 
 

@@ -24,7 +24,7 @@ from service import calibration
 from service.batcher import Batcher, BatchReport, WorkItem
 from service.budget import Budget
 from service.controller import Controller, LoadStats
-from service.errors import BudgetBelowFloor, Draining, NotReady, Overloaded, PayloadTooLarge
+from service.errors import BudgetBelowFloor, Draining, NotReady, Overloaded, PayloadTooLarge, ServiceError
 from service.metrics import Metrics
 from service.planner import Candidate, Choice, Planner
 from service.settings import Settings
@@ -181,10 +181,26 @@ class Runtime:
         log.info(json.dumps({"event": "drained", "answered": self.answered, "abandoned": left}))
 
     # --- the request path ------------------------------------------------------------------
-    async def answer(self, question: str, context: str, budget: Budget, arrival: float) -> Result:
+    def admission_error(self) -> ServiceError | None:
+        """The refusal a new request gets whatever it asks (None: admit it).
+
+        Asked by the ASGI admission layer before the body is read, so shedding under overload
+        costs the event loop microseconds; asked again here because the state can change while
+        a body is parsed.
+        """
         if self.draining:
-            raise Draining("the replica is draining", retry_after_s=1.0)
-        if not self.ready or self.reader is None or self.planner is None or self.batcher is None:
+            return Draining("the replica is draining", retry_after_s=1.0)
+        if not self.ready or self.batcher is None:
+            return NotReady("the replica is not ready yet", retry_after_s=2.0)
+        if self.batcher.depth >= self.batcher.max_queue:
+            return Overloaded("queue full", retry_after_s=max(0.1, self.batcher.queue_wait_s()))
+        return None
+
+    async def answer(self, question: str, context: str, budget: Budget, arrival: float) -> Result:
+        refusal = self.admission_error()
+        if refusal is not None:
+            raise refusal
+        if self.reader is None or self.planner is None or self.batcher is None:
             raise NotReady("the replica is not ready yet", retry_after_s=2.0)
         if len(context) > self.settings.max_context_chars:
             raise PayloadTooLarge(

@@ -142,3 +142,21 @@ def test_metrics_parse_and_count(client: TestClient) -> None:
     buckets = {s.labels["le"] for s in families["dynaqa_request_duration_seconds"].samples if "le" in s.labels}
     for threshold in ("0.05", "0.1", "0.2", "0.3", "0.5", "1.0"):  # an edge exactly at each SLO threshold
         assert threshold in buckets
+
+
+def test_a_full_queue_is_refused_before_the_body_is_read(client: TestClient) -> None:
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    shed_before, limit = runtime.shed, runtime.batcher.max_queue
+    runtime.batcher.max_queue = 0  # every slot taken, as under overload
+    try:
+        # not even JSON: a 503 rather than a 422 shows the refusal came before any parsing
+        response = client.post(
+            "/v1/qa", content=b"{not json", headers={"content-type": "application/json", "X-Request-Id": "shed-1"}
+        )
+    finally:
+        runtime.batcher.max_queue = limit
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == {"type": "overloaded", "message": "queue full"}
+    assert int(response.headers["Retry-After"]) >= 1 and response.headers["X-Request-Id"] == "shed-1"
+    assert runtime.shed == shed_before + 1
+    assert ask(client, {"X-Latency-Budget-Ms": "5000"}).status_code == 200  # type: ignore[attr-defined]
