@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import threading
 import time
@@ -131,16 +132,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument(
+        "--split-cores",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pin the server to all cores but the last (one torch thread per server core) and this "
+        "load generator to the last, so refusal latency is the server's, not the generator's backlog",
+    )
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "overload.json"))
     args = parser.parse_args(argv)
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="dynaqa-overload-"))
-    server = Server(Path(args.checkpoint), tmp / "log.jsonl", cache_dir=tmp / "cache", max_queue=args.max_queue)
+    cores = sorted(os.sched_getaffinity(0))
+    pinning: dict[str, object] = {}
+    if args.split_cores and len(cores) >= 2:
+        pinning = {"cpus": set(cores[:-1]), "threads": len(cores) - 1}
+        os.sched_setaffinity(0, {cores[-1]})
+    server = Server(
+        Path(args.checkpoint), tmp / "log.jsonl", cache_dir=tmp / "cache", max_queue=args.max_queue, **pinning
+    )
     try:
         server.wait_ready()
         report = measure(server.url, server.process.pid, args.factor, args.seconds)
         report["max_queue"] = args.max_queue
+        report["server_cores"] = sorted(pinning.get("cpus", cores))  # type: ignore[call-overload]
+        report["client_cores"] = sorted(os.sched_getaffinity(0))
     finally:
         server.stop()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

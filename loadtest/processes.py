@@ -50,9 +50,13 @@ class Redis:
 
 
 class Server:
-    """`dynaqa serve` in a subprocess; its JSON log goes to a file the test can read."""
+    """`dynaqa serve` in a subprocess; its JSON log goes to a file the test can read.
 
-    def __init__(self, checkpoint: Path, log_path: Path, **settings: object) -> None:
+    `cpus` pins the server (every thread it will start) to those cores, so a load generator on
+    the other cores measures the server rather than its own backlog.
+    """
+
+    def __init__(self, checkpoint: Path, log_path: Path, cpus: set[int] | None = None, **settings: object) -> None:
         self.port = free_port()
         env = {
             **os.environ,
@@ -64,7 +68,11 @@ class Server:
         self.log_path = log_path
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "service.cli", "serve"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
         self.url = f"http://127.0.0.1:{self.port}"
 
