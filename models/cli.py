@@ -185,8 +185,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from models import search
-    from models.checkpoint import ProfileEntry, write_profile
+    from models import search, search_report
+    from models.checkpoint import write_profile
     from models.reader import Reader
 
     checkpoint = ckpt.load(args.checkpoint)
@@ -196,33 +196,14 @@ def cmd_search(args: argparse.Namespace) -> None:
     storage = args.storage or f"sqlite:///{Path(args.out) / 'search.db'}"
     Path(args.out).mkdir(parents=True, exist_ok=True)
     study = search.run_study(bench, args.trials, storage, args.seed, args.study, progress=not args.quiet)
-    front = search.front_from_study(study, bench)
-    entries = []
-    for m in front:
-        f1, em = search.full_split_scores(reader, examples, m.subnet)
-        entries.append(ProfileEntry(m.subnet, round(f1, 3), round(em, 3), round(m.macs), round(m.latency_ms, 3)))
-    trials = [
-        search.Measurement(
-            SubnetConfig.from_dict(t.user_attrs["subnet"]),
-            t.values[0],
-            t.user_attrs["exact_match"],
-            t.values[1],
-            t.user_attrs["macs"],
-        )
-        for t in study.trials
-        if t.values is not None
-    ]
-    search.plot(trials, front, Path(args.out) / "search.png")
+    trials = search.measurements(study)
+    settings = {"subset": args.subset, "subset_offset": args.subset_offset, "seed": args.seed, "storage": storage}
+    report, entries, fronts = search_report.build(reader, bench, examples, trials, settings)
+    search.plot(fronts, trials, Path(args.report) / "search.png")
+    search_report.write(report, Path(args.report))
     if args.write_profile:
         write_profile(checkpoint.path, entries)
-    _emit(
-        {
-            "trials": len(study.trials),
-            "front": [e.to_dict() for e in entries],
-            "storage": storage,
-            "profile_written": bool(args.write_profile),
-        }
-    )
+    _emit({**report, "profile_written": bool(args.write_profile), "report": args.report})
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -242,7 +223,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--study", default="dynaqa", help="study name in the storage")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite in --out)")
-    p.add_argument("--out", default="runs/search", help="directory for the study and the plot")
+    p.add_argument("--out", default="runs/search", help="directory for the study's sqlite storage")
+    p.add_argument("--report", default="benchmarks/results", help="where search.md, search.json and search.png go")
     p.add_argument("--write-profile", action="store_true", help="write the front into the checkpoint")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_search)

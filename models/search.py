@@ -87,8 +87,40 @@ def pareto_front(measurements: list[Measurement]) -> list[Measurement]:
     return sorted(unique.values(), key=lambda m: m.latency_ms)
 
 
+LENGTH_FACTORS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
+
+
+def baseline_params(num_layers: int) -> dict[str, list[dict[str, object]]]:
+    """Trial parameters of the one-dimensional baselines, by family.
+
+    "grid": DynaBERT's 12 width x depth pairs at full length; "lengths": full width and depth with
+    one keep factor at every layer (Dynamic-TinyBERT's geometric length decay). All lie inside the
+    joint space, so they are enqueued as the study's first trials: measured in the same run as the
+    search, and the seeds NSGA-II's first generation breeds from.
+    """
+    full = {f"keep{i}": 1.0 for i in range(num_layers)}
+    grid = [{"width": w, "depth": d, "int8": False, **full} for w in WIDTHS for d in DEPTHS]
+    lengths = [
+        {"width": 1.0, "depth": 1.0, "int8": False, **{f"keep{i}": f for i in range(num_layers)}}
+        for f in LENGTH_FACTORS
+    ]
+    return {"grid": grid, "lengths": lengths}
+
+
+def family(subnet: SubnetConfig) -> set[str]:
+    """The baseline families a sub-network belongs to (every one belongs to "joint")."""
+    names = {"joint"}
+    if not subnet.quantized and subnet.lengths is None:
+        names.add("grid")
+    if not subnet.quantized and subnet.width == 1.0 and subnet.depth == 1.0:
+        names.add("lengths")
+        if subnet.lengths is None:
+            names.add("full")
+    return names
+
+
 def run_study(bench: Bench, trials: int, storage: str, seed: int, name: str, progress: bool = True):  # type: ignore[no-untyped-def]
-    """Run (or resume) the NSGA-II study; returns it."""
+    """Run (or resume) the NSGA-II study, the baselines first; returns it."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -97,6 +129,9 @@ def run_study(bench: Bench, trials: int, storage: str, seed: int, name: str, pro
         study_name=name, storage=storage, directions=["maximize", "minimize"], sampler=sampler, load_if_exists=True
     )
     layers = bench.reader.checkpoint.config.num_hidden_layers
+    if not study.trials:
+        for params in (p for family_params in baseline_params(layers).values() for p in family_params):
+            study.enqueue_trial(params)
 
     def objective(trial) -> tuple[float, float]:  # type: ignore[no-untyped-def]
         subnet = subnet_from_trial(trial, layers)
@@ -106,20 +141,56 @@ def run_study(bench: Bench, trials: int, storage: str, seed: int, name: str, pro
         trial.set_user_attr("macs", m.macs)
         return m.f1, m.latency_ms
 
-    remaining = max(0, trials - len(study.trials))
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    remaining = max(0, trials - len(finished))  # enqueued baselines wait in the study until run
     with torch.inference_mode():
         study.optimize(objective, n_trials=remaining, show_progress_bar=progress)
     return study
 
 
+def measurements(study) -> list[Measurement]:  # type: ignore[no-untyped-def]
+    """Every finished trial of the study as a measurement."""
+    return [
+        Measurement(
+            SubnetConfig.from_dict(t.user_attrs["subnet"]),
+            t.values[0],
+            t.user_attrs["exact_match"],
+            t.values[1],
+            t.user_attrs["macs"],
+        )
+        for t in study.trials
+        if t.values is not None
+    ]
+
+
 def front_from_study(study, bench: Bench) -> list[Measurement]:  # type: ignore[no-untyped-def]
     """The study's non-dominated trials as measurements (deduplicated by sub-network)."""
-    measured = []
-    for trial in study.best_trials:
-        subnet = SubnetConfig.from_dict(trial.user_attrs["subnet"])
-        f1, latency = trial.values
-        measured.append(Measurement(subnet, f1, trial.user_attrs["exact_match"], latency, trial.user_attrs["macs"]))
-    return pareto_front(measured)
+    return pareto_front(measurements(study))
+
+
+def fronts_by_family(trials: list[Measurement]) -> dict[str, list[Measurement]]:
+    """The Pareto front of each family: joint, grid alone, lengths alone, and the full model."""
+    return {
+        name: pareto_front([m for m in trials if name in family(m.subnet)])
+        for name in ("joint", "grid", "lengths", "full")
+    }
+
+
+def best_at(front: list[Measurement], latency_ms: float) -> float | None:
+    """The best F1 a front reaches within `latency_ms` (None if nothing is that fast)."""
+    f1s = [m.f1 for m in front if m.latency_ms <= latency_ms]
+    return max(f1s) if f1s else None
+
+
+def never_below(joint: list[Measurement], other: list[Measurement]) -> bool:
+    """True when, at every latency one of `other`'s points reaches, the joint front does as well."""
+    return all((best_at(joint, m.latency_ms) or float("-inf")) >= m.f1 for m in other)
+
+
+def speedup_within(front: list[tuple[float, float]], full: tuple[float, float], loss: float) -> float:
+    """Best full-latency / latency among (f1, latency) points within `loss` F1 of `full`."""
+    fits = [latency for f1, latency in front if f1 >= full[0] - loss]
+    return full[1] / min(fits) if fits else 1.0
 
 
 def full_split_scores(reader: Reader, examples: list[SquadExample], subnet: SubnetConfig) -> tuple[float, float]:
@@ -129,18 +200,32 @@ def full_split_scores(reader: Reader, examples: list[SquadExample], subnet: Subn
     return scores["f1"], scores["exact_match"]
 
 
-def plot(trials: list[Measurement], front: list[Measurement], path) -> None:  # type: ignore[no-untyped-def]
+def plot(fronts: dict[str, list[Measurement]], trials: list[Measurement], path) -> None:  # type: ignore[no-untyped-def]
+    """F1 vs latency: every trial, the joint front and the three baselines, from one run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([m.latency_ms for m in trials], [m.f1 for m in trials], s=10, alpha=0.4, label="trials")
-    ax.plot([m.latency_ms for m in front], [m.f1 for m in front], "o-", color="tab:red", label="front (subset)")
-    ax.set(xlabel="mean latency per question, batch 1 (ms)", ylabel="F1 (search subset)", title="Search: F1 vs latency")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    ax.scatter([m.latency_ms for m in trials], [m.f1 for m in trials], s=8, alpha=0.3, color="grey", label="trials")
+    styles = {
+        "joint": ("o-", "tab:red", "joint front (width x depth x length, int8)"),
+        "grid": ("s--", "tab:blue", "width x depth grid alone"),
+        "lengths": ("^--", "tab:green", "lengths alone (full width and depth)"),
+        "full": ("*", "black", "full model"),
+    }
+    for name, (style, color, label) in styles.items():
+        front = fronts[name]
+        ax.plot([m.latency_ms for m in front], [m.f1 for m in front], style, color=color, label=label, markersize=6)
+    ax.set(
+        xlabel="mean latency per question, batch 1, this CPU (ms)",
+        ylabel="F1 (search subset)",
+        title="Accuracy/latency frontier",
+        xscale="log",
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

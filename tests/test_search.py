@@ -4,7 +4,7 @@ from pathlib import Path
 
 import optuna
 
-from models import checkpoint, search, squad
+from models import checkpoint, search, search_report, squad
 from models.reader import Reader
 from models.subnet import SubnetConfig
 from tests.conftest import DATA
@@ -32,7 +32,41 @@ def test_study_is_seeded_and_resumes(tiny_checkpoint: Path, tmp_path: Path) -> N
     reader = Reader(checkpoint.load(tiny_checkpoint))
     bench = search.Bench(reader, squad.load_squad(DATA / "eval.json.gz", limit=5))
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    first = len(search.run_study(bench, 3, storage, seed=1, name="t", progress=False).trials)
+    first = len(search.measurements(search.run_study(bench, 3, storage, seed=1, name="t", progress=False)))
     again = search.run_study(bench, 5, storage, seed=1, name="t", progress=False)  # continues, 2 more
-    assert first == 3 and len(again.trials) == 5
+    assert first == 3 and len(search.measurements(again)) == 5
     assert search.front_from_study(again, bench)
+
+
+def test_frontier_comparisons_on_known_points() -> None:
+    m = search.Measurement
+    joint = [m(SubnetConfig(0.25, 0.5), 60, 50, 5, 1), m(SubnetConfig(1.0, 1.0), 80, 70, 40, 1)]
+    assert search.never_below(joint, [m(SubnetConfig(0.5, 0.5), 55, 45, 8, 1)])
+    assert not search.never_below(joint, [m(SubnetConfig(0.5, 0.5), 65, 55, 8, 1)])  # better at 8 ms
+    assert not search.never_below(joint, [m(SubnetConfig(0.5, 0.5), 10, 5, 1, 1)])  # faster than any joint point
+    points = [(79.5, 20.0), (78.0, 8.0), (60.0, 1.0)]
+    assert search.speedup_within(points, (80.0, 40.0), 1.0) == 2.0
+    assert search.speedup_within(points, (80.0, 40.0), 3.0) == 5.0
+    assert search.speedup_within(points, (90.0, 40.0), 1.0) == 1.0
+
+
+def test_baselines_are_measured_first_and_reported(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    reader = Reader(checkpoint.load(tiny_checkpoint))
+    examples = squad.load_squad(DATA / "eval.json.gz", limit=4)
+    bench = search.Bench(reader, examples)
+    study = search.run_study(bench, 26, f"sqlite:///{tmp_path / 's.db'}", seed=2, name="b", progress=False)
+    trials = search.measurements(study)
+    grid, lengths = trials[:12], trials[12:22]
+    assert all(t.subnet.lengths is None and not t.subnet.quantized for t in grid)
+    assert len({(t.subnet.width, t.subnet.depth) for t in grid}) == 12
+    assert all((t.subnet.width, t.subnet.depth) == (1.0, 1.0) and t.subnet.lengths for t in lengths)
+    firsts = [t.subnet.lengths[0] for t in lengths]  # type: ignore[index]
+    assert firsts == sorted(firsts, reverse=True) and len(set(firsts)) == 10
+
+    report, entries, fronts = search_report.build(reader, bench, examples, trials, {"subset": 4})
+    assert [m.subnet.id for m in fronts["full"]] == ["w100d100"]
+    assert report["checks"]["joint_never_below_grid"] and report["checks"]["joint_never_below_lengths"]
+    assert entries and len(report["int8"]) == len(entries)
+    assert {row["config"] for row in report["int8"]} == {e.subnet.id.removesuffix("-q8") for e in entries}
+    search_report.write(report, tmp_path)
+    assert "speed-up" in (tmp_path / "search.md").read_text()

@@ -1,0 +1,137 @@
+"""What one `dynaqa search` run shows: the shipped front, the baselines, INT8, and the checks.
+
+Everything here is computed from measurements taken in the same process on the same question
+subset: the joint front, the width x depth grid alone, lengths alone and the full model. The
+front is then re-scored on the whole eval split, which is what ships in profile.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from models import search
+from models.checkpoint import ProfileEntry
+from models.reader import Reader
+from models.squad import SquadExample
+from models.subnet import SubnetConfig
+
+MAX_SHIPPED = 30
+
+
+def thin(front: list[search.Measurement], keep: int = MAX_SHIPPED) -> list[search.Measurement]:
+    """At most `keep` points spread evenly over the front (both ends kept)."""
+    if len(front) <= keep:
+        return front
+    step = (len(front) - 1) / (keep - 1)
+    return [front[round(i * step)] for i in range(keep)]
+
+
+def rescore(reader: Reader, examples: list[SquadExample], front: list[search.Measurement]) -> list[ProfileEntry]:
+    """The front on the whole split; what the whole split shows dominated is dropped."""
+    rescored = []
+    for m in front:
+        f1, em = search.full_split_scores(reader, examples, m.subnet)
+        rescored.append(search.Measurement(m.subnet, f1, em, m.latency_ms, m.macs))
+    return [
+        ProfileEntry(m.subnet, round(m.f1, 3), round(m.exact_match, 3), round(m.macs), round(m.latency_ms, 3))
+        for m in search.pareto_front(rescored)
+    ]
+
+
+def int8_effect(bench: search.Bench, entries: list[ProfileEntry]) -> list[dict[str, Any]]:
+    """Each shipped configuration measured with and without INT8 linear layers (search subset)."""
+    rows = []
+    for entry in entries:
+        pair = {}
+        for quantized in (False, True):
+            m = bench.measure(dataclasses.replace(entry.subnet, quantized=quantized))
+            pair["int8" if quantized else "float"] = {"f1": round(m.f1, 2), "latency_ms": round(m.latency_ms, 2)}
+        base = dataclasses.replace(entry.subnet, quantized=False)
+        rows.append({"config": base.id, **pair})
+    return rows
+
+
+def build(
+    reader: Reader,
+    bench: search.Bench,
+    examples: list[SquadExample],
+    trials: list[search.Measurement],
+    settings: dict[str, Any],
+) -> tuple[dict[str, Any], list[ProfileEntry], dict[str, list[search.Measurement]]]:
+    """The report, the profile entries to ship and the per-family fronts (for the plot)."""
+    fronts = search.fronts_by_family(trials)
+    entries = rescore(reader, examples, thin(fronts["joint"]))
+    full = SubnetConfig(1.0, 1.0)
+    full_f1, full_em = search.full_split_scores(reader, examples, full)
+    full_latency = fronts["full"][0].latency_ms
+    points = [(e.f1, e.latency_ms or full_latency) for e in entries]
+    checks = {
+        "speedup_within_1_f1": round(search.speedup_within(points, (full_f1, full_latency), 1.0), 2),
+        "speedup_within_3_f1": round(search.speedup_within(points, (full_f1, full_latency), 3.0), 2),
+        "joint_never_below_grid": search.never_below(fronts["joint"], fronts["grid"]),
+        "joint_never_below_lengths": search.never_below(fronts["joint"], fronts["lengths"]),
+    }
+    report = {
+        **settings,
+        "trials": len(trials),
+        "full_model": {
+            "f1": round(full_f1, 3),
+            "exact_match": round(full_em, 3),
+            "latency_ms": round(full_latency, 3),
+            "subset_f1": round(fronts["full"][0].f1, 3),
+        },
+        "front": [e.to_dict() | {"id": e.subnet.id} for e in entries],
+        "baseline_fronts": {name: [_point(m) for m in fronts[name]] for name in ("grid", "lengths")},
+        "int8": int8_effect(bench, entries),
+        "checks": checks,
+    }
+    return report, entries, fronts
+
+
+def _point(m: search.Measurement) -> dict[str, Any]:
+    return {"id": m.subnet.id, "f1": round(m.f1, 3), "latency_ms": round(m.latency_ms, 3)}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The README tables: the shipped front with speed-ups, the baselines, INT8, the checks."""
+    full = report["full_model"]
+    lines = [
+        f"Full model: F1 {full['f1']:.2f} / EM {full['exact_match']:.2f} (whole split), "
+        f"{full['latency_ms']:.2f} ms per question (batch 1, subset of {report['subset']}).",
+        "",
+        "| config | F1 | EM | MACs/window (M) | latency ms | speed-up | F1 loss |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in report["front"]:
+        lines.append(
+            f"| `{e['id']}` | {e['f1']:.2f} | {e['exact_match']:.2f} | {e['macs'] / 1e6:.0f} | {e['latency_ms']:.2f} "
+            f"| {full['latency_ms'] / e['latency_ms']:.2f}x | {full['f1'] - e['f1']:+.2f} |"
+        )
+    for name, title in (("grid", "Width x depth grid alone"), ("lengths", "Lengths alone")):
+        front = report["baseline_fronts"][name]
+        points = ", ".join(f"`{m['id']}` {m['f1']:.1f} @ {m['latency_ms']:.1f} ms" for m in front)
+        lines += ["", f"{title} (front on the subset, F1 @ latency): {points}"]
+    lines += ["", "| INT8 knob | float F1 | float ms | int8 F1 | int8 ms |", "|---|---:|---:|---:|---:|"]
+    for row in report["int8"]:
+        f, q = row["float"], row["int8"]
+        cells = f"{f['f1']:.2f} | {f['latency_ms']:.2f} | {q['f1']:.2f} | {q['latency_ms']:.2f}"
+        lines.append(f"| `{row['config']}` | {cells} |")
+    c = report["checks"]
+    lines += [
+        "",
+        f"- best speed-up within 1.0 F1 of the full model: **{c['speedup_within_1_f1']}x** (target >= 2x)",
+        f"- best speed-up within 3.0 F1: **{c['speedup_within_3_f1']}x** (target >= 4x)",
+        f"- joint front never below the grid front: {c['joint_never_below_grid']}; "
+        f"never below the lengths front: {c['joint_never_below_lengths']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict[str, Any], out: Path) -> None:
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "search.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "search.md").write_text(markdown(report))
