@@ -2,7 +2,9 @@
 
 Writes benchmarks/results/grid_eval-<name>.json and .md; with `--record`, stores the F1 per pair
 in the checkpoint's training.json as `grid_scores`, which the service reports as expected F1 until
-a searched Pareto set (profile.json) replaces the grid.
+a searched Pareto set (profile.json) replaces the grid. With `--compare NAME`, also writes
+grid_compare.md: this checkpoint beside an earlier run of the same script on the teacher (the
+untrained-for-width baseline: the teacher simply sliced) and the checks of issue #3.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N questions only")
     parser.add_argument("--name", default=None, help="name for the result files (default: checkpoint dir name)")
     parser.add_argument("--record", action="store_true", help="write grid_scores into the checkpoint's training.json")
+    parser.add_argument(
+        "--compare", default=None, help="name of an earlier result (the sliced teacher) to compare against"
+    )
     args = parser.parse_args(argv)
     checkpoint = ckpt.load(args.checkpoint)
     examples = squad.load_squad(args.data, args.limit)
@@ -71,7 +76,42 @@ def main(argv: list[str] | None = None) -> int:
         training["grid_scores"] = {r["id"]: round(r["f1"], 2) for r in rows}
         training["grid_scores_questions"] = len(examples)
         path.write_text(json.dumps(training, indent=2) + "\n")
+    if args.compare:
+        baseline = json.loads((RESULTS / f"grid_eval-{args.compare}.json").read_text())
+        (RESULTS / "grid_compare.md").write_text(compare(report, baseline))
     return 0
+
+
+def compare(trained: dict, sliced: dict) -> str:
+    """The README table: every pair trained vs sliced from the teacher, and the targets."""
+    if trained["questions"] != sliced["questions"]:
+        raise SystemExit("the two results were scored on different question sets")
+    base = {r["id"]: r for r in sliced["rows"]}
+    teacher = base["w100d100"]
+    lines = [
+        f"{trained['questions']} questions (the whole eval split); full length. Teacher (full model before "
+        f"width/depth training): EM {teacher['exact_match']:.2f} / F1 {teacher['f1']:.2f}.",
+        "",
+        "| width | depth | EM | F1 | sliced teacher F1 | gain |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in trained["rows"]:
+        b = base[r["id"]]
+        lines.append(
+            f"| {r['width']} | {r['depth']} | {r['exact_match']:.2f} | {r['f1']:.2f} | {b['f1']:.2f} "
+            f"| {r['f1'] - b['f1']:+.2f} |"
+        )
+    rows = {r["id"]: r for r in trained["rows"]}
+    smaller = [r for r in trained["rows"] if r["id"] != "w100d100"]
+    worst = min(smaller, key=lambda r: r["f1"] - base[r["id"]]["f1"])
+    lines += [
+        "",
+        f"- full width and depth vs teacher: {rows['w100d100']['f1'] - teacher['f1']:+.2f} F1 (target within 1.0)",
+        f"- width 0.5 x depth 1.0 vs teacher: {rows['w50d100']['f1'] - teacher['f1']:+.2f} F1 (target within 4.0)",
+        f"- smallest gain over the sliced teacher (pairs below full size): {worst['id']} "
+        f"{worst['f1'] - base[worst['id']]['f1']:+.2f} F1 (target >= 10)",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
