@@ -120,3 +120,7 @@ def compare(trained: dict, baselines: dict[str, dict]) -> str:
         + (f" (short: {', '.join(short)})" if short else ""),
     ]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

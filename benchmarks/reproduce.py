@@ -1,0 +1,52 @@
+"""Re-run `dynaqa eval --subnet ID` for every shipped score and compare, to 0.1 F1.
+
+The shipped checkpoint carries two sets of eval-split scores: profile.json (the searched front,
+what the service reports as expected F1) and training.json's grid_scores (the width x depth table
+of the README). This runs the public command, in a fresh process per configuration, and writes
+benchmarks/results/reproduce.md; the exit status is 1 if any score is off by more than 0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from models import checkpoint as ckpt
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TOLERANCE = 0.1
+
+
+def evaluate(checkpoint_dir: Path, subnet_id: str) -> dict:
+    command = [sys.executable, "-m", "service.cli", "eval", "--checkpoint", str(checkpoint_dir)]
+    out = subprocess.run([*command, "--subnet", subnet_id, "--quiet"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=str(ckpt.DEFAULT_DIR))
+    parser.add_argument("--grid", action="store_true", help="also the 12 width x depth pairs of grid_scores")
+    args = parser.parse_args(argv)
+    checkpoint = ckpt.load(args.checkpoint)
+    claims = [("profile", e.subnet.id, e.f1) for e in checkpoint.profile]
+    if args.grid:
+        claims += [("grid", i, f1) for i, f1 in checkpoint.training.get("grid_scores", {}).items()]
+    lines = ["| source | config | shipped F1 | `dynaqa eval` F1 | difference |", "|---|---|---:|---:|---:|"]
+    worst = 0.0
+    for source, subnet_id, shipped in claims:
+        measured = evaluate(checkpoint.path, subnet_id)["f1"]
+        worst = max(worst, abs(measured - shipped))
+        lines.append(f"| {source} | `{subnet_id}` | {shipped:.2f} | {measured:.3f} | {measured - shipped:+.3f} |")
+        print(lines[-1], flush=True)
+    lines += ["", f"largest difference: {worst:.3f} F1 (tolerance {TOLERANCE})"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "reproduce.md").write_text("\n".join(lines) + "\n")
+    return 0 if worst <= TOLERANCE else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
