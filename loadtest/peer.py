@@ -1,16 +1,21 @@
-"""The peer a user would otherwise write: FastAPI + transformers' QA pipeline holding the teacher.
+"""The peer a user would otherwise write: FastAPI + transformers holding the full model.
 
 `python -m loadtest.peer --checkpoint DIR --port N` exports the checkpoint's full model to a
 Hugging Face BertForQuestionAnswering directory (once, in a temporary folder) and serves
-POST /v1/qa with `pipeline("question-answering")`, ignoring budgets, one request at a time in a
-thread pool as a plain FastAPI endpoint does. Loopback only.
+POST /v1/qa with `pipeline("question-answering")` where the installed transformers still has it.
+transformers 5 removed that pipeline, so there the peer does what its task guide does instead:
+AutoTokenizer windows (384 tokens, stride 128), the model's start/end logits, the best span of at
+most 30 tokens inside the context. Budgets are ignored; one request at a time in a thread pool,
+as a plain FastAPI endpoint does. Loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -39,15 +44,60 @@ def export_hf(checkpoint_dir: Path, out: Path) -> Path:
     return out
 
 
-def create_peer(model_dir: Path) -> FastAPI:
-    from transformers import pipeline
+def span_answerer(model_dir: Path) -> Callable[[str, str], dict[str, Any]]:
+    """question, context -> {answer, score, start, end}: the QA pipeline, or its plain equivalent."""
+    import transformers
 
-    qa = pipeline("question-answering", model=str(model_dir), tokenizer=str(model_dir), device="cpu")
+    try:
+        qa = transformers.pipeline("question-answering", model=str(model_dir), device="cpu")
+        return lambda question, context: dict(qa(question=question, context=context))
+    except KeyError:  # transformers >= 5: the task was removed
+        pass
+    import torch
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
+
+    def answer(question: str, context: str) -> dict[str, Any]:
+        enc = tokenizer(
+            question,
+            context,
+            truncation="only_second",
+            max_length=384,
+            stride=128,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding=True,
+            return_tensors="pt",
+        )
+        offsets = enc.pop("offset_mapping")
+        enc.pop("overflow_to_sample_mapping", None)
+        with torch.no_grad():
+            out = model(**enc)
+        best = (float("-inf"), 0, 0)
+        for w in range(len(offsets)):
+            in_context = torch.tensor([s == 1 for s in enc.sequence_ids(w)])
+            start = out.start_logits[w].masked_fill(~in_context, float("-inf"))
+            end = out.end_logits[w].masked_fill(~in_context, float("-inf"))
+            scores = (start[:, None] + end[None, :]).triu().tril(29)  # end >= start, at most 30 tokens
+            scores = scores.masked_fill(scores == 0, float("-inf"))
+            flat = int(scores.argmax())
+            i, j = divmod(flat, scores.shape[1])
+            if float(scores[i, j]) > best[0]:
+                best = (float(scores[i, j]), int(offsets[w][i][0]), int(offsets[w][j][1]))
+        score, begin, finish = best
+        return {"answer": context[begin:finish], "score": score, "start": begin, "end": finish}
+
+    return answer
+
+
+def create_peer(model_dir: Path) -> FastAPI:
+    qa = span_answerer(model_dir)
     app = FastAPI(title="transformers pipeline peer")
 
     @app.post("/v1/qa")
     def answer(body: Question) -> dict[str, object]:
-        result = qa(question=body.question, context=body.context)
+        result = qa(body.question, body.context)
         return {"answer": result["answer"], "score": result["score"], "start": result["start"], "end": result["end"]}
 
     @app.get("/v2/health/ready")
