@@ -26,6 +26,8 @@ def test_pareto_front_keeps_only_non_dominated() -> None:
     a, b, c = SubnetConfig(1.0, 1.0), SubnetConfig(0.5, 1.0), SubnetConfig(0.25, 0.5)
     front = search.pareto_front([m(a, 80, 70, 50, 1), m(b, 70, 60, 60, 1), m(c, 60, 50, 10, 1)])
     assert [x.subnet for x in front] == [c, a]
+    twice = search.pareto_front([m(a, 80, 70, 50, 1), m(a, 80, 70, 45, 1), m(c, 60, 50, 10, 1)])
+    assert [(x.subnet, x.latency_ms) for x in twice] == [(c, 10), (a, 45)]  # measured twice: the fastest
 
 
 def test_study_is_seeded_and_resumes(tiny_checkpoint: Path, tmp_path: Path) -> None:
