@@ -46,6 +46,8 @@ def test_frontier_comparisons_on_known_points() -> None:
     assert search.never_below(joint, [m(SubnetConfig(0.5, 0.5), 55, 45, 8, 1)])
     assert not search.never_below(joint, [m(SubnetConfig(0.5, 0.5), 65, 55, 8, 1)])  # better at 8 ms
     assert not search.never_below(joint, [m(SubnetConfig(0.5, 0.5), 10, 5, 1, 1)])  # faster than any joint point
+    zero = [m(SubnetConfig(0.25, 0.5), 0.0, 0.0, 5, 1)]
+    assert search.never_below(zero, zero)  # an F1 of 0 is a score, not a missing one
     points = [(79.5, 20.0), (78.0, 8.0), (60.0, 1.0)]
     assert search.speedup_within(points, (80.0, 40.0), 1.0) == 2.0
     assert search.speedup_within(points, (80.0, 40.0), 3.0) == 5.0
