@@ -21,8 +21,8 @@ TOLERANCE = 0.1
 
 
 def evaluate(checkpoint_dir: Path, subnet_id: str) -> dict:
-    command = [sys.executable, "-m", "service.cli", "eval", "--checkpoint", str(checkpoint_dir)]
-    out = subprocess.run([*command, "--subnet", subnet_id, "--quiet"], capture_output=True, text=True, check=True)
+    command = [sys.executable, "-m", "service.cli", "eval", "--checkpoint", str(checkpoint_dir), "--subnet", subnet_id]
+    out = subprocess.run([*command, "--quiet"], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 

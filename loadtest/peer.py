@@ -79,8 +79,9 @@ def span_answerer(model_dir: Path) -> Callable[[str, str], dict[str, Any]]:
             in_context = torch.tensor([s == 1 for s in enc.sequence_ids(w)])
             start = out.start_logits[w].masked_fill(~in_context, float("-inf"))
             end = out.end_logits[w].masked_fill(~in_context, float("-inf"))
-            scores = (start[:, None] + end[None, :]).triu().tril(29)  # end >= start, at most 30 tokens
-            scores = scores.masked_fill(scores == 0, float("-inf"))
+            n = start.shape[0]
+            band = torch.ones(n, n, dtype=torch.bool).triu().tril(29)  # end >= start, at most 30 tokens
+            scores = (start[:, None] + end[None, :]).masked_fill(~band, float("-inf"))
             flat = int(scores.argmax())
             i, j = divmod(flat, scores.shape[1])
             if float(scores[i, j]) > best[0]:

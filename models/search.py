@@ -192,8 +192,7 @@ def best_at(front: list[Measurement], latency_ms: float) -> float | None:
 
 def never_below(joint: list[Measurement], other: list[Measurement]) -> bool:
     """True when, at every latency one of `other`'s points reaches, the joint front does as well."""
-    reached = [best_at(joint, m.latency_ms) for m in other]
-    return all(best is not None and best >= m.f1 for best, m in zip(reached, other, strict=True))
+    return all((best := best_at(joint, m.latency_ms)) is not None and best >= m.f1 for m in other)
 
 
 def speedup_within(front: list[tuple[float, float]], full: tuple[float, float], loss: float) -> float:
