@@ -48,6 +48,9 @@ class PipelineConfig:
     importance_batches: int = 24
     random_subnets: int | None = 2  # sandwich rule; None trains all 12 pairs each step
     limit_train: int | None = None  # first N training questions only (smoke runs)
+    # Stage W starts from this finished stage-W checkpoint instead of the rewired teacher: more
+    # stage-W steps without redoing the first ones (the teacher stays the rewired model).
+    width_from: Path | None = None
 
 
 def sha256_json(path: Path) -> str:
@@ -111,14 +114,18 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
         scores = rewire(model, batches, progress)
         report = {"importance_batches": len(batches), "head_importance": scores.heads.tolist()}
     else:
-        model = _load_model(previous)  # type: ignore[arg-type]
-        teacher = copy.deepcopy(model).eval().to(config.width.device)
+        teacher = _load_model(previous).eval().to(config.width.device)  # type: ignore[arg-type]
         for p in teacher.parameters():
             p.requires_grad_(False)
+        start = config.width_from if stage == "width" and config.width_from is not None else previous
+        model = copy.deepcopy(teacher) if start == previous else _load_model(start)  # type: ignore[arg-type]
+        model.requires_grad_(True)
         if stage == "width":
             report = train(
                 model, windows, config.width, width_loss(model, teacher), work / "state.pt", "stage W", progress
             )
+            if config.width_from is not None:
+                report["continued_from"] = _history(config.width_from)[-1]
         else:
             loss = width_depth_loss(model, teacher, random_subnets=config.random_subnets)
             report = train(model, windows, config.width_depth, loss, work / "state.pt", "stage WD", progress)
