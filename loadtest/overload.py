@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from loadtest import openloop
+from loadtest.report import percentile
 from models import squad
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"
@@ -111,9 +112,8 @@ def measure(url: str, pid: int, factor: float = 10.0, seconds: float = 30.0, bud
         # Server-side, from the histogram (arrival to response): the client shares two cores with
         # the server at this rate, so its own clock mostly measures its own backlog.
         "refusal_ms_p99_at_most": server_quantile_ms(url, "shed", 0.99),
-        "client_latency_ms_p50_refusals": round(1000 * statistics.median(r.latency_s for r in refused), 1)
-        if refused
-        else None,
+        "client_latency_ms_p50_refusals": percentile([1000 * r.latency_s for r in refused], 0.5),
+        "client_latency_ms_p99_refusals": percentile([1000 * r.latency_s for r in refused], 0.99),
         "rss_mib_before": round(rss_before / 1024, 1),
         "rss_mib_peak": round(max((s[0] for s in samples), default=rss_before) / 1024, 1),
         "queue_depth_max_seen": max((s[1] for s in samples), default=float("nan")),

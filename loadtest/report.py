@@ -13,12 +13,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-quantile (0..1) by rank, rounded to 0.1; None for no data."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
 def summarise(rows: list[dict], seconds: float) -> dict:
     answered = [r for r in rows if r["status"] == 200]
-    latencies = sorted(r["latency_s"] * 1000 for r in answered)
+    latencies = [r["latency_s"] * 1000 for r in answered]
 
     def pct(q: float) -> float | None:
-        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1) if latencies else None
+        return percentile(latencies, q)
 
     mix: dict[str, int] = {}
     for r in answered:
@@ -140,8 +148,10 @@ def _plots(servers: dict, summary: dict, out: Path) -> None:
         budgets = sorted({r["budget_ms"] for r in data["mixed"]})
         p99 = []
         for b in budgets:
-            lat = sorted(r["latency_s"] * 1000 for r in data["mixed"] if r["budget_ms"] == b and r["status"] == 200)
-            p99.append(lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"))
+            value = percentile(
+                [r["latency_s"] * 1000 for r in data["mixed"] if r["budget_ms"] == b and r["status"] == 200], 0.99
+            )
+            p99.append(float("nan") if value is None else value)
         ax.plot(budgets, p99, "o-", label=f"{kind} p99")
     lim = max(r["budget_ms"] for d in servers.values() for r in d["mixed"])
     ax.plot([0, lim], [0, lim], color="grey", ls="--", lw=0.8, label="latency = budget")

@@ -81,11 +81,13 @@ def create_app(settings: Settings) -> FastAPI:
             request_id.reset(token)
 
     # Outermost: refusals that do not depend on the body never reach the parsing layers below.
-    app.add_middleware(Admission, path="/v1/qa", refusal=runtime.admission_error, on_refused=runtime.record)
+    app.add_middleware(
+        Admission, path="/v1/qa", refusal=runtime.admission_error, admit=runtime.admit, on_refused=runtime.record
+    )
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        _count(request, exc.outcome)
+        _count(request, exc.outcome, str(exc))
         return service_error_response(exc)
 
     @app.exception_handler(InvalidInput)
@@ -120,10 +122,10 @@ def create_app(settings: Settings) -> FastAPI:
             response.headers[name] = value
         return response
 
-    def _count(request: Request, outcome: str) -> None:
+    def _count(request: Request, outcome: str, reason: str | None = None) -> None:
         if request.url.path == "/v1/qa" and runtime.metrics is not None:
             runtime.record(outcome, time.perf_counter() - request.state.arrival)
-            log.info(json.dumps({"event": "request", "outcome": outcome}))
+            log.info(json.dumps({"event": "request", "outcome": outcome, "reason": reason}))
 
     @app.post(
         "/v1/qa",
@@ -145,7 +147,8 @@ def create_app(settings: Settings) -> FastAPI:
             request.headers, settings.default_budget_ms, settings.min_budget_ms, settings.max_budget_ms
         )
         result = await _unless_disconnected(
-            request, rt.answer(body.question, body.context, budget, request.state.arrival)
+            request,
+            rt.answer(body.question, body.context, budget, request.state.arrival, request.state.release_place),
         )
         if result is None:  # the client left: its work was cancelled (dropped if still queued)
             rt.record("cancelled", time.perf_counter() - request.state.arrival)

@@ -80,9 +80,11 @@ class Admission:
     """Refuse POST `path` at once when `refusal()` names a reason; stamp every request's arrival.
 
     `refusal` returns the error a new request would get whatever its body (draining, not ready,
-    queue full) or None; `on_refused(outcome, seconds)` counts it. Admitted requests carry their
-    arrival time in `scope["state"]["arrival"]`, so latency is measured from the first moment the
-    app saw them.
+    queue full) or None; `on_refused(outcome, seconds)` counts it. An admitted request holds a
+    place from `admit()` until it ends; its release is in `scope["state"]["release_place"]` for
+    the request path to hand the place to the queue earlier. Every request carries its arrival
+    time in `scope["state"]["arrival"]`, so latency is measured from the first moment the app
+    saw it.
     """
 
     def __init__(
@@ -90,11 +92,13 @@ class Admission:
         app: ASGIApp,
         path: str,
         refusal: Callable[[], ServiceError | None],
+        admit: Callable[[], Callable[[], None]],
         on_refused: Callable[[str, float], None],
     ) -> None:
         self.app = app
         self.path = path
         self.refusal = refusal
+        self.admit = admit
         self.on_refused = on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -115,4 +119,11 @@ class Admission:
                 log.info(json.dumps({"event": "request", "outcome": error.outcome, "reason": str(error)}))
                 request_id.reset(token)
                 return
+            release = self.admit()
+            scope["state"]["release_place"] = release
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                release()
+            return
         await self.app(scope, receive, send)

@@ -5,11 +5,13 @@ request path that ties them together. Routes stay thin and call `Runtime.answer`
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +71,7 @@ class Runtime:
         self.answered = 0
         self.misses = 0
         self.shed = 0
+        self.admitted = 0  # let in by the gate, not yet queued: body being read, parsed, tokenised
         self.metrics: Metrics | None = None
         self.store: StateStore = LocalState()
         self.planner: Planner | None = None
@@ -150,8 +153,17 @@ class Runtime:
             log.error(json.dumps({"event": "start-up failed", "error": self.failed}))
             raise
         assert self.metrics is not None
+        # Everything loaded so far (torch, transformers, the model: ~240k objects) lives as long as
+        # the process. A full collection walks all of it, 150 ms of stalled event loop; frozen,
+        # the collector only walks what requests allocate.
+        gc.collect()
+        gc.freeze()
         self.batcher = Batcher(
-            self._run_batch, self.settings.max_queue, self.settings.max_batch_windows, on_batch=self._on_batch
+            self._run_batch,
+            self.settings.max_queue,
+            self.settings.max_batch_windows,
+            on_batch=self._on_batch,
+            model_nice=self.settings.model_nice,
         )
         self.batcher.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._control_loop(), name="dynaqa-controller"))
@@ -181,23 +193,51 @@ class Runtime:
         log.info(json.dumps({"event": "drained", "answered": self.answered, "abandoned": left}))
 
     # --- the request path ------------------------------------------------------------------
-    def admission_error(self) -> ServiceError | None:
+    def admission_error(self, holding_place: bool = False) -> ServiceError | None:
         """The refusal a new request gets whatever it asks (None: admit it).
 
         Asked by the ASGI admission layer before the body is read, so shedding under overload
-        costs the event loop microseconds; asked again here because the state can change while
-        a body is parsed.
+        costs the event loop microseconds. The queue's places count the requests the gate has
+        let in but not yet queued (`admit`), so once admitted a request is never refused for a
+        full queue after its body was parsed; `holding_place` skips that check for them. Draining
+        and readiness are asked again on the request path: they can change while a body is read.
         """
         if self.draining:
             return Draining("the replica is draining", retry_after_s=1.0)
         if not self.ready or self.batcher is None:
             return NotReady("the replica is not ready yet", retry_after_s=2.0)
-        if self.batcher.depth >= self.batcher.max_queue:
+        if not holding_place and self.batcher.depth + self.admitted >= self.batcher.max_queue:
             return Overloaded("queue full", retry_after_s=max(0.1, self.batcher.queue_wait_s()))
         return None
 
-    async def answer(self, question: str, context: str, budget: Budget, arrival: float) -> Result:
-        refusal = self.admission_error()
+    def admit(self) -> Callable[[], None]:
+        """Reserve a queue place for a request the gate lets in; returns its idempotent release.
+
+        The place is handed to the queue when the request is queued (`answer(on_queued=...)`) and
+        given back by the gate when the request ends before that (bad input, a 4xx, a disconnect).
+        """
+        self.admitted += 1
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.admitted -= 1
+
+        return release
+
+    async def answer(
+        self,
+        question: str,
+        context: str,
+        budget: Budget,
+        arrival: float,
+        on_queued: Callable[[], None] | None = None,
+    ) -> Result:
+        """Plan, queue and compute one request. `on_queued`: the gate's place release, when the
+        caller was admitted through it (see `admit`)."""
+        refusal = self.admission_error(holding_place=on_queued is not None)
         if refusal is not None:
             raise refusal
         if self.reader is None or self.planner is None or self.batcher is None:
@@ -252,7 +292,7 @@ class Runtime:
         assert self.metrics is not None
         self.metrics.inflight.inc()
         try:
-            answer, model_s = await self.batcher.submit(item)
+            answer, model_s = await self.batcher.submit(item, on_queued)
         finally:
             self.metrics.inflight.dec()
         done = time.perf_counter()

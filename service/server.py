@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from types import FrameType
 
 import uvicorn
@@ -27,6 +28,10 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(app: FastAPI, settings: Settings) -> None:
+    """Run until a stop signal. Sets the process's GIL switch interval (a process-wide knob, so
+    here and not in `create_app`): the event loop then waits at most that long for the GIL when
+    it wakes while the model thread is between torch ops."""
+    sys.setswitchinterval(settings.gil_switch_ms / 1000)
     config = uvicorn.Config(
         app,
         host=settings.host,

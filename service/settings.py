@@ -39,6 +39,20 @@ class Settings(BaseSettings):
     max_length: int = Field(384, ge=128, le=512, description="Tokens per window.")
     stride: int = Field(128, ge=0, description="Tokens of overlap between windows of a long context.")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default (all cores).")
+    model_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness added to the model thread, so the event loop (admission, refusals, health "
+        "checks) gets the CPU first when they share cores; 0 turns it off.",
+    )
+    gil_switch_ms: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Python's thread switch interval: how long the event loop may wait for the GIL "
+        "while the model thread runs Python code (CPython's default is 5).",
+    )
 
     safety_factor: float = Field(1.15, ge=1.0, description="Predicted tail latency is multiplied by this.")
     tail_sigmas: float = Field(3.0, ge=0.0, description="Tail = mean + this many standard deviations.")

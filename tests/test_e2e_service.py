@@ -148,7 +148,8 @@ def test_second_replica_skips_calibration_and_a_flood_gets_503(
 
         responses = asyncio.run(flood())
         statuses = [r.status_code for r in responses]
-        assert set(statuses) <= {200, 503} and statuses.count(503) >= 1 and statuses.count(200) >= 3
+        # max_queue=2: the two requests the gate let in are served, the rest refused at once
+        assert set(statuses) <= {200, 503} and statuses.count(503) >= 1 and statuses.count(200) >= 2
         refused = next(r for r in responses if r.status_code == 503)
         assert int(refused.headers["retry-after"]) >= 1 and refused.json()["error"]["type"] == "overloaded"
         metrics = httpx.get(second.url + "/metrics").text

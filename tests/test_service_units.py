@@ -2,6 +2,8 @@
 
 import asyncio
 import math
+import os
+import threading
 import time
 
 import pytest
@@ -12,6 +14,8 @@ from service.batcher import Batcher, WorkItem
 from service.controller import Controller, LoadStats
 from service.errors import Expired, InvalidBudget, Overloaded
 from service.planner import Candidate, Choice, Infeasible, LatencyModel, Planner, Point
+from service.runtime import Runtime
+from service.settings import Settings
 
 
 def parse(headers: dict[str, str]) -> budget.Budget:
@@ -184,6 +188,49 @@ def test_batcher_refuses_fast_when_full() -> None:
         await batcher.stop()
 
     asyncio.run(scenario())
+
+
+def test_admitted_requests_hold_their_queue_place_until_queued() -> None:
+    """The gate counts requests it let in (body still being read) against the queue cap, so a
+    request it admitted is never refused for a full queue later, and the cap is never exceeded."""
+    runtime = Runtime(Settings(max_queue=2))
+    runtime.ready = True
+
+    async def scenario() -> None:
+        runtime.batcher = Batcher(lambda s, items: [1 for _ in items], max_queue=2, max_batch_windows=1)
+        first, second = runtime.admit(), runtime.admit()
+        assert isinstance(runtime.admission_error(), Overloaded)  # both places taken, nothing queued yet
+        assert runtime.admission_error(holding_place=True) is None  # the admitted ones go on
+        second()
+        second()  # a release is idempotent: the gate's finally may run after the queue took the place
+        assert runtime.admitted == 1 and runtime.admission_error() is None
+        waiting = item(time.perf_counter() + 5, SubnetConfig(), "a")
+        queued = asyncio.ensure_future(runtime.batcher.submit(waiting, on_queued=first))
+        await asyncio.sleep(0)  # the batcher is not started: the item stays queued
+        assert (runtime.admitted, runtime.batcher.depth) == (0, 1)
+        first()
+        assert runtime.admitted == 0
+        third = runtime.admit()
+        assert isinstance(runtime.admission_error(), Overloaded)  # one queued + one admitted = the cap
+        third()
+        queued.cancel()
+        await runtime.batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_model_thread_yields_the_cpu_to_the_event_loop() -> None:
+    def niceness(subnet: SubnetConfig, items: list[WorkItem]) -> list[int]:
+        return [os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) for _ in items]
+
+    async def scenario() -> int:
+        batcher = Batcher(niceness, max_queue=2, max_batch_windows=1, model_nice=5)
+        batcher.start()
+        result = await batcher.submit(item(time.perf_counter() + 5, SubnetConfig(), "a"))
+        await batcher.stop()
+        return result  # type: ignore[no-any-return]
+
+    assert asyncio.run(scenario()) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
 
 
 def test_a_cancelled_request_is_never_computed() -> None:
