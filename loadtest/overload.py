@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from loadtest import openloop
+from loadtest.processes import HttpProcess, Server, free_port, split_cores
 from loadtest.report import percentile
 from models import squad
 
@@ -123,8 +125,22 @@ def measure(url: str, pid: int, factor: float = 10.0, seconds: float = 30.0, bud
     }
 
 
+def generator_floor(rate: float, seconds: float, cpus: set[int] | None, tmp: Path) -> dict[str, float | None]:
+    """Client-side latency of the same open loop against loadtest/noop.py, which refuses every
+    request at once on the server's cores: what the generator and HTTP stack add by themselves."""
+    port = free_port()
+    noop = HttpProcess([sys.executable, "-m", "loadtest.noop", "--port", str(port)], port, tmp / "noop.log", cpus=cpus)
+    try:
+        noop.wait_ready(timeout=30)
+        examples = squad.load_squad(DATA, limit=300)
+        records = asyncio.run(openloop.run(noop.url, examples, rate, seconds, lambda rng: 1000.0))
+    finally:
+        noop.stop()
+    latencies = [1000 * r.latency_s for r in records if r.status == 503]
+    return {"requests": len(records), "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99)}
+
+
 def main(argv: list[str] | None = None) -> int:
-    from loadtest.processes import Server
     from models import checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,10 +161,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="dynaqa-overload-"))
     cores = sorted(os.sched_getaffinity(0))
-    pinning: dict[str, object] = {}
-    if args.split_cores and len(cores) >= 2:
-        pinning = {"cpus": set(cores[:-1]), "threads": len(cores) - 1}
-        os.sched_setaffinity(0, {cores[-1]})
+    server_cores = split_cores() if args.split_cores else None
+    pinning: dict[str, object] = {"cpus": server_cores, "threads": len(server_cores)} if server_cores else {}
     server = Server(
         Path(args.checkpoint), tmp / "log.jsonl", cache_dir=tmp / "cache", max_queue=args.max_queue, **pinning
     )
@@ -156,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         server.wait_ready()
         report = measure(server.url, server.process.pid, args.factor, args.seconds)
         report["max_queue"] = args.max_queue
-        report["server_cores"] = sorted(pinning.get("cpus", cores))  # type: ignore[call-overload]
+        report["server_cores"] = sorted(server_cores or cores)
         report["client_cores"] = sorted(os.sched_getaffinity(0))
     finally:
         server.stop()
+    report["generator_floor"] = generator_floor(report["offered_rps"], args.seconds, server_cores, tmp)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))

@@ -20,6 +20,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def split_cores() -> set[int] | None:
+    """Pin this process (the load generator) to the last core; return the others for the server.
+
+    None when there is one core only: then both share it and the report says so.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    os.sched_setaffinity(0, {cores[-1]})
+    return set(cores[:-1])
+
+
 class Redis:
     def __init__(self, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
@@ -49,38 +61,35 @@ class Redis:
         self.process.wait(timeout=10)
 
 
-class Server:
-    """`dynaqa serve` in a subprocess; its JSON log goes to a file the test can read.
+class HttpProcess:
+    """A local HTTP server in a subprocess, its output in a log file; optionally pinned to `cpus`
+    (with every thread it starts), so a load generator on the other cores measures the server
+    rather than its own backlog."""
 
-    `cpus` pins the server (every thread it will start) to those cores, so a load generator on
-    the other cores measures the server rather than its own backlog.
-    """
+    ready_path = "/v2/health/ready"
 
-    def __init__(self, checkpoint: Path, log_path: Path, cpus: set[int] | None = None, **settings: object) -> None:
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "DYNAQA_CHECKPOINT": str(checkpoint),
-            "DYNAQA_PORT": str(self.port),
-        }
-        env.update({f"DYNAQA_{k.upper()}": str(v) for k, v in settings.items()})
+    def __init__(
+        self,
+        command: list[str],
+        port: int,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cpus: set[int] | None = None,
+    ) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"],
-            env=env,
+            command,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_live(self, timeout: float = 60) -> None:
-        self._wait("/v2/health/live", timeout)
 
     def wait_ready(self, timeout: float = 180) -> None:
-        self._wait("/v2/health/ready", timeout)
+        self._wait(self.ready_path, timeout)
 
     def _wait(self, path: str, timeout: float) -> None:
         deadline = time.time() + timeout
@@ -106,6 +115,19 @@ class Server:
                 self.process.wait()
         self._log.close()
         return int(self.process.returncode)
+
+
+class Server(HttpProcess):
+    """`dynaqa serve` with `DYNAQA_*` settings given as keyword arguments."""
+
+    def __init__(self, checkpoint: Path, log_path: Path, cpus: set[int] | None = None, **settings: object) -> None:
+        port = free_port()
+        env = {"DYNAQA_CHECKPOINT": str(checkpoint), "DYNAQA_PORT": str(port)}
+        env.update({f"DYNAQA_{k.upper()}": str(v) for k, v in settings.items()})
+        super().__init__([sys.executable, "-m", "service.cli", "serve"], port, log_path, env, cpus)
+
+    def wait_live(self, timeout: float = 60) -> None:
+        self._wait("/v2/health/live", timeout)
 
     def stopped_cleanly(self) -> bool:
         """Stopped by SIGTERM after draining: exit status 0 or -SIGTERM, and the drain logged."""

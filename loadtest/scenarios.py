@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from loadtest import openloop
-from loadtest.processes import Server, free_port
+from loadtest.processes import HttpProcess, Server, free_port, split_cores
 from models import checkpoint, metric, squad
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -42,44 +41,27 @@ MIXED_BUDGETS = (0.5, 1.0, 2.0, 4.0, 8.0)  # x L
 BURST = ((1.0, 10.0), (3.0, 10.0), (1.0, 35.0))  # (x capacity, seconds)
 
 
-class Peer:
+class Peer(HttpProcess):
     """The transformers-pipeline peer in a subprocess."""
 
-    def __init__(self, checkpoint_dir: Path, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log_path.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "loadtest.peer", "--checkpoint", str(checkpoint_dir), "--port", str(self.port)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("the peer did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self._log.close()
+    def __init__(self, checkpoint_dir: Path, log_path: Path, cpus: set[int] | None = None) -> None:
+        port = free_port()
+        command = [sys.executable, "-m", "loadtest.peer", "--checkpoint", str(checkpoint_dir), "--port", str(port)]
+        super().__init__(command, port, log_path, cpus=cpus)
 
 
-def start(kind: str, checkpoint_dir: Path, tmp: Path) -> Server | Peer:
+def start(kind: str, checkpoint_dir: Path, tmp: Path, cpus: set[int] | None) -> Server | Peer:
+    """Start one of SERVERS on `cpus` (one torch thread per core) and wait until it is ready."""
     if kind == "peer":
-        server: Server | Peer = Peer(checkpoint_dir, tmp / "peer.log")
+        server: Server | Peer = Peer(checkpoint_dir, tmp / "peer.log", cpus)
     else:
         pin = {"pinned-full": "w100d100", "pinned-smallest": "w25d50"}.get(kind)
-        settings = {"cache_dir": tmp / "cache", "max_queue": 64}
+        settings: dict[str, object] = {"cache_dir": tmp / "cache", "max_queue": 64}
+        if cpus:
+            settings["threads"] = len(cpus)
         if pin:
             settings["pin_subnet"] = pin
-        server = Server(checkpoint_dir, tmp / f"{kind}.jsonl", **settings)
+        server = Server(checkpoint_dir, tmp / f"{kind}.jsonl", cpus, **settings)
     server.wait_ready()
     return server
 
@@ -202,23 +184,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of " + ",".join(SERVERS))
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every duration (0.2 for a smoke run)")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument(
+        "--split-cores",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run every server on all cores but the last and this load generator on the last, so "
+        "latency is the server's, not the generator's backlog",
+    )
     args = parser.parse_args(argv)
+    cpus = split_cores() if args.split_cores else None
     examples = squad.load_squad(DATA)
     gold = {e.qid: e.answers for e in examples}
     tmp = Path(tempfile.mkdtemp(prefix="dynaqa-loadtest-"))
     ckpt = Path(args.checkpoint)
     began = time.perf_counter()
-    reference = start("pinned-full", ckpt, tmp)
+    reference = start("pinned-full", ckpt, tmp, cpus)
     try:
         latency_ms = full_model_latency_ms(reference.url, examples)
         capacity = capacity_rps(reference.url, examples, 10 * args.scale)
     finally:
         reference.stop()
     print(json.dumps({"full_model_latency_ms": latency_ms, "capacity_rps": capacity}), file=sys.stderr)
-    results = {"full_model_latency_ms": latency_ms, "capacity_rps": capacity, "servers": {}}
+    results = {
+        "full_model_latency_ms": latency_ms,
+        "capacity_rps": capacity,
+        "server_cores": sorted(cpus) if cpus else "shared with the generator",
+        "servers": {},
+    }
     for kind in args.servers.split(","):
         print(f"{kind} ...", file=sys.stderr)
-        server = start(kind, ckpt, tmp)
+        server = start(kind, ckpt, tmp, cpus)
         try:
             results["servers"][kind] = run_server(kind, server.url, examples, gold, capacity, latency_ms, args.scale)
         finally:
