@@ -2,6 +2,7 @@
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,15 @@ def test_pipeline_runs_every_stage_and_skips_finished_ones(tmp_path: Path) -> No
     stamp = (last / "model.safetensors").stat().st_mtime_ns
     pipeline.run(config, progress=False)
     assert (last / "model.safetensors").stat().st_mtime_ns == stamp
+
+    # More stage-W steps later: a new run directory sharing the first two stages, stage W started
+    # from the finished one with new batches; its history says what it continued.
+    more = tmp_path / "more"
+    more.mkdir()
+    for done in ("1-teacher", "2-rewired"):
+        (more / done).symlink_to(tmp_path / done)
+    again = replace(config, out=more, width=replace(tiny, seed=14), width_from=tmp_path / "3-width")
+    width = pipeline.run(again, ("width",), progress=False)
+    stage = json.loads((width / "training.json").read_text())["stages"][-1]
+    assert stage["stage"] == "width" and stage["recipe"]["seed"] == 14
+    assert stage["continued_from"]["stage"] == "width" and stage["continued_from"]["recipe"]["seed"] == 13
