@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from models import cost, metric
+from models.errors import InvalidInput
 from models.reader import Reader
 from models.squad import SquadExample, Windows
 from models.subnet import DEPTHS, WIDTHS, SubnetConfig, kept_layer_count
@@ -128,7 +129,11 @@ def family(subnet: SubnetConfig) -> set[str]:
 
 
 def run_study(bench: Bench, trials: int, storage: str, seed: int, name: str, progress: bool = True):  # type: ignore[no-untyped-def]
-    """Run (or resume) the NSGA-II study, the baselines first; returns it."""
+    """Run (or resume) the NSGA-II study, the baselines first; returns it.
+
+    A study remembers the weights it measured (sha256), and resuming it on other weights is an
+    error: retraining the checkpoint and re-running the same command would otherwise mix stale
+    scores into the new front."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -136,6 +141,13 @@ def run_study(bench: Bench, trials: int, storage: str, seed: int, name: str, pro
     study = optuna.create_study(
         study_name=name, storage=storage, directions=["maximize", "minimize"], sampler=sampler, load_if_exists=True
     )
+    made_on, weights = study.user_attrs.get("checkpoint"), bench.reader.checkpoint.fingerprint()
+    if study.trials and made_on != weights:
+        raise InvalidInput(
+            f"study {name!r} in {storage} was measured on other weights (sha256 {str(made_on)[:12]}, these are "
+            f"{weights[:12]}): its scores would be stale; pass a new --study or --out"
+        )
+    study.set_user_attr("checkpoint", weights)
     layers = bench.reader.checkpoint.config.num_hidden_layers
     if not study.trials:
         for params in (p for family_params in baseline_params(layers).values() for p in family_params):

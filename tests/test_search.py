@@ -1,10 +1,14 @@
 """The frontier search: monotone sampling, Pareto filtering, a resumable seeded study."""
 
+import shutil
 from pathlib import Path
 
 import optuna
+import pytest
+import torch
 
 from models import checkpoint, search, search_report, squad
+from models.errors import InvalidInput
 from models.reader import Reader
 from models.subnet import SubnetConfig
 from tests.conftest import DATA
@@ -38,6 +42,20 @@ def test_study_is_seeded_and_resumes(tiny_checkpoint: Path, tmp_path: Path) -> N
     again = search.run_study(bench, 5, storage, seed=1, name="t", progress=False)  # continues, 2 more
     assert first == 3 and len(search.measurements(again)) == 5
     assert search.front_from_study(again, bench)
+
+
+def test_a_study_refuses_to_resume_on_other_weights(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    examples = squad.load_squad(DATA / "eval.json.gz", limit=2)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    search.run_study(search.Bench(Reader(checkpoint.load(tiny_checkpoint)), examples), 1, storage, 1, "t", False)
+    retrained = tmp_path / "retrained"
+    shutil.copytree(tiny_checkpoint, retrained)
+    model = checkpoint.load(retrained).model
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    checkpoint.save(model, retrained, retrained)
+    with pytest.raises(InvalidInput, match="other weights"):
+        search.run_study(search.Bench(Reader(checkpoint.load(retrained)), examples), 2, storage, 1, "t", False)
 
 
 def test_frontier_comparisons_on_known_points() -> None:
