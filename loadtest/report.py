@@ -25,9 +25,6 @@ def summarise(rows: list[dict], seconds: float) -> dict:
     answered = [r for r in rows if r["status"] == 200]
     latencies = [r["latency_s"] * 1000 for r in answered]
 
-    def pct(q: float) -> float | None:
-        return percentile(latencies, q)
-
     mix: dict[str, int] = {}
     for r in answered:
         if r["subnet"]:
@@ -36,9 +33,9 @@ def summarise(rows: list[dict], seconds: float) -> dict:
         "sent": len(rows),
         "attainment": round(sum(r["met"] for r in rows) / len(rows), 4) if rows else None,
         "goodput_rps": round(sum(r["met"] for r in rows) / seconds, 2),
-        "p50_ms": pct(0.5),
-        "p95_ms": pct(0.95),
-        "p99_ms": pct(0.99),
+        "p50_ms": percentile(latencies, 0.5),
+        "p95_ms": percentile(latencies, 0.95),
+        "p99_ms": percentile(latencies, 0.99),
         "served_f1": round(statistics.fmean(r["f1"] for r in answered), 2) if answered else None,
         "shed": sum(r["status"] == 503 for r in rows),
         "expired": sum(r["status"] == 504 for r in rows),

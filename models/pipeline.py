@@ -117,8 +117,8 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
         teacher = _load_model(previous).eval().to(config.width.device)  # type: ignore[arg-type]
         for p in teacher.parameters():
             p.requires_grad_(False)
-        start = config.width_from if stage == "width" and config.width_from is not None else previous
-        model = copy.deepcopy(teacher) if start == previous else _load_model(start)  # type: ignore[arg-type]
+        continued = stage == "width" and config.width_from is not None
+        model = _load_model(config.width_from) if continued else copy.deepcopy(teacher)  # type: ignore[arg-type]
         model.requires_grad_(True)
         if stage == "width":
             report = train(
