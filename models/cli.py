@@ -124,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         importance_batches=args.importance_batches,
         random_subnets=None if args.sampling == "all" else 2,
         limit_train=args.limit_train,
-        width_from=Path(args.width_from) if args.width_from else None,
+        continue_from=Path(args.continue_from) if args.continue_from else None,
     )
     stages = pipeline.STAGES if args.stage == "all" else (args.stage,)
     last = pipeline.run(config, stages, progress=not args.quiet)
@@ -257,9 +257,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage's steps (smoke runs)")
     p.add_argument("--seed", type=int, default=13, help="seed of every stage's batches and sampling (default 13)")
     p.add_argument(
-        "--width-from",
+        "--continue-from",
         default=None,
-        help="start stage W from this finished stage-W checkpoint (more steps; use a new --seed for new batches)",
+        help="start stage W or WD from a finished checkpoint of that same stage instead of the previous "
+        "stage's model (more steps; use a new --seed for new batches)",
     )
     p.add_argument(
         "--ship", default=None, help="copy the last checkpoint here (e.g. models/checkpoints/dynaqa-minilm-l6)"

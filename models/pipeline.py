@@ -48,9 +48,9 @@ class PipelineConfig:
     importance_batches: int = 24
     random_subnets: int | None = 2  # sandwich rule; None trains all 12 pairs each step
     limit_train: int | None = None  # first N training questions only (smoke runs)
-    # Stage W starts from this finished stage-W checkpoint instead of the rewired teacher: more
-    # stage-W steps without redoing the first ones (the teacher stays the rewired model).
-    width_from: Path | None = None
+    # Stage W or WD starts from this finished checkpoint of the same stage instead of the previous
+    # stage's model: more steps without redoing the first ones (the teacher stays the previous stage).
+    continue_from: Path | None = None
 
 
 def sha256_json(path: Path) -> str:
@@ -91,6 +91,18 @@ def _load_model(path: Path) -> DynamicBertForQA:
     return model
 
 
+def _continued_stage(stage: str, continue_from: Path | None) -> dict[str, Any] | None:
+    """The finished report that `stage` continues, or None; refuses a checkpoint of another stage."""
+    if continue_from is None:
+        return None
+    if not (continue_from / "training.json").exists():
+        raise InvalidInput(f"--continue-from {continue_from}: no training.json, not a finished stage checkpoint")
+    last = _history(continue_from)[-1]
+    if last["stage"] != stage:
+        raise InvalidInput(f"--continue-from {continue_from} finished stage {last['stage']!r}, not {stage!r}")
+    return last
+
+
 def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None, progress: bool = True) -> Path:
     """Run one stage from the previous stage's checkpoint; returns its checkpoint directory."""
     out = config.out / DIRS[stage]
@@ -105,6 +117,7 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
     previous = None if stage == "teacher" else config.out / DIRS[STAGES[STAGES.index(stage) - 1]]
     if previous is not None and not (previous / "training.json").exists():
         raise InvalidInput(f"stage {stage} needs {previous}: run the stages before it first")
+    continued = _continued_stage(stage, config.continue_from)
     if stage == "teacher":
         model = from_bert(base_model_dir(), seed=config.teacher.seed)
         report = train(model, windows, config.teacher, finetune_loss(model), work / "state.pt", "teacher", progress)
@@ -117,21 +130,20 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
         teacher = _load_model(previous).eval().to(config.width.device)  # type: ignore[arg-type]
         for p in teacher.parameters():
             p.requires_grad_(False)
-        continued = stage == "width" and config.width_from is not None
-        model = _load_model(config.width_from) if continued else copy.deepcopy(teacher)  # type: ignore[arg-type]
+        model = _load_model(config.continue_from) if continued else copy.deepcopy(teacher)  # type: ignore[arg-type]
         model.requires_grad_(True)
         if stage == "width":
             report = train(
                 model, windows, config.width, width_loss(model, teacher), work / "state.pt", "stage W", progress
             )
-            if config.width_from is not None:
-                report["continued_from"] = _history(config.width_from)[-1]
         else:
             loss = width_depth_loss(model, teacher, random_subnets=config.random_subnets)
             report = train(model, windows, config.width_depth, loss, work / "state.pt", "stage WD", progress)
             report["sampling"] = (
                 "all 12 pairs" if config.random_subnets is None else f"sandwich (+{config.random_subnets} random)"
             )
+    if continued is not None:
+        report["continued_from"] = continued
     report["seconds"] = round(time.time() - began, 1)
     saved = _save(model, config, stage, report, previous)
     shutil.rmtree(work, ignore_errors=True)

@@ -10,6 +10,7 @@ import torch
 
 from models import pipeline, squad
 from models.distill import matched_hidden, sandwich, width_depth_loss, width_loss
+from models.errors import InvalidInput
 from models.finetune import finetune_loss
 from models.subnet import SubnetConfig
 from models.training_loop import Recipe, plan_batches, train
@@ -109,14 +110,27 @@ def test_pipeline_runs_every_stage_and_skips_finished_ones(tmp_path: Path) -> No
     pipeline.run(config, progress=False)
     assert (last / "model.safetensors").stat().st_mtime_ns == stamp
 
-    # More stage-W steps later: a new run directory sharing the first two stages, stage W started
-    # from the finished one with new batches; its history says what it continued.
+    # More stage-W and WD steps later: a new run directory sharing the first two stages, each stage
+    # started from the finished one with new batches; its history says what it continued.
     more = tmp_path / "more"
     more.mkdir()
     for done in ("1-teacher", "2-rewired"):
         (more / done).symlink_to(tmp_path / done)
-    again = replace(config, out=more, width=replace(tiny, seed=14), width_from=tmp_path / "3-width")
+    again = replace(config, out=more, width=replace(tiny, seed=14), continue_from=tmp_path / "3-width")
     width = pipeline.run(again, ("width",), progress=False)
     stage = json.loads((width / "training.json").read_text())["stages"][-1]
     assert stage["stage"] == "width" and stage["recipe"]["seed"] == 14
     assert stage["continued_from"]["stage"] == "width" and stage["continued_from"]["recipe"]["seed"] == 13
+
+    # Stage WD continued with all 12 pairs; the teacher is still `more`'s stage-W model.
+    longer = replace(
+        again, width_depth=replace(tiny, seed=15), random_subnets=None, continue_from=tmp_path / "4-width-depth"
+    )
+    wd = pipeline.run(longer, ("width-depth",), progress=False)
+    stage = json.loads((wd / "training.json").read_text())["stages"][-1]
+    assert stage["sampling"] == "all 12 pairs" and stage["continued_from"]["recipe"]["seed"] == 13
+
+    # A checkpoint of another stage is refused before anything is trained.
+    (more / "4-width-depth" / "training.json").unlink()
+    with pytest.raises(InvalidInput, match="finished stage 'width', not 'width-depth'"):
+        pipeline.run(replace(longer, continue_from=tmp_path / "3-width"), ("width-depth",), progress=False)
