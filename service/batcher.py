@@ -14,6 +14,7 @@ import heapq
 import itertools
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -110,6 +111,22 @@ class Batcher:
             i.predicted_s for i in self._heap if not i.future.done() and (deadline is None or i.deadline <= deadline)
         )
         return rest + sum(ahead)
+
+    def slack_s(self, deadline: float) -> float:
+        """How long a new item due at `deadline` may compute without making a queued item late.
+
+        Earliest-deadline-first runs the new item before every queued item due after it, so its
+        service time delays all of them. Without this bound, a later arrival with a tighter budget
+        could take the full model and push work that was planned to fit past its deadline. Items
+        that are late already (by predicted means) constrain nothing; infinite when none wait.
+        """
+        finish = self._clock() + max(0.0, self._inflight_until - self._clock())
+        slack = math.inf
+        for item in sorted(i for i in self._heap if not i.future.done()):
+            finish += item.predicted_s
+            if item.deadline > deadline and item.deadline > finish:
+                slack = min(slack, item.deadline - finish)
+        return slack
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="dynaqa-batcher")

@@ -2,7 +2,11 @@
 
 Once a second the app hands `tick` what it saw in that second. Pressure (the model busy almost all
 the time with work waiting, a queue building up, budgets missed, requests shed) raises the level at once; only a
-run of calm ticks lowers it, one step at a time: quick to degrade, slow to recover. The level caps
+run of calm ticks lowers it: quick to degrade, careful to recover. A recovery step goes up one level
+of quality, or further when the load just measured would fit a better level: busy time scales with
+the cost of what is served, so busy x cost(better) / cost(current) predicts the better level's
+busy fraction, and the step goes to the most accurate level predicted to stay calm. Recovery from a
+burst then takes a few ticks instead of one per level. The level caps
 the planner (level k excludes the k most accurate candidates), and it is exported as a metric:
 the signal to scale the fleet on, since latency alone stays flat while accuracy is being traded.
 """
@@ -33,6 +37,9 @@ class Controller:
     queue_high: float = 0.25  # share of the queue cap
     miss_high: float = 0.01
     recover_ticks: int = 3
+    # Relative cost of serving at each level (most accurate first, e.g. predicted seconds per
+    # request); empty: recover one level at a time.
+    costs: tuple[float, ...] = ()
     level: int = 0
     calm: int = 0
 
@@ -51,8 +58,18 @@ class Controller:
         elif stats.busy_fraction <= self.busy_low and stats.queue_depth == 0 and stats.budget_misses == 0:
             self.calm += 1
             if self.calm >= self.recover_ticks and self.level > 0:
-                self.level -= 1
+                self.level = self._recovered_level(stats.busy_fraction)
                 self.calm = 0
         else:
             self.calm = 0
         return self.level
+
+    def _recovered_level(self, busy_fraction: float) -> int:
+        """The most accurate level predicted to stay calm at the measured load; at least one up."""
+        one_up = self.level - 1
+        if len(self.costs) <= self.level or self.costs[self.level] <= 0:
+            return one_up
+        for better in range(one_up):  # most accurate first
+            if busy_fraction * self.costs[better] / self.costs[self.level] <= self.busy_low:
+                return better
+        return one_up

@@ -157,16 +157,27 @@ class Planner:
         return point.mean_s * self.corrections[candidate.subnet.id].ratio
 
     def choose(
-        self, budget_s: float, elapsed_s: float, queue_wait_s: float, tokens: int, windows: int, level: int = 0
+        self,
+        budget_s: float,
+        elapsed_s: float,
+        queue_wait_s: float,
+        tokens: int,
+        windows: int,
+        level: int = 0,
+        others_slack_s: float = math.inf,
     ) -> Choice | Infeasible:
-        """Most accurate candidate allowed at `level` whose tail fits the remaining budget."""
+        """Most accurate candidate allowed at `level` whose tail fits the remaining budget and the
+        slack of the queued work it will overtake; the fastest when only its own budget allows it."""
         remaining = budget_s - elapsed_s - queue_wait_s
         allowed = self.candidates[min(level, len(self.candidates) - 1) :]
+        limit = min(remaining, others_slack_s)
         for candidate in allowed:
             tail = self.tail_s(candidate, tokens, windows)
-            if tail <= remaining:
+            if tail <= limit:
                 return Choice(candidate, tail, True)
         floor = self.tail_s(self.fastest, tokens, windows)
+        if floor <= remaining:
+            return Choice(self.fastest, floor, True)
         return Infeasible("floor" if budget_s < floor else "load", floor, self.fastest)
 
     def observe(self, subnet_id: str, tokens: int, windows: int, seconds: float) -> None:

@@ -124,7 +124,8 @@ class Runtime:
         self.metrics.calibration_seconds.set(seconds)
         self.planner = Planner(candidates, latency, self.settings.safety_factor, self.settings.tail_sigmas)
         self.metrics.max_level.set(len(self.planner.candidates) - 1)
-        self.controller = Controller(max_level=len(self.planner.candidates) - 1)
+        costs = tuple(self.planner.mean_s(c, tokens=256) for c in self.planner.candidates)
+        self.controller = Controller(max_level=len(costs) - 1, costs=costs)
         for candidate in self.planner.candidates:  # warm every sub-network through the real path
             self.reader.answer("Who wrote it?", "It was written by the author in 1990.", candidate.subnet)
         log.info(
@@ -260,7 +261,13 @@ class Runtime:
         now = time.perf_counter()
         deadline = arrival + budget.ms / 1000
         decision = self.planner.choose(
-            budget.ms / 1000, now - arrival, self.batcher.queue_wait_s(deadline), tokens, rows, self.level
+            budget.ms / 1000,
+            now - arrival,
+            self.batcher.queue_wait_s(deadline),
+            tokens,
+            rows,
+            self.level,
+            self.batcher.slack_s(deadline),
         )
         below_floor = False
         if isinstance(decision, Choice):

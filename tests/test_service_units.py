@@ -86,6 +86,16 @@ def test_planner_picks_the_most_accurate_that_fits() -> None:
     assert isinstance(choice, Choice) and choice.candidate.subnet == SubnetConfig(0.25, 0.5)
 
 
+def test_planner_keeps_queued_work_on_time() -> None:
+    """A new item runs before queued work due later (EDF): it may only take their slack."""
+    planner = make_planner()
+    choice = planner.choose(0.2, 0.0, 0.0, tokens=100, windows=1, others_slack_s=0.03)
+    assert isinstance(choice, Choice) and choice.candidate.subnet == SubnetConfig(0.5, 1.0)
+    # no candidate fits the slack: the fastest, since its own budget allows it
+    choice = planner.choose(0.2, 0.0, 0.0, tokens=100, windows=1, others_slack_s=0.001)
+    assert isinstance(choice, Choice) and choice.candidate.subnet == SubnetConfig(0.25, 0.5)
+
+
 def test_planner_tells_floor_from_load() -> None:
     planner = make_planner()
     floor = planner.choose(budget_s=0.005, elapsed_s=0.0, queue_wait_s=0.0, tokens=100, windows=1)
@@ -136,6 +146,14 @@ def test_controller_degrades_fast_and_recovers_slowly() -> None:
     assert controller.tick(stats(busy_fraction=0.7)) == 1  # neither pressured nor calm: hold
 
 
+def test_controller_recovers_to_the_best_level_the_load_allows() -> None:
+    controller = Controller(max_level=5, recover_ticks=3, costs=(10, 8, 6, 4, 2, 1), level=5)
+    # busy 0.09 at cost 1: cost 6 predicts 0.54 <= busy_low, cost 8 predicts 0.72
+    assert [controller.tick(stats(busy_fraction=0.09)) for _ in range(3)] == [5, 5, 2]
+    # busy 0.5 at cost 6 predicts 0.83 at cost 10: one level only
+    assert [controller.tick(stats(busy_fraction=0.5)) for _ in range(3)] == [2, 2, 1]
+
+
 def item(deadline: float, subnet: SubnetConfig, payload: str, drop_after: float | None = None) -> WorkItem:
     return WorkItem(deadline, 0, subnet, 1, 100, drop_after if drop_after is not None else deadline + 10, 0.01, payload)
 
@@ -169,6 +187,25 @@ def test_batcher_is_edf_batches_by_subnet_and_drops_expired() -> None:
     assert order == [["warm"], ["early-small", "mid-small"], ["late-big"]]
     assert isinstance(results[4], Expired)
     assert results[2] == "early-small:w25d50"
+
+
+def test_batcher_slack_is_what_work_due_later_can_spare() -> None:
+    """Queued (never started) items of 10 ms each, at a frozen clock of t=100 s."""
+
+    async def scenario() -> None:
+        batcher = Batcher(lambda s, items: [1 for _ in items], max_queue=10, max_batch_windows=1, clock=lambda: 100.0)
+        queued = [
+            asyncio.ensure_future(batcher.submit(item(deadline, SubnetConfig(), str(deadline))))
+            for deadline in (100.005, 100.025, 100.05)  # EDF finishes: 100.01 (late already), 100.02, 100.03
+        ]
+        await asyncio.sleep(0)
+        assert math.isclose(batcher.slack_s(100.0), 0.005)  # the late item constrains nothing
+        assert math.isclose(batcher.slack_s(100.03), 0.02)  # only the last one runs after it
+        assert batcher.slack_s(100.1) == math.inf
+        await batcher.stop()
+        assert all(isinstance(r, Overloaded) for r in await asyncio.gather(*queued, return_exceptions=True))
+
+    asyncio.run(scenario())
 
 
 def test_batcher_refuses_fast_when_full() -> None:
