@@ -115,6 +115,13 @@ def _checks(summary: dict, servers: dict) -> dict:
         later_nonzero = [t for t, level in burst["levels"] if back and t > back[0] and level > 0]
         checks["burst_full_quality_after_step_down_s"] = round(back[0] - down, 2) if back else None
         checks["burst_relapsed_after_recovery"] = bool(later_nonzero)
+        # Full quality at 1x needs the full model at utilisation ~1, so also: how long until the
+        # level is back where the first 1x phase left it.
+        before = [level for t, level in burst["levels"] if t < up]
+        if before:
+            again = [t for t, level in burst["levels"] if t >= down and level <= before[-1]]
+            checks["burst_level_before_step_up"] = before[-1]
+            checks["burst_back_to_that_level_after_s"] = round(again[0] - down, 2) if again else None
     return checks
 
 
