@@ -3,7 +3,7 @@
 Stage W: every width learns from the teacher (the fine-tuned, rewired full model) with soft
 cross-entropy on the start/end logits plus `hidden_weight` x MSE on the hidden states (embedding
 output and every layer's output). All widths run on every batch; their losses are summed into one
-optimiser step (DynaBERT's released code).
+optimiser step (DynaBERT's released code), each backpropagated on its own to bound memory.
 
 Stage WD: width x depth sub-networks learn from the stage-W model at full size. Hidden states are
 matched as DynaBERT does: the student's state entering its k-th kept layer against the teacher's
@@ -14,7 +14,7 @@ by default (largest, smallest and `random_subnets` random pairs per step) instea
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -58,13 +58,12 @@ def subnet_loss(
 
 
 def width_loss(model: DynamicBertForQA, teacher: DynamicBertForQA, hidden_weight: float = 0.1) -> LossFn:
-    """Stage W: all four widths at full depth, summed."""
+    """Stage W: all four widths at full depth, one term each."""
 
-    def loss(batch: dict[str, Tensor], rng: random.Random) -> Tensor:
+    def loss(batch: dict[str, Tensor], rng: random.Random) -> Iterator[Tensor]:
         teacher_out = _teacher_outputs(teacher, batch)
-        return sum(  # type: ignore[return-value]
-            subnet_loss(model, SubnetConfig(width, 1.0), batch, teacher_out, hidden_weight) for width in WIDTHS
-        )
+        for width in WIDTHS:
+            yield subnet_loss(model, SubnetConfig(width, 1.0), batch, teacher_out, hidden_weight)
 
     return loss
 
@@ -82,14 +81,15 @@ def width_depth_loss(
     hidden_weight: float = 1.0,
     random_subnets: int | None = 2,
 ) -> LossFn:
-    """Stage WD: the sandwich rule (or all 12 pairs when `random_subnets` is None), summed."""
+    """Stage WD: the sandwich rule (or all 12 pairs when `random_subnets` is None), one term each."""
 
-    def loss(batch: dict[str, Tensor], rng: random.Random) -> Tensor:
+    def loss(batch: dict[str, Tensor], rng: random.Random) -> Iterator[Tensor]:
         teacher_out = _teacher_outputs(teacher, batch)
         if random_subnets is None:
             subnets = [SubnetConfig(w, d) for w in WIDTHS for d in DEPTHS]
         else:
             subnets = sandwich(rng, random_subnets)
-        return sum(subnet_loss(model, s, batch, teacher_out, hidden_weight) for s in subnets)  # type: ignore[return-value]
+        for subnet in subnets:
+            yield subnet_loss(model, subnet, batch, teacher_out, hidden_weight)
 
     return loss

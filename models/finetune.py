@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 from torch import Tensor
 
@@ -14,8 +15,8 @@ from models.transformer import DynamicBertForQA
 def finetune_loss(model: DynamicBertForQA) -> LossFn:
     """The span cross-entropy of the full sub-network."""
 
-    def loss(batch: dict[str, Tensor], rng: random.Random) -> Tensor:
+    def loss(batch: dict[str, Tensor], rng: random.Random) -> Iterator[Tensor]:
         out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        return span_loss(out, batch["start_positions"], batch["end_positions"])
+        yield span_loss(out, batch["start_positions"], batch["end_positions"])
 
     return loss

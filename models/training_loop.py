@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,10 @@ from models.transformer import DynamicBertForQA
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[dict[str, Tensor], random.Random], Tensor]
+# A loss is a sequence of terms (one per sub-network), each backpropagated as soon as it is
+# computed: only one sub-network's graph is alive at a time. All 12 width x depth pairs summed into
+# one graph need about 24 GB at batch 16 x 384 tokens; term by term it is one pair's worth.
+LossFn = Callable[[dict[str, Tensor], random.Random], Iterable[Tensor]]
 
 
 @dataclass(frozen=True)
@@ -110,13 +113,15 @@ def train(
     bar = tqdm(range(start_step, total), desc=desc, unit="step", disable=not progress, initial=start_step, total=total)
     for step in bar:
         batch = {k: v.to(recipe.device) for k, v in squad.collate(windows, plan[step]).items()}
-        loss = loss_fn(batch, random.Random(recipe.seed * 100_003 + step))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0
+        for term in loss_fn(batch, random.Random(recipe.seed * 100_003 + step)):
+            term.backward()
+            loss += float(term.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss.detach()))
+        losses.append(loss)
         recent = losses[-50:]
         bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}")
         if (step + 1) % recipe.save_every == 0 or step + 1 == total:
