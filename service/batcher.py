@@ -120,7 +120,7 @@ class Batcher:
         could take the full model and push work that was planned to fit past its deadline. Items
         that are late already (by predicted means) constrain nothing; infinite when none wait.
         """
-        finish = self._clock() + max(0.0, self._inflight_until - self._clock())
+        finish = max(self._clock(), self._inflight_until)  # when the running batch ends
         slack = math.inf
         for item in sorted(i for i in self._heap if not i.future.done()):
             finish += item.predicted_s
