@@ -123,6 +123,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         width_depth=tuned(base.width_depth, args.width_depth_epochs, args.distill_lr),
         importance_batches=args.importance_batches,
         random_subnets=None if args.sampling == "all" else 2,
+        width_depth_hidden_weight=args.wd_hidden_weight,
         limit_train=args.limit_train,
         continue_from=Path(args.continue_from) if args.continue_from else None,
     )
@@ -252,6 +253,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--distill-lr", type=float, default=None, help="stage W and WD learning rate (default 5e-5)")
     p.add_argument("--batch-size", type=int, default=None, help="windows per step (default 32)")
     p.add_argument("--sampling", choices=["sandwich", "all"], default="sandwich", help="stage WD sub-networks per step")
+    p.add_argument(
+        "--wd-hidden-weight",
+        type=float,
+        default=1.0,
+        help="stage WD weight of the hidden-state MSE beside the span-logit loss (default 1, as DynaBERT; "
+        "lower favours the predictions of the largest sub-networks)",
+    )
     p.add_argument("--importance-batches", type=int, default=24, help="training batches for rewiring importance")
     p.add_argument("--limit-train", type=int, default=None, help="first N training questions only")
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage's steps (smoke runs)")

@@ -47,6 +47,8 @@ class PipelineConfig:
     width_depth: Recipe = field(default_factory=lambda: Recipe(epochs=1.0, lr=5e-5, warmup=0.05, save_every=20))
     importance_batches: int = 24
     random_subnets: int | None = 2  # sandwich rule; None trains all 12 pairs each step
+    # Stage WD's weight of the hidden-state MSE against the span-logit distillation (DynaBERT: 1).
+    width_depth_hidden_weight: float = 1.0
     limit_train: int | None = None  # first N training questions only (smoke runs)
     # Stage W or WD starts from this finished checkpoint of the same stage instead of the previous
     # stage's model: more steps without redoing the first ones (the teacher stays the previous stage).
@@ -137,8 +139,11 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
                 model, windows, config.width, width_loss(model, teacher), work / "state.pt", "stage W", progress
             )
         else:
-            loss = width_depth_loss(model, teacher, random_subnets=config.random_subnets)
+            loss = width_depth_loss(
+                model, teacher, hidden_weight=config.width_depth_hidden_weight, random_subnets=config.random_subnets
+            )
             report = train(model, windows, config.width_depth, loss, work / "state.pt", "stage WD", progress)
+            report["hidden_weight"] = config.width_depth_hidden_weight
             report["sampling"] = (
                 "all 12 pairs" if config.random_subnets is None else f"sandwich (+{config.random_subnets} random)"
             )

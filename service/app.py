@@ -164,6 +164,9 @@ def create_app(settings: Settings) -> FastAPI:
                     "subnet": result.candidate.subnet.id,
                     "budget_ms": budget.ms,
                     "latency_ms": round(result.latency_s * 1000, 2),
+                    "planned_ms": round(result.planned_s * 1000, 2),
+                    "queue_ms": round(result.queue_s * 1000, 2),
+                    "model_ms": round(result.model_s * 1000, 2),
                     "budget_met": result.budget_met,
                 }
             )

@@ -70,6 +70,11 @@ class Metrics:
         self.prediction_ratio = Gauge(
             "dynaqa_latency_prediction_ratio", "Observed over predicted model time (1 = calibrated).", registry=r
         )
+        self.plan_margin = Gauge(
+            "dynaqa_plan_margin_seconds",
+            "Time the planner keeps free in every budget: a high quantile of recent plan overruns.",
+            registry=r,
+        )
         self.state_errors = Counter(
             "dynaqa_state_errors_total", "Failed fleet-state (Redis) operations.", ["operation"], registry=r
         )

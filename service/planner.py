@@ -5,13 +5,15 @@ at a few token counts and batch sizes (from the start-up calibration on this mac
 interpolates between them. Observed service times correct it online: a running ratio of observed
 to predicted time per candidate, and a running spread of that ratio. The chosen candidate is the
 most accurate one whose predicted tail latency (mean + k sigma, times a safety factor) fits what is
-left of the budget after the queue wait.
+left of the budget after the queue wait and the plan margin: a high quantile of how much longer
+recent requests took, end to end, than their plan said (see `PlanMargin`).
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 from models.subnet import SubnetConfig
@@ -48,6 +50,30 @@ class Correction:
         self.ratio += weight * delta
         self.variance = (1 - weight) * (self.variance + weight * delta * delta)
         self.samples += 1
+
+
+class PlanMargin:
+    """A high quantile of (actual - planned) request latency over the most recent requests.
+
+    A plan is the wait predicted when the request arrived plus the chosen candidate's tail. The
+    per-candidate corrections keep service times honest, but the wait is a sum of means and
+    earliest-deadline-first lets later, tighter requests overtake queued ones: under Poisson
+    bursts the wait runs past its prediction, and only the end-to-end error shows by how much.
+    The planner keeps this margin free in every budget, so a run of overruns makes it choose
+    faster candidates until plans hold again; when they do, the margin falls back to zero.
+    """
+
+    def __init__(self, window: int = 200, quantile: float = 0.98) -> None:
+        if not 0.0 < quantile <= 1.0 or window < 1:
+            raise ValueError("the plan margin needs a window >= 1 and a quantile in (0, 1]")
+        self.quantile = quantile
+        self._excess: deque[float] = deque(maxlen=window)
+        self.margin_s = 0.0
+
+    def observe(self, planned_s: float, actual_s: float) -> None:
+        self._excess.append(actual_s - planned_s)
+        ordered = sorted(self._excess)  # a few hundred floats: cheaper than a streaming sketch
+        self.margin_s = max(0.0, ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))])
 
 
 @dataclass(frozen=True)
@@ -130,10 +156,12 @@ class Planner:
         safety_factor: float = 1.15,
         tail_sigmas: float = 3.0,
         alpha: float = 0.05,
+        margin: PlanMargin | None = None,
     ) -> None:
         if not candidates:
             raise ValueError("the planner needs at least one candidate")
         self.latency = latency
+        self.margin = margin or PlanMargin()
         self.safety_factor = safety_factor
         self.tail_sigmas = tail_sigmas
         self.alpha = alpha
@@ -166,9 +194,10 @@ class Planner:
         level: int = 0,
         others_slack_s: float = math.inf,
     ) -> Choice | Infeasible:
-        """Most accurate candidate allowed at `level` whose tail fits the remaining budget and the
-        slack of the queued work it will overtake; the fastest when only its own budget allows it."""
-        remaining = budget_s - elapsed_s - queue_wait_s
+        """Most accurate candidate allowed at `level` whose tail fits the remaining budget (less the
+        plan margin) and the slack of the queued work it will overtake; the fastest when only its
+        own budget allows it."""
+        remaining = budget_s - elapsed_s - queue_wait_s - self.margin.margin_s
         allowed = self.candidates[min(level, len(self.candidates) - 1) :]
         limit = min(remaining, others_slack_s)
         for candidate in allowed:
@@ -187,6 +216,10 @@ class Planner:
         predicted = self.latency.predict(subnet_id, tokens, windows).mean_s
         if predicted > 0:
             self.corrections[subnet_id].update(seconds / predicted, self.alpha)
+
+    def observe_plan(self, planned_s: float, actual_s: float) -> None:
+        """Feed back a request's planned and actual end-to-end latency (arrival to answer)."""
+        self.margin.observe(planned_s, actual_s)
 
     def drift(self) -> float:
         """Mean observed/predicted ratio over candidates that have been observed (1.0 if none)."""

@@ -42,6 +42,7 @@ class Result:
     budget: Budget
     fits: bool
     below_floor: bool  # nothing could meet this budget even on an idle server: not a load signal
+    planned_s: float  # arrival to answer as planned: elapsed + predicted wait + predicted tail
     queue_s: float
     model_s: float
     latency_s: float
@@ -260,14 +261,9 @@ class Runtime:
         tokens, rows = max(windows.lengths()), len(windows)
         now = time.perf_counter()
         deadline = arrival + budget.ms / 1000
+        queue_wait = self.batcher.queue_wait_s(deadline)
         decision = self.planner.choose(
-            budget.ms / 1000,
-            now - arrival,
-            self.batcher.queue_wait_s(deadline),
-            tokens,
-            rows,
-            self.level,
-            self.batcher.slack_s(deadline),
+            budget.ms / 1000, now - arrival, queue_wait, tokens, rows, self.level, self.batcher.slack_s(deadline)
         )
         below_floor = False
         if isinstance(decision, Choice):
@@ -303,7 +299,13 @@ class Runtime:
         finally:
             self.metrics.inflight.dec()
         done = time.perf_counter()
-        return Result(answer, candidate, budget, fits, below_floor, item.started_at - arrival, model_s, done - arrival)
+        predicted = decision.predicted_s if isinstance(decision, Choice) else decision.floor_s
+        planned = now - arrival + queue_wait + predicted
+        self.planner.observe_plan(planned, done - arrival)
+        self.metrics.plan_margin.set(self.planner.margin.margin_s)
+        return Result(
+            answer, candidate, budget, fits, below_floor, planned, item.started_at - arrival, model_s, done - arrival
+        )
 
     def _run_batch(self, subnet, items: list[WorkItem]) -> list[tuple[Answer, float]]:  # type: ignore[no-untyped-def]
         """Runs on the model thread: one forward for every window of every item."""

@@ -13,7 +13,7 @@ from service import budget
 from service.batcher import Batcher, WorkItem
 from service.controller import Controller, LoadStats
 from service.errors import Expired, InvalidBudget, Overloaded
-from service.planner import Candidate, Choice, Infeasible, LatencyModel, Planner, Point
+from service.planner import Candidate, Choice, Infeasible, LatencyModel, PlanMargin, Planner, Point
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -119,6 +119,31 @@ def test_online_correction_learns_a_slower_machine() -> None:
         planner.observe(big.subnet.id, 100, 1, 0.080)  # twice the calibrated 40 ms
     assert planner.tail_s(big, 100) > 1.9 * before
     assert planner.drift() > 1.9
+
+
+def test_plan_overruns_reserve_a_margin_until_plans_hold_again() -> None:
+    """Requests that ran past their plan (waits longer than predicted) make later choices faster."""
+    planner = make_planner()
+    assert planner.choose(0.05, 0.0, 0.0, tokens=100, windows=1).candidate.subnet == SubnetConfig(1.0, 1.0)
+    for _ in range(20):
+        planner.observe_plan(planned_s=0.05, actual_s=0.075)  # 25 ms late, every time
+    assert math.isclose(planner.margin.margin_s, 0.025)
+    # 50 ms budget - 25 ms margin: the 43 ms tail of the big one no longer fits, the mid one does
+    choice = planner.choose(0.05, 0.0, 0.0, tokens=100, windows=1)
+    assert isinstance(choice, Choice) and choice.candidate.subnet == SubnetConfig(0.5, 1.0)
+    for _ in range(200):  # plans hold again: the old overruns leave the window, the margin goes
+        planner.observe_plan(planned_s=0.05, actual_s=0.04)
+    assert planner.margin.margin_s == 0.0
+    assert planner.choose(0.05, 0.0, 0.0, tokens=100, windows=1).candidate.subnet == SubnetConfig(1.0, 1.0)
+
+
+def test_plan_margin_is_a_high_quantile_not_the_worst_case() -> None:
+    margin = PlanMargin(window=100, quantile=0.95)
+    for i in range(100):
+        margin.observe(0.0, 0.001 * i)  # overruns of 0..99 ms
+    assert math.isclose(margin.margin_s, 0.095)
+    with pytest.raises(ValueError):
+        PlanMargin(quantile=0.0)
 
 
 def test_pareto_drops_dominated_candidates() -> None:
