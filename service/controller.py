@@ -1,19 +1,23 @@
 """The degradation level: how far below full quality load forces the service. Pure, no I/O.
 
 Once a second the app hands `tick` what it saw in that second. Pressure (the model busy almost all
-the time with work waiting, a queue building up, budgets missed, requests shed) raises the level at once; only a
-run of calm ticks lowers it: quick to degrade, careful to recover. A recovery step goes up one level
-of quality, or further when the load just measured would fit a better level: busy time scales with
-the cost of what is served, so busy x cost(better) / cost(current) predicts the better level's
-busy fraction, and the step goes to the most accurate level predicted to stay calm. Recovery from a
-burst then takes a few ticks instead of one per level. The level caps
-the planner (level k excludes the k most accurate candidates), and it is exported as a metric:
-the signal to scale the fleet on, since latency alone stays flat while accuracy is being traded.
+the time with work waiting, a queue building up, budgets missed more often than the target allows,
+requests shed) raises the level at once; only a run of calm ticks lowers it: quick to degrade,
+careful to recover. Misses count over the last few ticks, not one: a single miss in a second of
+20 requests is 5%, yet one in five seconds is within a 99% target and is no reason to degrade.
+A recovery step goes up one level of quality, or further when the load just measured would fit a
+better level: busy time scales with the cost of what is served, so busy x cost(better) /
+cost(current) predicts the better level's busy fraction, and the step goes to the most accurate
+level predicted to stay calm. Recovery from a burst then takes a few ticks instead of one per level.
+The level caps the planner (level k excludes the k most accurate candidates), and it is exported as
+a metric: the signal to scale the fleet on, since latency alone stays flat while accuracy is being
+traded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -35,23 +39,29 @@ class Controller:
     busy_high: float = 0.85
     busy_low: float = 0.6
     queue_high: float = 0.25  # share of the queue cap
-    miss_high: float = 0.01
+    miss_high: float = 0.01  # share of budgets missed over `miss_window` ticks that is pressure
+    miss_window: int = 5
     recover_ticks: int = 3
     # Relative cost of serving at each level (most accurate first, e.g. predicted seconds per
     # request); empty: recover one level at a time.
     costs: tuple[float, ...] = ()
     level: int = 0
     calm: int = 0
+    _recent: deque[tuple[int, int]] = field(default_factory=deque, repr=False)  # (requests, misses) per tick
 
     def tick(self, stats: LoadStats) -> int:
         """Move the level for one tick of observations and return it."""
-        miss_rate = stats.budget_misses / stats.requests if stats.requests else 0.0
+        self._recent.append((stats.requests, stats.budget_misses))
+        while len(self._recent) > self.miss_window:
+            self._recent.popleft()
+        requests = sum(r for r, _ in self._recent)
+        miss_rate = sum(m for _, m in self._recent) / requests if requests else 0.0
         queue_share = stats.queue_depth / stats.max_queue if stats.max_queue else 0.0
         severe = stats.shed > 0 or queue_share >= 0.5
         # A busy model with an empty queue is well used, not overloaded: busy counts only with a queue.
         busy = stats.busy_fraction >= self.busy_high and stats.queue_depth > 0
         pressured = severe or busy or queue_share >= self.queue_high
-        pressured = pressured or miss_rate > self.miss_high
+        pressured = pressured or (stats.budget_misses > 0 and miss_rate > self.miss_high)
         if pressured:
             self.level = min(self.max_level, self.level + (2 if severe else 1))
             self.calm = 0

@@ -171,6 +171,16 @@ def test_controller_degrades_fast_and_recovers_slowly() -> None:
     assert controller.tick(stats(busy_fraction=0.7)) == 1  # neither pressured nor calm: hold
 
 
+def test_controller_tolerates_misses_within_the_target_over_its_window() -> None:
+    controller = Controller(max_level=5, miss_high=0.01, miss_window=5)
+    # one miss among 20 requests a tick: 5% in that tick, but 1% over five ticks
+    ticks = [stats(requests=20), stats(requests=20), stats(requests=20), stats(requests=20)]
+    assert [controller.tick(t) for t in ticks] == [0, 0, 0, 0]
+    assert controller.tick(stats(requests=20, budget_misses=1)) == 0
+    assert controller.tick(stats(requests=20, budget_misses=1)) == 1  # 2 in 100: over the target
+    assert controller.tick(stats(requests=20)) == 1  # no new miss: the window alone does not push
+
+
 def test_controller_recovers_to_the_best_level_the_load_allows() -> None:
     controller = Controller(max_level=5, recover_ticks=3, costs=(10, 8, 6, 4, 2, 1), level=5)
     # busy 0.09 at cost 1: cost 6 predicts 0.54 <= busy_low, cost 8 predicts 0.72
