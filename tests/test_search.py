@@ -1,5 +1,6 @@
 """The frontier search: monotone sampling, Pareto filtering, a resumable seeded study."""
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -34,14 +35,33 @@ def test_pareto_front_keeps_only_non_dominated() -> None:
     assert [(x.subnet, x.latency_ms) for x in twice] == [(c, 10), (a, 45)]  # measured twice: the fastest
 
 
+def searched(study) -> list:  # type: ignore[no-untyped-def, type-arg]
+    """The study's trials the sampler proposed (baselines included), not the INT8 twins measured after."""
+    return [t for t in study.trials if t.values is not None and t.user_attrs.get("phase") != search.TWIN_PHASE]
+
+
 def test_study_is_seeded_and_resumes(tiny_checkpoint: Path, tmp_path: Path) -> None:
     reader = Reader(checkpoint.load(tiny_checkpoint))
     bench = search.Bench(reader, squad.load_squad(DATA / "eval.json.gz", limit=5))
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    first = len(search.measurements(search.run_study(bench, 3, storage, seed=1, name="t", progress=False)))
+    first = len(searched(search.run_study(bench, 3, storage, seed=1, name="t", progress=False)))
     again = search.run_study(bench, 5, storage, seed=1, name="t", progress=False)  # continues, 2 more
-    assert first == 3 and len(search.measurements(again)) == 5
+    assert first == 3 and len(searched(again)) == 5
     assert search.front_from_study(again, bench)
+
+
+def test_the_fronts_int8_twins_are_measured_after_the_search(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    bench = search.Bench(Reader(checkpoint.load(tiny_checkpoint)), squad.load_squad(DATA / "eval.json.gz", limit=3))
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = search.run_study(bench, 4, storage, seed=3, name="t", progress=False)
+    measured = {m.subnet for m in search.measurements(study)}
+    assert len(searched(study)) == 4 and len(measured) > 4
+    floats_on_front = [m.subnet for m in search.pareto_front(search.measurements(study)) if not m.subnet.quantized]
+    assert all(dataclasses.replace(s, quantized=True) in measured for s in floats_on_front)
+    assert search.int8_twins(study) == []  # nothing left to measure
+    count = len(study.trials)
+    again = search.run_study(bench, 4, storage, seed=3, name="t", progress=False)  # resumed: nothing new
+    assert len(again.trials) == count
 
 
 def test_a_study_refuses_to_resume_on_other_weights(tiny_checkpoint: Path, tmp_path: Path) -> None:
