@@ -233,6 +233,13 @@ def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(func=cmd_search)
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text} is not a number >= 0")
+    return value
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from models.pipeline import STAGES
 
@@ -255,7 +262,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--sampling", choices=["sandwich", "all"], default="sandwich", help="stage WD sub-networks per step")
     p.add_argument(
         "--wd-hidden-weight",
-        type=float,
+        type=_non_negative,
         default=1.0,
         help="stage WD weight of the hidden-state MSE beside the span-logit loss (default 1, as DynaBERT; "
         "lower favours the predictions of the largest sub-networks)",

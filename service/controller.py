@@ -49,6 +49,10 @@ class Controller:
     calm: int = 0
     _recent: deque[tuple[int, int]] = field(default_factory=deque, repr=False)  # (requests, misses) per tick
 
+    def __post_init__(self) -> None:
+        if self.miss_window < 1 or self.recover_ticks < 1:
+            raise ValueError("miss_window and recover_ticks must be at least one tick")
+
     def tick(self, stats: LoadStats) -> int:
         """Move the level for one tick of observations and return it."""
         self._recent.append((stats.requests, stats.budget_misses))

@@ -53,27 +53,45 @@ class Correction:
 
 
 class PlanMargin:
-    """A high quantile of (actual - planned) request latency over the most recent requests.
+    """A high quantile of (actual - planned) latency of recent requests whose plan was tight.
 
-    A plan is the wait predicted when the request arrived plus the chosen candidate's tail. The
-    per-candidate corrections keep service times honest, but the wait is a sum of means and
-    earliest-deadline-first lets later, tighter requests overtake queued ones: under Poisson
-    bursts the wait runs past its prediction, and only the end-to-end error shows by how much.
-    The planner keeps this margin free in every budget, so a run of overruns makes it choose
-    faster candidates until plans hold again; when they do, the margin falls back to zero.
+    A plan is the elapsed time plus the wait predicted when the request arrived plus the chosen
+    candidate's tail. The per-candidate corrections keep service times honest, but the wait is a
+    sum of means, and under Poisson bursts it runs past its prediction: only the end-to-end error
+    shows by how much. The planner keeps this margin free in every budget, so a run of overruns
+    makes it choose faster candidates until plans hold again. Samples leave after `window`
+    newer ones or `horizon_s` seconds, so a burst's overruns stop costing accuracy after it.
+    Only plans that used at least `tight_share` of their budget are sampled: a loose request
+    overtaken by tighter ones (earliest deadline first) overruns its plan by design, and would
+    only tax the tight budgets the margin exists for.
     """
 
-    def __init__(self, window: int = 200, quantile: float = 0.98) -> None:
-        if not 0.0 < quantile <= 1.0 or window < 1:
-            raise ValueError("the plan margin needs a window >= 1 and a quantile in (0, 1]")
+    def __init__(
+        self, window: int = 200, quantile: float = 0.98, horizon_s: float = 30.0, tight_share: float = 0.5
+    ) -> None:
+        if not 0.0 < quantile <= 1.0 or window < 1 or horizon_s <= 0:
+            raise ValueError("the plan margin needs a window >= 1, a quantile in (0, 1] and a horizon > 0")
         self.quantile = quantile
-        self._excess: deque[float] = deque(maxlen=window)
+        self.horizon_s = horizon_s
+        self.tight_share = tight_share
+        self._samples: deque[tuple[float, float]] = deque(maxlen=window)  # (when, actual - planned)
         self.margin_s = 0.0
 
-    def observe(self, planned_s: float, actual_s: float) -> None:
-        self._excess.append(actual_s - planned_s)
-        ordered = sorted(self._excess)  # a few hundred floats: cheaper than a streaming sketch
-        self.margin_s = max(0.0, ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))])
+    def observe(self, planned_s: float, actual_s: float, budget_s: float, now_s: float) -> None:
+        if planned_s >= self.tight_share * budget_s:
+            self._samples.append((now_s, actual_s - planned_s))
+        self.expire(now_s)
+
+    def expire(self, now_s: float) -> None:
+        """Forget samples older than the horizon and recompute the margin."""
+        while self._samples and self._samples[0][0] < now_s - self.horizon_s:
+            self._samples.popleft()
+        if not self._samples:
+            self.margin_s = 0.0
+            return
+        ordered = sorted(excess for _, excess in self._samples)  # a few hundred floats at most
+        rank = max(1, math.ceil(self.quantile * len(ordered)))  # nearest rank
+        self.margin_s = max(0.0, ordered[rank - 1])
 
 
 @dataclass(frozen=True)
@@ -194,12 +212,12 @@ class Planner:
         level: int = 0,
         others_slack_s: float = math.inf,
     ) -> Choice | Infeasible:
-        """Most accurate candidate allowed at `level` whose tail fits the remaining budget (less the
-        plan margin) and the slack of the queued work it will overtake; the fastest when only its
-        own budget allows it."""
-        remaining = budget_s - elapsed_s - queue_wait_s - self.margin.margin_s
+        """Most accurate candidate allowed at `level` whose tail fits the remaining budget less the
+        plan margin, and the slack of the queued work it will overtake; else the fastest when its
+        tail fits the remaining budget (the margin never turns a feasible request away)."""
+        remaining = budget_s - elapsed_s - queue_wait_s
         allowed = self.candidates[min(level, len(self.candidates) - 1) :]
-        limit = min(remaining, others_slack_s)
+        limit = min(remaining - self.margin.margin_s, others_slack_s)
         for candidate in allowed:
             tail = self.tail_s(candidate, tokens, windows)
             if tail <= limit:
@@ -217,9 +235,9 @@ class Planner:
         if predicted > 0:
             self.corrections[subnet_id].update(seconds / predicted, self.alpha)
 
-    def observe_plan(self, planned_s: float, actual_s: float) -> None:
-        """Feed back a request's planned and actual end-to-end latency (arrival to answer)."""
-        self.margin.observe(planned_s, actual_s)
+    def observe_plan(self, planned_s: float, actual_s: float, budget_s: float, now_s: float) -> None:
+        """Feed back a planned request's planned and actual latency (arrival to answer)."""
+        self.margin.observe(planned_s, actual_s, budget_s, now_s)
 
     def drift(self) -> float:
         """Mean observed/predicted ratio over candidates that have been observed (1.0 if none)."""

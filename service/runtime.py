@@ -301,8 +301,8 @@ class Runtime:
         done = time.perf_counter()
         predicted = decision.predicted_s if isinstance(decision, Choice) else decision.floor_s
         planned = now - arrival + queue_wait + predicted
-        self.planner.observe_plan(planned, done - arrival)
-        self.metrics.plan_margin.set(self.planner.margin.margin_s)
+        if fits:  # a lenient request answered late anyway was never planned to fit
+            self.planner.observe_plan(planned, done - arrival, budget.ms / 1000, done)
         return Result(
             answer, candidate, budget, fits, below_floor, planned, item.started_at - arrival, model_s, done - arrival
         )
@@ -326,6 +326,7 @@ class Runtime:
     async def _control_loop(self) -> None:
         """Tick the controller about once a second; a failing tick is logged, never fatal."""
         assert self.batcher is not None and self.controller is not None and self.metrics is not None
+        assert self.planner is not None
         interval = self.settings.controller_interval_s
         last_time, last_busy = time.perf_counter(), self.batcher.busy_seconds
         last = (self.arrivals, self.answered, self.misses, self.shed)
@@ -347,6 +348,8 @@ class Runtime:
                 last_time, last_busy, last = now, busy, (arrivals, answered, misses, shed)
                 self.level = self.controller.tick(stats)
                 self.metrics.level.set(self.level)
+                self.planner.margin.expire(now)  # a quiet server forgets old overruns too
+                self.metrics.plan_margin.set(self.planner.margin.margin_s)
                 self.metrics.queue_depth.set(self.batcher.depth)
                 info = {"level": self.level, "busy": stats.busy_fraction, "queue": stats.queue_depth, "ts": time.time()}
                 fleet = await asyncio.to_thread(self._sync_fleet, info, interval)
