@@ -53,7 +53,7 @@ class WorkItem:
     windows: int = field(compare=False)  # model rows this item needs
     tokens: int = field(compare=False)  # longest window, for the latency model
     drop_after: float = field(compare=False)  # past this, drop instead of computing
-    predicted_s: float = field(compare=False)  # predicted service time, for queue-wait estimates
+    predicted_s: float = field(compare=False)  # predicted (tail) service time, for queue-wait estimates
     payload: Any = field(compare=False)
     future: asyncio.Future[Any] = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
     started_at: float = field(compare=False, default=0.0)

@@ -282,16 +282,10 @@ class Runtime:
         else:
             candidate, fits, below_floor = decision.fastest, False, decision.reason == "floor"
         grace = 0.0 if budget.strict else self.settings.lenient_grace_ms / 1000
-        item = WorkItem(
-            deadline,
-            0,
-            candidate.subnet,
-            rows,
-            tokens,
-            deadline + grace,
-            self.planner.mean_s(candidate, tokens, rows),
-            payload=(example, windows),
-        )
+        # Queued work counts at its tail, not its mean: a newcomer's predicted wait then holds
+        # unless the work ahead of it runs past its own tail (the plan margin covers the rest).
+        predicted = decision.predicted_s if isinstance(decision, Choice) else decision.floor_s
+        item = WorkItem(deadline, 0, candidate.subnet, rows, tokens, deadline + grace, predicted, (example, windows))
         assert self.metrics is not None
         self.metrics.inflight.inc()
         try:
@@ -299,7 +293,6 @@ class Runtime:
         finally:
             self.metrics.inflight.dec()
         done = time.perf_counter()
-        predicted = decision.predicted_s if isinstance(decision, Choice) else decision.floor_s
         planned = now - arrival + queue_wait + predicted
         if fits:  # a lenient request answered late anyway was never planned to fit
             self.planner.observe_plan(planned, done - arrival, budget.ms / 1000, done)
