@@ -104,6 +104,20 @@ def pareto_front(measurements: list[Measurement]) -> list[Measurement]:
     return sorted(front, key=lambda m: m.latency_ms)
 
 
+def pareto_ranks(measurements: list[Measurement]) -> list[list[Measurement]]:
+    """Non-dominated sorting: the front, then the front of what is left, and so on."""
+    best: dict[SubnetConfig, Measurement] = {}
+    for m in measurements:
+        if m.subnet not in best or m.latency_ms < best[m.subnet].latency_ms:
+            best[m.subnet] = m
+    rest, ranks = list(best.values()), []
+    while rest:
+        front = pareto_front(rest)
+        ranks.append(front)
+        rest = [m for m in rest if m not in front]
+    return ranks
+
+
 LENGTH_FACTORS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
 
 

@@ -2,8 +2,8 @@
 
 Everything here is computed from measurements taken in the same process on the same question
 subset: the joint front, the width x depth grid alone, lengths alone and the full model. The
-front's latencies are then re-timed side by side with the full model (the speed-ups), and its
-F1 re-scored on the whole eval split; that is what ships in profile.json.
+front is re-scored on the whole eval split (widened by the next ranks while it is short) and
+re-timed side by side with the full model (the speed-ups); that is what ships in profile.json.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from models.squad import SquadExample
 from models.subnet import SubnetConfig
 
 MAX_SHIPPED = 30
+MIN_SHIPPED = 10  # issue #4: a Pareto set of 10-30 configurations
 
 
 def thin(front: list[search.Measurement], keep: int = MAX_SHIPPED) -> list[search.Measurement]:
@@ -44,15 +45,31 @@ def side_by_side(bench: search.Bench, subnets: list[SubnetConfig], rounds: int =
     return {s: statistics.median(t) for s, t in times.items()}
 
 
-def rescore(reader: Reader, examples: list[SquadExample], front: list[search.Measurement]) -> list[ProfileEntry]:
-    """The front on the whole split; what the whole split shows dominated is dropped."""
-    rescored = []
-    for m in front:
-        f1, em = search.full_split_scores(reader, examples, m.subnet)
-        rescored.append(search.Measurement(m.subnet, f1, em, m.latency_ms, m.macs))
+def rescore(
+    reader: Reader, examples: list[SquadExample], trials: list[search.Measurement], minimum: int = MIN_SHIPPED
+) -> list[ProfileEntry]:
+    """The front to ship, judged on the whole split.
+
+    The subset's front is re-scored on the whole split and what the whole split shows dominated
+    is dropped. A 200-question subset is a noisy judge (it can rank width 0.75 above the full
+    model), so while fewer than `minimum` points survive, the next non-dominated rank of the
+    subset joins the pool and the whole-split front is taken again.
+    """
+    scores: dict[SubnetConfig, search.Measurement] = {}
+    pool: list[search.Measurement] = []
+    front: list[search.Measurement] = []
+    for rank in search.pareto_ranks(trials):
+        pool += rank
+        for m in pool:
+            if m.subnet not in scores:
+                f1, em = search.full_split_scores(reader, examples, m.subnet)
+                scores[m.subnet] = search.Measurement(m.subnet, f1, em, m.latency_ms, m.macs)
+        front = search.pareto_front([scores[m.subnet] for m in pool])
+        if len(front) >= minimum:
+            break
     return [
         ProfileEntry(m.subnet, round(m.f1, 3), round(m.exact_match, 3), round(m.macs), round(m.latency_ms, 3))
-        for m in search.pareto_front(rescored)
+        for m in thin(front)
     ]
 
 
@@ -79,9 +96,9 @@ def build(
     """The report, the profile entries to ship and the per-family fronts (for the plot)."""
     fronts = search.fronts_by_family(trials)
     full = SubnetConfig(1.0, 1.0)
-    front = thin(fronts["joint"])
-    latency = side_by_side(bench, [full, *(m.subnet for m in front if m.subnet != full)])
-    entries = rescore(reader, examples, [dataclasses.replace(m, latency_ms=latency[m.subnet]) for m in front])
+    entries = rescore(reader, examples, trials)
+    latency = side_by_side(bench, [full, *(e.subnet for e in entries if e.subnet != full)])
+    entries = [dataclasses.replace(e, latency_ms=round(latency[e.subnet], 3)) for e in entries]
     full_f1, full_em = search.full_split_scores(reader, examples, full)
     full_latency = latency[full]
     points = [(e.f1, e.latency_ms or full_latency) for e in entries]

@@ -78,6 +78,14 @@ def test_a_study_refuses_to_resume_on_other_weights(tiny_checkpoint: Path, tmp_p
         search.run_study(search.Bench(Reader(checkpoint.load(retrained)), examples), 2, storage, 1, "t", False)
 
 
+def test_pareto_ranks_peel_fronts_in_order() -> None:
+    m = search.Measurement
+    a, b, c, d = SubnetConfig(1.0, 1.0), SubnetConfig(0.75, 1.0), SubnetConfig(0.5, 1.0), SubnetConfig(0.25, 0.5)
+    ranks = search.pareto_ranks([m(a, 80, 70, 50, 1), m(b, 79, 69, 60, 1), m(c, 70, 60, 20, 1), m(d, 60, 50, 30, 1)])
+    assert [[x.subnet for x in r] for r in ranks] == [[c, a], [d, b]]
+    assert search.pareto_ranks([]) == []
+
+
 def test_frontier_comparisons_on_known_points() -> None:
     m = search.Measurement
     joint = [m(SubnetConfig(0.25, 0.5), 60, 50, 5, 1), m(SubnetConfig(1.0, 1.0), 80, 70, 40, 1)]
