@@ -82,17 +82,22 @@ def subnet_from_trial(trial, num_layers: int, allow_lengths: bool = True) -> Sub
     return SubnetConfig(width, depth, tuple(ratios) if any(r < 1.0 for r in ratios) else None, int8)
 
 
+def _fastest_per_subnet(measurements: list[Measurement]) -> list[Measurement]:
+    """One measurement per sub-network: its fastest."""
+    best: dict[SubnetConfig, Measurement] = {}
+    for m in measurements:
+        if m.subnet not in best or m.latency_ms < best[m.subnet].latency_ms:
+            best[m.subnet] = m
+    return list(best.values())
+
+
 def pareto_front(measurements: list[Measurement]) -> list[Measurement]:
     """Measurements no other one beats on both F1 (higher) and latency (lower), fastest first.
 
     A sub-network measured more than once (a baseline the search sampled again) counts with its
     fastest measurement, so every subset of the trials sees the same point for it.
     """
-    best: dict[SubnetConfig, Measurement] = {}
-    for m in measurements:
-        if m.subnet not in best or m.latency_ms < best[m.subnet].latency_ms:
-            best[m.subnet] = m
-    candidates = list(best.values())
+    candidates = _fastest_per_subnet(measurements)
     front = [
         m
         for m in candidates
@@ -106,11 +111,7 @@ def pareto_front(measurements: list[Measurement]) -> list[Measurement]:
 
 def pareto_ranks(measurements: list[Measurement]) -> list[list[Measurement]]:
     """Non-dominated sorting: the front, then the front of what is left, and so on."""
-    best: dict[SubnetConfig, Measurement] = {}
-    for m in measurements:
-        if m.subnet not in best or m.latency_ms < best[m.subnet].latency_ms:
-            best[m.subnet] = m
-    rest, ranks = list(best.values()), []
+    rest, ranks = _fastest_per_subnet(measurements), []
     while rest:
         front = pareto_front(rest)
         ranks.append(front)
