@@ -2,9 +2,10 @@
 
 `await batcher.submit(item)` returns the item's result. One task takes the entry with the earliest
 deadline, adds queued entries that chose the same sub-network (earliest deadline first, up to the
-window cap), skips entries that were cancelled or whose drop time has passed (they get `Expired`,
-before any compute), and runs the batch on a single worker thread so the event loop never
-computes. It never waits for more work to arrive: whatever is queued when the model is free goes.
+window cap, and only while that makes no item it overtakes late), skips entries that were
+cancelled or whose drop time has passed (they get `Expired`, before any compute), and runs the
+batch on a single worker thread so the event loop never computes. It never waits for more work
+to arrive: whatever is queued when the model is free goes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,21 @@ def lower_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
     except (AttributeError, OSError) as exc:  # not Linux, or a sandbox that forbids it
         log.warning(json.dumps({"event": "model thread priority unchanged", "error": str(exc)}))
+
+
+def makes_late(finish: float, extra: float, waiting: list[WorkItem]) -> bool:
+    """Would `extra` seconds more in a batch ending at `finish` make a waiting item miss its deadline?
+
+    A companion joins its head's batch ahead of items due before it (other sub-networks, or the
+    window cap): each of them then starts `extra` later. Only an item that would have been on time
+    (by predicted tails, in EDF order after the batch) counts; one that is late anyway does not.
+    """
+    end = finish + extra
+    for item in waiting:
+        end += item.predicted_s
+        if end > item.deadline >= end - extra:
+            return True
+    return False
 
 
 @dataclass(order=True)
@@ -183,12 +199,19 @@ class Batcher:
         on_time = [i for i in live if i.deadline >= now]
         ordered = on_time + [i for i in live if i.deadline < now]
         head = ordered[0]
-        batch, windows = [head], head.windows
+        batch, windows, finish = [head], head.windows, now + head.predicted_s
+        passed: list[WorkItem] = []  # items this batch goes ahead of, in the order they will run
         for item in ordered[1:]:
-            if item.subnet == head.subnet and windows + item.windows <= self.max_batch_windows:
+            if (
+                item.subnet == head.subnet
+                and windows + item.windows <= self.max_batch_windows
+                and not makes_late(finish, item.predicted_s, passed)
+            ):
                 batch.append(item)
                 windows += item.windows
+                finish += item.predicted_s
             else:
+                passed.append(item)
                 heapq.heappush(self._heap, item)
         return batch
 

@@ -5,12 +5,13 @@ import math
 import os
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from models.subnet import SubnetConfig
 from service import budget
-from service.batcher import Batcher, WorkItem
+from service.batcher import Batcher, WorkItem, makes_late
 from service.controller import Controller, LoadStats
 from service.errors import Expired, InvalidBudget, Overloaded
 from service.planner import Candidate, Choice, Infeasible, LatencyModel, PlanMargin, Planner, Point
@@ -229,6 +230,47 @@ def test_batcher_is_edf_batches_by_subnet_and_drops_expired() -> None:
     assert order == [["warm"], ["early-small", "mid-small"], ["late-big"]]
     assert isinstance(results[4], Expired)
     assert results[2] == "early-small:w25d50"
+
+
+def test_a_companion_joins_a_batch_only_if_no_item_it_overtakes_becomes_late() -> None:
+    big, small = SubnetConfig(1.0, 1.0), SubnetConfig(0.25, 0.5)
+
+    def order(companion_s: float) -> list[list[str]]:
+        batches: list[list[str]] = []
+
+        def run(subnet: SubnetConfig, items: list[WorkItem]) -> list[None]:
+            batches.append([i.payload for i in items])
+            time.sleep(0.05 if items[0].payload == "warm" else 0.0)
+            return [None for _ in items]
+
+        async def scenario() -> None:
+            batcher = Batcher(run, max_queue=10, max_batch_windows=8)
+            batcher.start()
+            now = time.perf_counter()
+            first = asyncio.ensure_future(batcher.submit(item(now + 5, big, "warm")))
+            await asyncio.sleep(0.005)  # the model is busy with "warm" for 50 ms
+            rest = [
+                replace(item(now + 0.2, big, "A"), predicted_s=0.05),
+                replace(item(now + 0.25, small, "B"), predicted_s=0.05),
+                replace(item(now + 2.0, big, "C"), predicted_s=companion_s),
+            ]
+            await asyncio.gather(first, *(batcher.submit(i) for i in rest))
+            await batcher.stop()
+
+        asyncio.run(scenario())
+        return batches
+
+    # C batched with A would push B (due 250 ms, on time by prediction) past its deadline: C waits.
+    assert order(companion_s=0.2) == [["warm"], ["A"], ["B"], ["C"]]
+    # A short companion leaves B on time: batched as before.
+    assert order(companion_s=0.01) == [["warm"], ["A", "C"], ["B"]]
+
+
+def test_only_an_item_that_was_on_time_counts_as_made_late() -> None:
+    waiting = [item(1.0, SubnetConfig(), "x"), item(0.5, SubnetConfig(), "late anyway")]  # 10 ms each
+    assert makes_late(0.95, 0.05, waiting[:1])  # ends at 1.01 instead of 0.96
+    assert not makes_late(0.90, 0.05, waiting[:1])  # 0.96: still on time
+    assert not makes_late(0.95, 0.05, waiting[1:])  # due 0.5: late with or without the companion
 
 
 def test_batcher_slack_is_what_work_due_later_can_spare() -> None:
