@@ -121,6 +121,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         teacher=tuned(base.teacher, args.teacher_epochs, args.teacher_lr),
         width=tuned(base.width, args.width_epochs, args.distill_lr),
         width_depth=tuned(base.width_depth, args.width_depth_epochs, args.distill_lr),
+        length=tuned(base.length, args.length_epochs, args.distill_lr),
         importance_batches=args.importance_batches,
         random_subnets=None if args.sampling == "all" else 2,
         width_depth_hidden_weight=args.wd_hidden_weight,
@@ -245,9 +246,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
     p = sub.add_parser(
         "train",
-        help="train the dynamic checkpoint (teacher, rewiring, stage W, stage WD)",
+        help="train the dynamic checkpoint (teacher, rewiring, stage W, stage WD, stage L)",
         description="Run one training stage or all of them. Each stage writes a checkpoint under OUT "
-        "(1-teacher, 2-rewired, 3-width, 4-width-depth); finished stages are skipped and a stopped stage "
+        "(1-teacher, 2-rewired, 3-width, 4-width-depth, 5-length: LengthDrop, so that per-layer length "
+        "reduction costs less F1); finished stages are skipped and a stopped stage "
         "resumes from its last saved step, so the same command can simply be run again.",
     )
     p.add_argument("stage", choices=[*STAGES, "all"], help="which stage to run ('all' runs the missing ones)")
@@ -257,7 +259,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--teacher-lr", type=float, default=None, help="fine-tuning learning rate (default 1.5e-4)")
     p.add_argument("--width-epochs", type=float, default=None, help="stage W epochs (default 1)")
     p.add_argument("--width-depth-epochs", type=float, default=None, help="stage WD epochs (default 1)")
-    p.add_argument("--distill-lr", type=float, default=None, help="stage W and WD learning rate (default 5e-5)")
+    p.add_argument("--length-epochs", type=float, default=None, help="stage L (LengthDrop) epochs (default 1)")
+    p.add_argument("--distill-lr", type=float, default=None, help="stage W, WD and L learning rate (default 5e-5)")
     p.add_argument("--batch-size", type=int, default=None, help="windows per step (default 32)")
     p.add_argument("--sampling", choices=["sandwich", "all"], default="sandwich", help="stage WD sub-networks per step")
     p.add_argument(
@@ -274,7 +277,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument(
         "--continue-from",
         default=None,
-        help="start stage W or WD from a finished checkpoint of that same stage instead of the previous "
+        help="start stage W, WD or L from a finished checkpoint of that same stage instead of the previous "
         "stage's model (more steps; use a new --seed for new batches)",
     )
     p.add_argument(

@@ -1,7 +1,9 @@
-"""The training pipeline: teacher -> rewiring -> stage W -> stage WD, resumable stage by stage.
+"""The training pipeline: teacher -> rewiring -> stage W -> stage WD -> stage L (LengthDrop).
+
+Resumable stage by stage.
 
 Each stage writes a complete checkpoint directory under OUT (`1-teacher`, `2-rewired`,
-`3-width`, `4-width-depth`), so any stage's result can be evaluated with `dynaqa eval`, and a
+`3-width`, `4-width-depth`, `5-length`), so any stage's result can be evaluated with `dynaqa eval`, and a
 finished stage is never run again. Inside a stage, `state.pt` lets a stopped run continue at the
 step it reached. Every checkpoint's training.json records the recipes, data checksums, seeds and
 the history of the stages before it.
@@ -25,7 +27,7 @@ import torch
 from models import checkpoint as ckpt
 from models import squad
 from models.bert_weights import base_model_dir, from_bert
-from models.distill import width_depth_loss, width_loss
+from models.distill import length_drop_loss, width_depth_loss, width_loss
 from models.errors import InvalidInput
 from models.finetune import finetune_loss
 from models.rewiring import rewire
@@ -34,8 +36,14 @@ from models.transformer import DynamicBertForQA
 
 log = logging.getLogger(__name__)
 
-STAGES = ("teacher", "rewire", "width", "width-depth")
-DIRS = {"teacher": "1-teacher", "rewire": "2-rewired", "width": "3-width", "width-depth": "4-width-depth"}
+STAGES = ("teacher", "rewire", "width", "width-depth", "length")
+DIRS = {
+    "teacher": "1-teacher",
+    "rewire": "2-rewired",
+    "width": "3-width",
+    "width-depth": "4-width-depth",
+    "length": "5-length",
+}
 
 
 @dataclass(frozen=True)
@@ -45,12 +53,13 @@ class PipelineConfig:
     teacher: Recipe = field(default_factory=lambda: Recipe(epochs=2.0, lr=1.5e-4, save_every=50))
     width: Recipe = field(default_factory=lambda: Recipe(epochs=1.0, lr=5e-5, warmup=0.05, save_every=20))
     width_depth: Recipe = field(default_factory=lambda: Recipe(epochs=1.0, lr=5e-5, warmup=0.05, save_every=20))
+    length: Recipe = field(default_factory=lambda: Recipe(epochs=1.0, lr=5e-5, warmup=0.05, save_every=20))
     importance_batches: int = 24
     random_subnets: int | None = 2  # sandwich rule; None trains all 12 pairs each step
     # Stage WD's weight of the hidden-state MSE against the span-logit distillation (DynaBERT: 1).
     width_depth_hidden_weight: float = 1.0
     limit_train: int | None = None  # first N training questions only (smoke runs)
-    # Stage W or WD starts from this finished checkpoint of the same stage instead of the previous
+    # Stage W, WD or L starts from this finished checkpoint of the same stage instead of the previous
     # stage's model: more steps without redoing the first ones (the teacher stays the previous stage).
     continue_from: Path | None = None
 
@@ -138,7 +147,7 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
             report = train(
                 model, windows, config.width, width_loss(model, teacher), work / "state.pt", "stage W", progress
             )
-        else:
+        elif stage == "width-depth":
             loss = width_depth_loss(
                 model, teacher, hidden_weight=config.width_depth_hidden_weight, random_subnets=config.random_subnets
             )
@@ -147,6 +156,10 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
             report["sampling"] = (
                 "all 12 pairs" if config.random_subnets is None else f"sandwich (+{config.random_subnets} random)"
             )
+        else:
+            loss = length_drop_loss(model, teacher)
+            report = train(model, windows, config.length, loss, work / "state.pt", "stage L", progress)
+            report["sampling"] = "LengthDrop sandwich: full, smallest at 0.8^k lengths, 2 random pairs x lengths"
     if continued is not None:
         report["continued_from"] = continued
     report["seconds"] = round(time.time() - began, 1)

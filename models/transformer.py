@@ -55,14 +55,20 @@ class Projection:
         return Projection(self.weight.detach().contiguous().clone(), self.bias.detach().contiguous().clone())
 
     def quantized(self) -> Projection:
-        """INT8 weights, activations quantised per call (torch's dynamic quantisation, fbgemm)."""
+        """INT8 weights with one scale per output row, activations quantised per call (torch's
+        dynamic quantisation, fbgemm).
+
+        Per-row scales, not one per matrix: on the shipped checkpoint (300 eval questions) the INT8
+        full model lost 5.5 F1 with one scale per matrix and 2.2 with one per row, at the same speed.
+        """
         linear = nn.Linear(self.weight.shape[1], self.weight.shape[0])
         with torch.no_grad():
             linear.weight.copy_(self.weight)
             linear.bias.copy_(self.bias)
         with warnings.catch_warnings():  # torch 2.13 flags the quantised-tensor API as deprecated
             warnings.simplefilter("ignore", UserWarning)
-            int8 = torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8)[0]
+            qconfig = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
+            int8 = torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), qconfig, dtype=torch.qint8)[0]
         return Projection(self.weight, self.bias, int8)
 
 

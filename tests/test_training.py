@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from models import pipeline, squad
-from models.distill import matched_hidden, sandwich, width_depth_loss, width_loss
+from models.distill import (
+    LENGTH_FACTOR,
+    length_drop_loss,
+    length_sandwich,
+    matched_hidden,
+    sandwich,
+    width_depth_loss,
+    width_loss,
+)
 from models.errors import InvalidInput
 from models.finetune import finetune_loss
 from models.subnet import SubnetConfig
@@ -43,6 +51,25 @@ def test_sandwich_takes_largest_smallest_and_distinct_others() -> None:
     assert len(set(picks)) == 4
 
 
+def test_length_sandwich_is_lat_lengthdrop() -> None:
+    rng = random.Random(3)
+    for _ in range(50):
+        largest, smallest, *others = length_sandwich(rng, 6, 2)
+        assert largest == SubnetConfig(1.0, 1.0)  # the full model at full length anchors the rest
+        assert (smallest.width, smallest.depth) == (0.25, 0.5)
+        assert smallest.lengths == pytest.approx([0.8, 0.64, 0.512])  # every layer 0.8x the one before
+        assert len(others) == 2
+        for subnet in others:
+            subnet.check_layers(6)
+            assert subnet.lengths is not None
+            previous = 1.0
+            for ratio in subnet.lengths:  # each layer keeps between 0.8x and 1x of the layer before
+                assert LENGTH_FACTOR * previous - 1e-3 <= ratio <= previous
+                previous = ratio
+    pairs = {(s.width, s.depth) for _ in range(200) for s in length_sandwich(rng, 6, 2)[2:]}
+    assert len(pairs) == 12  # random pairs come from the whole grid, the full width and depth included
+
+
 def test_each_stage_loss_goes_down(base_dir: Path, tmp_path: Path) -> None:
     data = windows(base_dir)
     recipe = Recipe(epochs=12, batch_size=4, lr=3e-3, warmup=0.0, save_every=1000)
@@ -50,7 +77,7 @@ def test_each_stage_loss_goes_down(base_dir: Path, tmp_path: Path) -> None:
     report = train(student, data, recipe, finetune_loss(student), tmp_path / "a.pt", "t", progress=False)
     assert report["loss_every_50_steps"] and report["steps"] == len(plan_batches(data, recipe))
     teacher = tiny_model(seed=1)
-    for name, make in (("w", width_loss), ("wd", width_depth_loss)):
+    for name, make in (("w", width_loss), ("wd", width_depth_loss), ("length", length_drop_loss)):
         model = tiny_model()
         loss_fn = make(model, teacher)
         batch = squad.collate(data, list(range(4)))
@@ -98,11 +125,12 @@ def test_pipeline_runs_every_stage_and_skips_finished_ones(tmp_path: Path) -> No
         teacher=tiny,
         width=tiny,
         width_depth=tiny,
+        length=tiny,
         importance_batches=1,
         limit_train=6,
     )
     last = pipeline.run(config, progress=False)
-    assert last.name == "4-width-depth"
+    assert last.name == "5-length"
     training = json.loads((last / "training.json").read_text())
     assert [s["stage"] for s in training["stages"]] == list(pipeline.STAGES)
     assert training["data"]["train_sha256"].startswith("01746288")

@@ -141,3 +141,17 @@ def test_int8_subnetworks_are_close_to_float(tiny: DynamicBertForQA) -> None:
     with pytest.raises(InvalidSubnet, match="INT8"):
         b = padded_batch()
         tiny(b["input_ids"], b["attention_mask"], b["token_type_ids"], SubnetConfig(quantized=True))
+
+
+def test_int8_weights_have_one_scale_per_output_row() -> None:
+    """A row 1000x smaller than its neighbour keeps its precision (one scale per matrix zeroes it)."""
+    from models.transformer import Projection
+
+    weight = torch.stack([torch.linspace(-1, 1, 64), torch.linspace(-1e-3, 1e-3, 64)])
+    projection = Projection(weight, torch.zeros(2)).quantized()
+    x = torch.randn(8, 64)
+    exact = x @ weight.T
+    with torch.inference_mode():
+        approx = projection(x)
+    small_row_error = (approx[:, 1] - exact[:, 1]).abs().max() / exact[:, 1].abs().max()
+    assert small_row_error < 0.05
