@@ -70,6 +70,11 @@ class Metrics:
         self.prediction_ratio = Gauge(
             "dynaqa_latency_prediction_ratio", "Observed over predicted model time (1 = calibrated).", registry=r
         )
+        self.pace = Gauge(
+            "dynaqa_service_pace",
+            "Recent model time over its corrected prediction, at least 1: how much slower the core runs now.",
+            registry=r,
+        )
         self.plan_margin = Gauge(
             "dynaqa_plan_margin_seconds",
             "Time the planner keeps free in every budget: a high quantile of recent plan overruns.",

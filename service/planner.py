@@ -3,7 +3,8 @@
 The latency model holds, per candidate sub-network, the mean and spread of measured forward time
 at a few token counts and batch sizes (from the start-up calibration on this machine), and
 interpolates between them. Observed service times correct it online: a running ratio of observed
-to predicted time per candidate, and a running spread of that ratio. The chosen candidate is the
+to predicted time per candidate, a running spread of that ratio, and a fast pace over all
+candidates for slowdowns of the whole core (see `Pace`). The chosen candidate is the
 most accurate one whose predicted tail latency (mean + k sigma, times a safety factor) fits what is
 left of the budget after the queue wait and the plan margin: a high quantile of how much longer
 recent requests took, end to end, than their plan said (see `PlanMargin`).
@@ -50,6 +51,33 @@ class Correction:
         self.ratio += weight * delta
         self.variance = (1 - weight) * (self.variance + weight * delta * delta)
         self.samples += 1
+
+
+class Pace:
+    """How much slower than predicted the model ran over its last few batches, all candidates together.
+
+    The per-candidate corrections are slow averages (a candidate may run once a minute); when the
+    core itself slows down (the event loop taking it under a burst of arrivals, a noisy
+    neighbour), every candidate slows at once and within a second. The pace is the recent
+    observed time over what the corrected model predicted, summed over the last `window`
+    batches, never below 1: the planner multiplies every tail by it, so plans made during a
+    slowdown assume the slowdown, and the pace falls back to 1 as soon as batches run to
+    prediction again (the slow corrections absorb what persists).
+    """
+
+    def __init__(self, window: int = 8) -> None:
+        if window < 1:
+            raise ValueError("the pace needs a window of at least one batch")
+        self._batches: deque[tuple[float, float]] = deque(maxlen=window)  # (observed, expected)
+        self.factor = 1.0
+
+    def observe(self, observed_s: float, expected_s: float) -> None:
+        if expected_s <= 0:
+            return
+        self._batches.append((observed_s, expected_s))
+        observed = sum(o for o, _ in self._batches)
+        expected = sum(e for _, e in self._batches)
+        self.factor = max(1.0, observed / expected)
 
 
 class PlanMargin:
@@ -183,6 +211,7 @@ class Planner:
         self.safety_factor = safety_factor
         self.tail_sigmas = tail_sigmas
         self.alpha = alpha
+        self.pace = Pace()
         self.corrections: dict[str, Correction] = {c.subnet.id: Correction() for c in candidates}
         self.candidates = pareto(candidates, latency)
 
@@ -191,16 +220,16 @@ class Planner:
         return self.candidates[-1]
 
     def tail_s(self, candidate: Candidate, tokens: int, windows: int = 1) -> float:
-        """Predicted tail service time: corrected mean + k sigma, times the safety factor."""
+        """Predicted tail service time: corrected mean + k sigma, times the safety factor and the pace."""
         point = self.latency.predict(candidate.subnet.id, tokens, windows)
         correction = self.corrections[candidate.subnet.id]
         mean = point.mean_s * correction.ratio
         sigma = math.hypot(point.std_s * correction.ratio, math.sqrt(correction.variance) * point.mean_s)
-        return (mean + self.tail_sigmas * sigma) * self.safety_factor
+        return (mean + self.tail_sigmas * sigma) * self.safety_factor * self.pace.factor
 
     def mean_s(self, candidate: Candidate, tokens: int, windows: int = 1) -> float:
         point = self.latency.predict(candidate.subnet.id, tokens, windows)
-        return point.mean_s * self.corrections[candidate.subnet.id].ratio
+        return point.mean_s * self.corrections[candidate.subnet.id].ratio * self.pace.factor
 
     def choose(
         self,
@@ -228,12 +257,14 @@ class Planner:
         return Infeasible("floor" if budget_s < floor else "load", floor, self.fastest)
 
     def observe(self, subnet_id: str, tokens: int, windows: int, seconds: float) -> None:
-        """Feed back a measured service time; corrects that candidate's predictions."""
+        """Feed back a measured service time; corrects that candidate's predictions and the pace."""
         if subnet_id not in self.corrections:
             return
         predicted = self.latency.predict(subnet_id, tokens, windows).mean_s
         if predicted > 0:
-            self.corrections[subnet_id].update(seconds / predicted, self.alpha)
+            correction = self.corrections[subnet_id]
+            self.pace.observe(seconds, predicted * correction.ratio)  # before this sample moves the ratio
+            correction.update(seconds / predicted, self.alpha)
 
     def observe_plan(self, planned_s: float, actual_s: float, budget_s: float, now_s: float) -> None:
         """Feed back a planned request's planned and actual latency (arrival to answer)."""

@@ -314,6 +314,7 @@ class Runtime:
         self.metrics.batch_size.observe(report.items)
         self.planner.observe(report.subnet.id, report.tokens, report.windows, report.seconds)
         self.metrics.prediction_ratio.set(self.planner.drift())
+        self.metrics.pace.set(self.planner.pace.factor)
 
     # --- the control loop ------------------------------------------------------------------
     async def _control_loop(self) -> None:
