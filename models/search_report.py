@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,23 +47,27 @@ def side_by_side(bench: search.Bench, subnets: list[SubnetConfig], rounds: int =
 
 
 def rescore(
-    reader: Reader, examples: list[SquadExample], trials: list[search.Measurement], minimum: int = MIN_SHIPPED
+    score: Callable[[SubnetConfig], tuple[float, float]],
+    trials: list[search.Measurement],
+    minimum: int = MIN_SHIPPED,
 ) -> list[ProfileEntry]:
-    """The front to ship, judged on the whole split.
+    """The front to ship, judged on the whole split (`score`: a configuration's whole-split F1, EM).
 
     The subset's front is re-scored on the whole split and what the whole split shows dominated
     is dropped. A 200-question subset is a noisy judge (it can rank width 0.75 above the full
     model), so while fewer than `minimum` points survive, the next non-dominated rank of the
-    subset joins the pool and the whole-split front is taken again.
+    subset joins the pool and the whole-split front is taken again. The full model is always in
+    the pool: the subset can push it to a later rank while the whole split ranks it first, and
+    it is the service's most accurate choice.
     """
     scores: dict[SubnetConfig, search.Measurement] = {}
-    pool: list[search.Measurement] = []
+    pool = [m for m in trials if m.subnet == SubnetConfig(1.0, 1.0)][:1]
     front: list[search.Measurement] = []
     for rank in search.pareto_ranks(trials):
         pool += rank
         for m in pool:
             if m.subnet not in scores:
-                f1, em = search.full_split_scores(reader, examples, m.subnet)
+                f1, em = score(m.subnet)
                 scores[m.subnet] = search.Measurement(m.subnet, f1, em, m.latency_ms, m.macs)
         front = search.pareto_front([scores[m.subnet] for m in pool])
         if len(front) >= minimum:
@@ -96,7 +101,7 @@ def build(
     """The report, the profile entries to ship and the per-family fronts (for the plot)."""
     fronts = search.fronts_by_family(trials)
     full = SubnetConfig(1.0, 1.0)
-    entries = rescore(reader, examples, trials)
+    entries = rescore(lambda subnet: search.full_split_scores(reader, examples, subnet), trials)
     latency = side_by_side(bench, [full, *(e.subnet for e in entries if e.subnet != full)])
     entries = [dataclasses.replace(e, latency_ms=round(latency[e.subnet], 3)) for e in entries]
     full_f1, full_em = search.full_split_scores(reader, examples, full)

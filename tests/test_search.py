@@ -86,6 +86,17 @@ def test_pareto_ranks_peel_fronts_in_order() -> None:
     assert search.pareto_ranks([]) == []
 
 
+def test_the_full_model_is_rescored_even_when_the_subset_ranks_it_late() -> None:
+    m = search.Measurement
+    full, w75, w50 = SubnetConfig(1.0, 1.0), SubnetConfig(0.75, 1.0), SubnetConfig(0.5, 1.0)
+    # on the subset width 0.75 beats the full model on both counts: the full model is rank 2
+    trials = [m(full, 57.0, 0, 40.0, 3), m(w75, 57.5, 0, 30.0, 2), m(w50, 54.0, 0, 20.0, 1)]
+    whole_split = {full: (68.9, 57.3), w75: (68.5, 56.5), w50: (64.6, 52.7)}
+    entries = search_report.rescore(whole_split.__getitem__, trials, minimum=2)
+    assert [e.subnet for e in entries] == [w50, w75, full]  # the whole split puts it back on the front
+    assert [e.f1 for e in entries] == [64.6, 68.5, 68.9]
+
+
 def test_frontier_comparisons_on_known_points() -> None:
     m = search.Measurement
     joint = [m(SubnetConfig(0.25, 0.5), 60, 50, 5, 1), m(SubnetConfig(1.0, 1.0), 80, 70, 40, 1)]
