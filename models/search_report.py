@@ -79,14 +79,15 @@ def rescore(
 
 
 def int8_effect(bench: search.Bench, entries: list[ProfileEntry]) -> list[dict[str, Any]]:
-    """Each shipped configuration measured with and without INT8 linear layers (search subset)."""
+    """Each shipped configuration measured with and without INT8 linear layers (search subset);
+    a configuration shipped in both forms is one row."""
     rows = []
-    for entry in entries:
+    bases = dict.fromkeys(dataclasses.replace(e.subnet, quantized=False) for e in entries)  # ordered, unique
+    for base in bases:
         pair = {}
         for quantized in (False, True):
-            m = bench.measure(dataclasses.replace(entry.subnet, quantized=quantized))
+            m = bench.measure(dataclasses.replace(base, quantized=quantized))
             pair["int8" if quantized else "float"] = {"f1": round(m.f1, 2), "latency_ms": round(m.latency_ms, 2)}
-        base = dataclasses.replace(entry.subnet, quantized=False)
         rows.append({"config": base.id, **pair})
     return rows
 

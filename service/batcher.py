@@ -2,7 +2,7 @@
 
 `await batcher.submit(item)` returns the item's result. One task takes the entry with the earliest
 deadline, adds queued entries that chose the same sub-network (earliest deadline first, up to the
-window cap, and only while that makes no item it overtakes late), skips entries that were
+window cap and the batch-time cap, and only while that makes no item it overtakes late), skips entries that were
 cancelled or whose drop time has passed (they get `Expired`, before any compute), and runs the
 batch on a single worker thread so the event loop never computes. It never waits for more work
 to arrive: whatever is queued when the model is free goes.
@@ -19,7 +19,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +44,20 @@ def lower_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
     except (AttributeError, OSError) as exc:  # not Linux, or a sandbox that forbids it
         log.warning(json.dumps({"event": "model thread priority unchanged", "error": str(exc)}))
+
+
+def batch_time_cap(budgets: Sequence[float], share: float = 0.5, quantile: float = 0.05) -> float:
+    """Longest predicted batch worth starting: `share` of a low quantile of recent budgets.
+
+    A running batch cannot be preempted, so a tight request arriving just as it starts waits all
+    of it before its own forward. Batching buys no throughput on this CPU (per-item time is flat
+    from batch 1 to 8), so a batch is cut where it would eat more than half of the tight budgets
+    the service sees. Infinite until any budget has been seen.
+    """
+    if not budgets:
+        return math.inf
+    ordered = sorted(budgets)
+    return share * ordered[max(1, math.ceil(quantile * len(ordered))) - 1]  # nearest rank
 
 
 def makes_late(finish: float, extra: float, waiting: list[WorkItem]) -> bool:
@@ -114,6 +128,7 @@ class Batcher:
         self._inflight_until = 0.0  # predicted end of the running batch
         self.busy_seconds = 0.0  # cumulative compute time, for the controller
         self.running = 0  # items in the batch being computed
+        self.max_batch_s = math.inf  # companions stop joining past this predicted batch time
 
     @property
     def depth(self) -> int:
@@ -205,6 +220,7 @@ class Batcher:
             if (
                 item.subnet == head.subnet
                 and windows + item.windows <= self.max_batch_windows
+                and finish + item.predicted_s - now <= self.max_batch_s
                 and not makes_late(finish, item.predicted_s, passed)
             ):
                 batch.append(item)

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from models.reader import Reader
 from models.squad import Answer, SquadExample
 from models.subnet import grid
 from service import calibration
-from service.batcher import Batcher, BatchReport, WorkItem
+from service.batcher import Batcher, BatchReport, WorkItem, batch_time_cap
 from service.budget import Budget
 from service.controller import Controller, LoadStats
 from service.errors import BudgetBelowFloor, Draining, NotReady, Overloaded, PayloadTooLarge, ServiceError
@@ -69,6 +70,7 @@ class Runtime:
         self.draining = False
         self.level = 0
         self.arrivals = 0
+        self.recent_budgets: deque[float] = deque(maxlen=200)  # seconds, for the batch-time cap
         self.answered = 0
         self.misses = 0
         self.shed = 0
@@ -253,6 +255,7 @@ class Runtime:
                 f"question has {len(question)} characters; the limit is {self.settings.max_question_chars}"
             )
         self.arrivals += 1
+        self.recent_budgets.append(budget.ms / 1000)
         example = SquadExample("request", question, context)
         if len(context) > 4000:  # long contexts take milliseconds to tokenise: keep the loop free
             windows = await asyncio.to_thread(self.reader.windows, [example])
@@ -342,6 +345,7 @@ class Runtime:
                 last_time, last_busy, last = now, busy, (arrivals, answered, misses, shed)
                 self.level = self.controller.tick(stats)
                 self.metrics.level.set(self.level)
+                self.batcher.max_batch_s = batch_time_cap(self.recent_budgets)
                 self.planner.margin.expire(now)  # a quiet server forgets old overruns too
                 self.metrics.plan_margin.set(self.planner.margin.margin_s)
                 self.metrics.queue_depth.set(self.batcher.depth)

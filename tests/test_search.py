@@ -127,7 +127,8 @@ def test_baselines_are_measured_first_and_reported(tiny_checkpoint: Path, tmp_pa
     report, entries, fronts = search_report.build(reader, bench, examples, trials, {"subset": 4})
     assert [m.subnet.id for m in fronts["full"]] == ["w100d100"]
     assert report["checks"]["joint_never_below_grid"] and report["checks"]["joint_never_below_lengths"]
-    assert entries and len(report["int8"]) == len(entries)
-    assert {row["config"] for row in report["int8"]} == {e.subnet.id.removesuffix("-q8") for e in entries}
+    configs = [row["config"] for row in report["int8"]]
+    assert entries and len(configs) == len(set(configs))  # a point shipped as float and INT8 is one row
+    assert set(configs) == {e.subnet.id.removesuffix("-q8") for e in entries}
     search_report.write(report, tmp_path)
     assert "speed-up" in (tmp_path / "search.md").read_text()

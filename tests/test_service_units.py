@@ -11,7 +11,7 @@ import pytest
 
 from models.subnet import SubnetConfig
 from service import budget
-from service.batcher import Batcher, WorkItem, makes_late
+from service.batcher import Batcher, WorkItem, batch_time_cap, makes_late
 from service.controller import Controller, LoadStats
 from service.errors import Expired, InvalidBudget, Overloaded
 from service.planner import Candidate, Choice, Infeasible, LatencyModel, Pace, PlanMargin, Planner, Point
@@ -283,6 +283,25 @@ def test_a_companion_joins_a_batch_only_if_no_item_it_overtakes_becomes_late() -
     assert order(companion_s=0.2) == [["warm"], ["A"], ["B"], ["C"]]
     # A short companion leaves B on time: batched as before.
     assert order(companion_s=0.01) == [["warm"], ["A", "C"], ["B"]]
+
+
+def test_batches_stop_growing_at_half_the_tight_budgets() -> None:
+    assert batch_time_cap([]) == math.inf
+    budgets = [0.134] * 10 + [0.334] * 190  # 5% of the budgets are 134 ms
+    assert math.isclose(batch_time_cap(budgets), 0.067)
+
+    batches: list[list[str]] = []
+
+    async def scenario() -> None:
+        batcher = Batcher(lambda s, items: batches.append([i.payload for i in items]) or [None] * len(items), 10, 8)
+        batcher.max_batch_s = 0.025
+        queued = [batcher.submit(item(time.perf_counter() + 5 + i, SubnetConfig(), str(i))) for i in range(5)]
+        batcher.start()  # five 10 ms items of one sub-network queued before the loop runs
+        await asyncio.gather(*queued)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert batches == [["0", "1"], ["2", "3"], ["4"]]  # a third 10 ms item would pass 25 ms
 
 
 def test_only_an_item_that_was_on_time_counts_as_made_late() -> None:
