@@ -48,6 +48,7 @@ def write(results: dict, out: Path) -> dict:
     capacity = results["capacity_rps"]
     servers = results["servers"]
     summary: dict = {"capacity_rps": capacity, "full_model_latency_ms": results["full_model_latency_ms"]}
+    reference = results.get("reference_f1", {})
     columns = (
         "sent",
         "attainment",
@@ -77,7 +78,7 @@ def write(results: dict, out: Path) -> dict:
             lines.append(row(kind, "sweep", factor, summary[kind]["sweep"][factor]))
         summary[kind]["mixed"] = summarise(data["mixed"], max(r["sent_at"] for r in data["mixed"]) or 1.0)
         lines.append(row(kind, "mixed", "1.0", summary[kind]["mixed"]))
-    checks = _checks(summary, servers)
+    checks = _checks(summary, servers, reference)
     summary["checks"] = checks
     lines += ["", "Checks:", "", "```", json.dumps(checks, indent=1), "```"]
     (out / "loadtest.md").write_text("\n".join(lines) + "\n")
@@ -86,7 +87,9 @@ def write(results: dict, out: Path) -> dict:
     return checks
 
 
-def _checks(summary: dict, servers: dict) -> dict:
+def _checks(summary: dict, servers: dict, reference: dict) -> dict:
+    """The issue's numbers. `reference`: the full model's F1 on each level's answered questions."""
+
     def best_load(kind: str) -> float:
         ok = [
             float(f)
@@ -100,6 +103,9 @@ def _checks(summary: dict, servers: dict) -> dict:
         adaptive = summary["adaptive"]["sweep"]["2.0"]
         checks["adaptive_attainment_at_2x"] = adaptive["attainment"]
         checks["adaptive_served_f1_at_2x"] = adaptive["served_f1"]
+        if reference.get("2.0") is not None and adaptive["served_f1"] is not None:
+            checks["full_model_f1_on_the_same_questions_at_2x"] = reference["2.0"]
+            checks["adaptive_f1_below_full_model_at_2x"] = round(reference["2.0"] - adaptive["served_f1"], 2)
         if "pinned-full" in summary:
             checks["pinned_full_attainment_at_2x"] = summary["pinned-full"]["sweep"]["2.0"]["attainment"]
             checks["pinned_full_f1_at_0.25x"] = summary["pinned-full"]["sweep"]["0.25"]["served_f1"]

@@ -10,6 +10,7 @@ Scenarios (open loop, Poisson arrivals, eval-split questions, every answer score
   burst   1x -> 3x -> 1x, with the degradation level sampled from /metrics
   mixed   1x load, budgets spread from half to eight times the full model's latency
 Budgets are multiples of L, the full model's p50 latency on this machine, measured first.
+Served F1 is compared with the full model on the same questions, answered offline (reference.py).
 Results: loadtest/results/loadtest.json (every request), loadtest.md and PNG plots (report.py).
 """
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtest import openloop
+from loadtest import openloop, reference
 from loadtest.processes import HttpProcess, Server, free_port, split_cores
 from models import checkpoint, metric, squad
 
@@ -198,12 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="dynaqa-loadtest-"))
     ckpt = Path(args.checkpoint)
     began = time.perf_counter()
-    reference = start("pinned-full", ckpt, tmp, cpus)
+    probe = start("pinned-full", ckpt, tmp, cpus)
     try:
-        latency_ms = full_model_latency_ms(reference.url, examples)
-        capacity = capacity_rps(reference.url, examples, 10 * args.scale)
+        latency_ms = full_model_latency_ms(probe.url, examples)
+        capacity = capacity_rps(probe.url, examples, 10 * args.scale)
     finally:
-        reference.stop()
+        probe.stop()
     print(json.dumps({"full_model_latency_ms": latency_ms, "capacity_rps": capacity}), file=sys.stderr)
     results = {
         "full_model_latency_ms": latency_ms,
@@ -218,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             results["servers"][kind] = run_server(kind, server.url, examples, gold, capacity, latency_ms, args.scale)
         finally:
             server.stop()
+    reference.add(results, ckpt, examples)  # the full model on the same questions, offline
     results["seconds"] = round(time.perf_counter() - began, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

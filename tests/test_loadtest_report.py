@@ -1,17 +1,41 @@
-"""The load-test report's burst checks, on a hand-made level timeline."""
+"""The load-test report: burst checks on a hand-made level timeline; the same-question F1 reference."""
 
 from __future__ import annotations
 
-from loadtest import report
+from pathlib import Path
+
+import pytest
+
+from loadtest import reference, report
+from models import squad
+from tests.conftest import DATA
 
 
 def test_burst_checks_read_the_level_timeline() -> None:
     # 1x until t=10 (settled at level 2), 3x until t=20, then 1x again
     levels = [(1.0, 0), (5.0, 2), (9.0, 2), (10.4, 3), (12.0, 6), (21.0, 6), (24.0, 2), (27.0, 0), (29.0, 1)]
     phases = [{"start_s": 0.0}, {"start_s": 10.0}, {"start_s": 20.0}]
-    checks = report._checks({}, {"adaptive": {"burst": {"phases": phases, "levels": levels}}})
+    checks = report._checks({}, {"adaptive": {"burst": {"phases": phases, "levels": levels}}}, {})
     assert checks["burst_level_rose_after_s"] == 0.4
     assert checks["burst_level_before_step_up"] == 2
     assert checks["burst_back_to_that_level_after_s"] == 4.0
     assert checks["burst_full_quality_after_step_down_s"] == 7.0
     assert checks["burst_relapsed_after_recovery"] is True
+
+
+def test_served_f1_is_judged_against_the_full_model_on_the_questions_it_answered(tiny_checkpoint: Path) -> None:
+    a, b, c = squad.load_squad(DATA / "eval.json.gz", limit=3)
+    sweep = {
+        "2.0": [{"qid": a.qid, "status": 200}, {"qid": b.qid, "status": 200}, {"qid": c.qid, "status": 503}],
+        "3.0": [{"qid": c.qid, "status": 503}],
+    }
+    results = {"servers": {"adaptive": {"sweep": sweep}}}
+    ref = reference.add(results, tiny_checkpoint, [a, b, c])
+    assert results["reference_f1"] is ref and ref["3.0"] is None  # nothing answered: no reference
+    one = {q.qid: reference.full_model_f1(tiny_checkpoint, [a, b, c], [q.qid]) for q in (a, b)}
+    # the refused question is left out (each term is rounded to 0.01 on its own)
+    assert ref["2.0"] == pytest.approx((one[a.qid] + one[b.qid]) / 2, abs=0.011)
+    summary = {"adaptive": {"sweep": {"2.0": {"attainment": 1.0, "served_f1": 50.0}}}}
+    checks = report._checks(summary, {}, {"2.0": 56.5})
+    assert checks["full_model_f1_on_the_same_questions_at_2x"] == 56.5
+    assert checks["adaptive_f1_below_full_model_at_2x"] == 6.5
