@@ -1,8 +1,10 @@
 """Earliest-deadline-first queue with micro-batching; the only owner of the model.
 
-`await batcher.submit(item)` returns the item's result. One task takes the entry with the earliest
-deadline, adds queued entries that chose the same sub-network (earliest deadline first, up to the
-window cap and the batch-time cap, and only while that makes no item it overtakes late), skips entries that were
+`await batcher.submit(item)` returns the item's result. Items are served in `rank` order: the
+deadline (EDF), or the end of the queue for an item that chose to wait behind the queued work
+instead of overtaking it (see `Runtime.answer`). One task takes the entry of lowest rank, adds
+queued entries that chose the same sub-network (in rank order, up to the window cap and the
+batch-time cap, and only while that makes no item it overtakes late), skips entries that were
 cancelled or whose drop time has passed (they get `Expired`, before any compute), and runs the
 batch on a single worker thread so the event loop never computes. It never waits for more work
 to arrive: whatever is queued when the model is free goes.
@@ -65,7 +67,7 @@ def makes_late(finish: float, extra: float, waiting: list[WorkItem]) -> bool:
 
     A companion joins its head's batch ahead of items due before it (other sub-networks, or the
     window cap): each of them then starts `extra` later. Only an item that would have been on time
-    (by predicted tails, in EDF order after the batch) counts; one that is late anyway does not.
+    (by predicted tails, in rank order after the batch) counts; one that is late anyway does not.
     """
     end = finish + extra
     for item in waiting:
@@ -77,8 +79,9 @@ def makes_late(finish: float, extra: float, waiting: list[WorkItem]) -> bool:
 
 @dataclass(order=True)
 class WorkItem:
-    deadline: float  # perf_counter seconds at which the budget ends: the EDF key
+    rank: float  # the queue's order: the deadline, or later for an item queued behind (see module doc)
     seq: int
+    deadline: float = field(compare=False)  # perf_counter seconds at which the budget ends
     subnet: SubnetConfig = field(compare=False)
     windows: int = field(compare=False)  # model rows this item needs
     tokens: int = field(compare=False)  # longest window, for the latency model
@@ -134,28 +137,30 @@ class Batcher:
     def depth(self) -> int:
         return len(self._heap)
 
-    def queue_wait_s(self, deadline: float | None = None) -> float:
-        """Predicted wait before a new item starts: the running batch's rest plus the queued work
-        that earliest-deadline-first will serve before it (all of it when `deadline` is None)."""
+    def queue_wait_s(self, rank: float | None = None) -> float:
+        """Predicted wait before a new item of `rank` starts: the running batch's rest plus the
+        queued work served before it (all of it when `rank` is None)."""
         rest = max(0.0, self._inflight_until - self._clock())
-        ahead = (
-            i.predicted_s for i in self._heap if not i.future.done() and (deadline is None or i.deadline <= deadline)
-        )
+        ahead = (i.predicted_s for i in self._heap if not i.future.done() and (rank is None or i.rank <= rank))
         return rest + sum(ahead)
 
-    def slack_s(self, deadline: float) -> float:
-        """How long a new item due at `deadline` may compute without making a queued item late.
+    def last_rank(self) -> float:
+        """The rank of the last item queued (-inf when none): a new item ranked after it overtakes nothing."""
+        return max((i.rank for i in self._heap if not i.future.done()), default=-math.inf)
 
-        Earliest-deadline-first runs the new item before every queued item due after it, so its
-        service time delays all of them. Without this bound, a later arrival with a tighter budget
-        could take the full model and push work that was planned to fit past its deadline. Items
-        that are late already (by predicted means) constrain nothing; infinite when none wait.
+    def slack_s(self, rank: float) -> float:
+        """How long a new item of `rank` may compute without making a queued item late.
+
+        The new item runs before every queued item ranked after it, so its service time delays
+        all of them. Without this bound, a later arrival with a tighter budget could take the full
+        model and push work that was planned to fit past its deadline. Items that are late already
+        (by predicted tails) constrain nothing; infinite when none wait.
         """
         finish = max(self._clock(), self._inflight_until)  # when the running batch ends
         slack = math.inf
         for item in sorted(i for i in self._heap if not i.future.done()):
             finish += item.predicted_s
-            if item.deadline > deadline and item.deadline > finish:
+            if item.rank > rank and item.deadline > finish:
                 slack = min(slack, item.deadline - finish)
         return slack
 
@@ -193,14 +198,14 @@ class Batcher:
     def _next_batch(self) -> list[WorkItem]:
         """Pop the head and same-subnet companions; expire what can no longer be served.
 
-        The head is the earliest deadline still reachable; lenient items already past their
+        The head is the lowest rank still reachable; lenient items already past their
         deadline (kept until their grace runs out) go only when nothing on time is waiting, so a
         backlog of late work cannot make every request late.
         """
         now = self._clock()
         live: list[WorkItem] = []
         while self._heap:
-            item = heapq.heappop(self._heap)  # in deadline order
+            item = heapq.heappop(self._heap)  # in rank order
             if item.future.done():
                 continue
             if item.drop_after < now:

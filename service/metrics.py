@@ -60,6 +60,11 @@ class Metrics:
         self.batch_size = Histogram(
             "dynaqa_batch_size", "Requests per micro-batch.", registry=r, buckets=[1, 2, 3, 4, 6, 8, 12, 16, 32]
         )
+        self.downgraded = Counter(
+            "dynaqa_load_downgrades_total",
+            "Requests served a sub-network at least downgrade_f1 less accurate than an idle server would have chosen.",
+            registry=r,
+        )
         self.queue_depth = Gauge("dynaqa_queue_depth", "Requests waiting for the model.", registry=r)
         self.inflight = Gauge("dynaqa_inflight_requests", "Requests admitted and not yet answered.", registry=r)
         self.level = Gauge("dynaqa_degradation_level", "Controller degradation level (0 = full quality).", registry=r)

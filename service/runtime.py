@@ -8,12 +8,13 @@ import asyncio
 import gc
 import json
 import logging
+import math
 import os
 import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -29,7 +30,7 @@ from service.budget import Budget
 from service.controller import Controller, LoadStats
 from service.errors import BudgetBelowFloor, Draining, NotReady, Overloaded, PayloadTooLarge, ServiceError
 from service.metrics import Metrics
-from service.planner import Candidate, Choice, Planner
+from service.planner import Candidate, Choice, Infeasible, Planner
 from service.settings import Settings
 from service.state import LocalState, RedisState, StateStore
 
@@ -264,13 +265,11 @@ class Runtime:
         tokens, rows = max(windows.lengths()), len(windows)
         now = time.perf_counter()
         deadline = arrival + budget.ms / 1000
-        queue_wait = self.batcher.queue_wait_s(deadline)
-        decision = self.planner.choose(
-            budget.ms / 1000, now - arrival, queue_wait, tokens, rows, self.level, self.batcher.slack_s(deadline)
-        )
+        rank, queue_wait, decision = self._plan(budget.ms / 1000, now - arrival, deadline, tokens, rows)
         below_floor = False
         if isinstance(decision, Choice):
             candidate, fits = decision.candidate, True
+            self._count_load_downgrade(candidate, budget.ms / 1000, now - arrival, tokens, rows)
         elif budget.strict and decision.reason == "floor":
             raise BudgetBelowFloor(
                 f"budget {budget.ms:g} ms is below {decision.floor_s * 1000:.1f} ms, what the fastest sub-network "
@@ -288,7 +287,8 @@ class Runtime:
         # Queued work counts at its tail, not its mean: a newcomer's predicted wait then holds
         # unless the work ahead of it runs past its own tail (the plan margin covers the rest).
         predicted = decision.predicted_s if isinstance(decision, Choice) else decision.floor_s
-        item = WorkItem(deadline, 0, candidate.subnet, rows, tokens, deadline + grace, predicted, (example, windows))
+        payload = (example, windows)
+        item = WorkItem(rank, 0, deadline, candidate.subnet, rows, tokens, deadline + grace, predicted, payload)
         assert self.metrics is not None
         self.metrics.inflight.inc()
         try:
@@ -302,6 +302,54 @@ class Runtime:
         return Result(
             answer, candidate, budget, fits, below_floor, planned, item.started_at - arrival, model_s, done - arrival
         )
+
+    def _plan(
+        self, budget_s: float, elapsed_s: float, deadline: float, tokens: int, rows: int
+    ) -> tuple[float, float, Choice | Infeasible]:
+        """Where the request queues (its rank), the wait predicted there, and the planner's decision.
+
+        By deadline (EDF) the request overtakes every queued item due later, and may compute only
+        as long as none of them becomes late. The planner chose each of those the most accurate
+        sub-network that fit, so under load they sit close to their deadlines and leave a
+        newcomer only the fastest one (2x load test: tight requests with 3 ms of queue ran at
+        F1 35). Queued behind all of them instead, it waits longer but overtakes nothing: when
+        that buys a more accurate sub-network within its own budget, it goes to the back.
+        """
+        assert self.planner is not None and self.batcher is not None
+        wait = self.batcher.queue_wait_s(deadline)
+        decision = self.planner.choose(
+            budget_s, elapsed_s, wait, tokens, rows, self.level, self.batcher.slack_s(deadline)
+        )
+        last = self.batcher.last_rank()
+        if last <= deadline or not isinstance(decision, Choice):
+            return deadline, wait, decision
+        wait_all = self.batcher.queue_wait_s()
+        behind = self.planner.choose(budget_s, elapsed_s, wait_all, tokens, rows, self.level)
+        order = self.planner.candidates
+        if (
+            isinstance(behind, Choice)
+            and behind.fits
+            and order.index(behind.candidate) < order.index(decision.candidate)
+        ):
+            return math.nextafter(last, math.inf), wait_all, behind
+        return deadline, wait, decision
+
+    def _count_load_downgrade(
+        self, served: Candidate, budget_s: float, elapsed_s: float, tokens: int, rows: int
+    ) -> None:
+        """Count the request if load cost it `downgrade_f1` or more: what an idle server would
+        have chosen at the same level (no queue, no queued work to protect) is that much more
+        accurate. The budget alone never counts: the idle choice has the same budget. For
+        operators, what load costs in accuracy beyond the level's cap (the controller does not act
+        on it, see its docstring).
+        """
+        assert self.planner is not None and self.metrics is not None
+        idle = self.planner.choose(budget_s, elapsed_s, 0.0, tokens, rows, self.level)
+        if (
+            isinstance(idle, Choice)
+            and self.planner.accuracy_lost(idle.candidate, served) >= self.settings.downgrade_f1
+        ):
+            self.metrics.downgraded.inc()
 
     def _run_batch(self, subnet, items: list[WorkItem]) -> list[tuple[Answer, float]]:  # type: ignore[no-untyped-def]
         """Runs on the model thread: one forward for every window of every item."""
@@ -343,7 +391,10 @@ class Runtime:
                     shed=shed - last[3],
                 )
                 last_time, last_busy, last = now, busy, (arrivals, answered, misses, shed)
-                self.level = self.controller.tick(stats)
+                level = self.controller.tick(stats)
+                if level != self.level:  # the why of every change, for operators reading the logs
+                    log.info(json.dumps({"event": "level", "from": self.level, "to": level, **asdict(stats)}))
+                self.level = level
                 self.metrics.level.set(self.level)
                 self.batcher.max_batch_s = batch_time_cap(self.recent_budgets)
                 self.planner.margin.expire(now)  # a quiet server forgets old overruns too

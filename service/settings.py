@@ -56,6 +56,12 @@ class Settings(BaseSettings):
 
     safety_factor: float = Field(1.15, ge=1.0, description="Predicted tail latency is multiplied by this.")
     tail_sigmas: float = Field(3.0, ge=0.0, description="Tail = mean + this many standard deviations.")
+    downgrade_f1: float = Field(
+        5.0,
+        gt=0,
+        description="A request counts in dynaqa_load_downgrades_total when an idle server would have "
+        "served it a sub-network at least this much more accurate (expected F1).",
+    )
     calibration_repeats: int = Field(3, ge=2, description="Timed runs per calibration point.")
     controller_interval_s: float = Field(1.0, gt=0, description="Controller tick period.")
     slo_thresholds_ms: list[float] = Field(

@@ -131,8 +131,11 @@ def test_metrics_parse_and_count(client: TestClient) -> None:
         "dynaqa_degradation_level",
         "dynaqa_subnet_requests",
         "dynaqa_batch_size",
+        "dynaqa_load_downgrades",
     ):
         assert name in families, name
+    # requests one at a time on an idle server: load downgraded none of them
+    assert [s.value for s in families["dynaqa_load_downgrades"].samples if s.name.endswith("_total")] == [0.0]
     ok = [
         s.value
         for s in families["dynaqa_requests"].samples

@@ -1,6 +1,7 @@
 """Pure parts of the service, fed by hand: budget headers, planner, controller, batcher."""
 
 import asyncio
+import heapq
 import math
 import os
 import threading
@@ -14,7 +15,7 @@ from service import budget
 from service.batcher import Batcher, WorkItem, batch_time_cap, makes_late
 from service.controller import Controller, LoadStats
 from service.errors import Expired, InvalidBudget, Overloaded
-from service.planner import Candidate, Choice, Infeasible, LatencyModel, Pace, PlanMargin, Planner, Point
+from service.planner import Candidate, Choice, Infeasible, LatencyModel, Pace, PlanMargin, Planner, Point, pareto
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -181,6 +182,30 @@ def test_pareto_drops_dominated_candidates() -> None:
     assert [c.subnet for c in planner.candidates] == [fast_good]
 
 
+def test_pareto_drops_candidates_barely_faster_than_a_more_accurate_one() -> None:
+    latency = LatencyModel([128, 256], [1])
+    good, small, junk = SubnetConfig(0.5, 1.0), SubnetConfig(0.25, 1.0), SubnetConfig(0.25, 0.5)
+    latency.points = {
+        good.id: {(128, 1): Point(0.020, 0), (256, 1): Point(0.040, 0)},
+        small.id: {(128, 1): Point(0.012, 0), (256, 1): Point(0.024, 0)},  # 40% faster: kept
+        # twice as fast as `small` at 128 tokens, slower at 256: 6% faster over both, inside the noise
+        junk.id: {(128, 1): Point(0.006, 0), (256, 1): Point(0.028, 0)},
+    }
+    candidates = [Candidate(good, 60.0, 3), Candidate(junk, 16.0, 1), Candidate(small, 50.0, 2)]
+    assert [c.subnet for c in pareto(candidates, latency)] == [good, small]
+    assert [c.subnet for c in pareto(candidates, latency, min_speedup=1.0)] == [good, small, junk]
+
+
+def test_accuracy_lost_is_expected_f1_or_candidate_steps() -> None:
+    latency = LatencyModel([256], [1])
+    big, mid, small = SubnetConfig(1.0, 1.0), SubnetConfig(0.5, 1.0), SubnetConfig(0.25, 0.5)
+    latency.points = {s.id: {(256, 1): Point(t, 0)} for s, t in ((big, 0.04), (mid, 0.02), (small, 0.01))}
+    scored = Planner([Candidate(big, 70.0, 3), Candidate(mid, 64.0, 2), Candidate(small, 35.0, 1)], latency)
+    assert scored.accuracy_lost(scored.candidates[0], scored.candidates[2]) == 35.0
+    unscored = Planner([Candidate(big, None, 3), Candidate(mid, None, 2), Candidate(small, None, 1)], latency)
+    assert unscored.accuracy_lost(unscored.candidates[0], unscored.candidates[2]) == 5.0
+
+
 def stats(**kw: float) -> LoadStats:
     base = dict(arrivals_per_s=10, busy_fraction=0.3, queue_depth=0, max_queue=64, requests=10, budget_misses=0, shed=0)
     base.update(kw)
@@ -208,8 +233,16 @@ def test_controller_tolerates_misses_within_the_target_over_its_window() -> None
     assert controller.tick(stats(requests=20)) == 1  # no new miss: the window alone does not push
 
 
+def test_controller_averages_busy_time_so_one_noisy_second_does_not_degrade() -> None:
+    controller = Controller(max_level=5, busy_high=0.9, busy_window=3)
+    steady = [stats(busy_fraction=0.8, queue_depth=1), stats(busy_fraction=0.8, queue_depth=1)]
+    assert [controller.tick(t) for t in steady] == [0, 0]
+    assert controller.tick(stats(busy_fraction=1.0, queue_depth=2)) == 0  # mean 0.87: Poisson noise
+    assert controller.tick(stats(busy_fraction=1.0, queue_depth=2)) == 1  # mean 0.93: sustained
+
+
 def test_controller_recovers_to_the_best_level_the_load_allows() -> None:
-    controller = Controller(max_level=5, recover_ticks=3, costs=(10, 8, 6, 4, 2, 1), level=5)
+    controller = Controller(max_level=5, recover_ticks=3, costs=(10, 8, 6, 4, 2, 1), level=5, busy_low=0.6)
     # busy 0.09 at cost 1: cost 6 predicts 0.54 <= busy_low, cost 8 predicts 0.72
     assert [controller.tick(stats(busy_fraction=0.09)) for _ in range(3)] == [5, 5, 2]
     # busy 0.5 at cost 6 predicts 0.83 at cost 10: one level only
@@ -217,7 +250,8 @@ def test_controller_recovers_to_the_best_level_the_load_allows() -> None:
 
 
 def item(deadline: float, subnet: SubnetConfig, payload: str, drop_after: float | None = None) -> WorkItem:
-    return WorkItem(deadline, 0, subnet, 1, 100, drop_after if drop_after is not None else deadline + 10, 0.01, payload)
+    drop = drop_after if drop_after is not None else deadline + 10
+    return WorkItem(deadline, 0, deadline, subnet, 1, 100, drop, 0.01, payload)
 
 
 def test_batcher_is_edf_batches_by_subnet_and_drops_expired() -> None:
@@ -452,3 +486,32 @@ def test_queue_wait_counts_only_work_served_first() -> None:
 
     early, everything = asyncio.run(scenario())
     assert math.isclose(early, 0.01) and math.isclose(everything, 0.03)
+
+
+def test_an_item_queued_behind_is_served_last_but_judged_by_its_own_deadline() -> None:
+    async def scenario() -> tuple[float, float, float, list[str]]:
+        order: list[str] = []
+        batcher = Batcher(lambda s, items: [order.append(i.payload) for i in items], max_queue=10, max_batch_windows=1)
+        now = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        for name, deadline in (("a", 1.0), ("b", 3.0)):
+            queued = item(now + deadline, SubnetConfig(), name)
+            queued.future = loop.create_future()
+            heapq.heappush(batcher._heap, queued)
+        # due at +2 s but queued behind b (due at +3 s): served after both, still due at +2 s
+        behind = item(now + 2.0, SubnetConfig(), "behind")
+        behind.rank, behind.future = math.nextafter(batcher.last_rank(), math.inf), loop.create_future()
+        heapq.heappush(batcher._heap, behind)
+        # a newcomer due at +1.5 s overtakes b and `behind`: behind's own deadline (+2 s, finish
+        # +0.03 s) bounds its slack, not its rank
+        slack = batcher.slack_s(now + 1.5) - (now + 2.0 - time.perf_counter())
+        wait_at_rank, last = batcher.queue_wait_s(now + 1.5), batcher.last_rank()
+        batcher.start()
+        await asyncio.sleep(0.1)
+        await batcher.stop()
+        return slack, wait_at_rank, last - (now + 3.0), order
+
+    slack_error, wait_at_rank, last_offset, order = asyncio.run(scenario())
+    assert order == ["a", "b", "behind"]
+    assert -0.04 < slack_error < 0  # 2 s less the 0.03 s of work ahead (rank would give ~3 s)
+    assert math.isclose(wait_at_rank, 0.01) and 0 < last_offset < 1e-6
