@@ -283,6 +283,22 @@ class Planner:
         return sum(seen) / len(seen) if seen else 1.0
 
 
+def quality_floor(candidates: list[Candidate], share: float) -> list[Candidate]:
+    """Drop candidates expected to score below `share` of the best expected F1 (unknown F1s stay).
+
+    Lenient requests that fit nothing better get the fastest candidate, so under load the fastest
+    point of the front answers many of them: the shipped front's fastest point scores F1 16
+    (a length-cut width 0.25), 25% faster than the F1-35 point above it, and answered up to a
+    sixth of the requests at 2x in the load test. An answer that poor is worth less than the
+    few milliseconds it saves; the floor is the operator's statement of that.
+    """
+    known = [c.expected_f1 for c in candidates if c.expected_f1 is not None]
+    if not known:
+        return list(candidates)
+    floor = share * max(known)
+    return [c for c in candidates if c.expected_f1 is None or c.expected_f1 >= floor]
+
+
 def pareto(candidates: list[Candidate], latency: LatencyModel, min_speedup: float = 1.1) -> list[Candidate]:
     """Most accurate first; drop any candidate not at least `min_speedup` times faster than a more
     accurate one (on this machine).

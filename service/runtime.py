@@ -30,7 +30,7 @@ from service.budget import Budget
 from service.controller import Controller, LoadStats
 from service.errors import BudgetBelowFloor, Draining, NotReady, Overloaded, PayloadTooLarge, ServiceError
 from service.metrics import Metrics
-from service.planner import Candidate, Choice, Infeasible, Planner
+from service.planner import Candidate, Choice, Infeasible, Planner, quality_floor
 from service.settings import Settings
 from service.state import LocalState, RedisState, StateStore
 
@@ -69,9 +69,11 @@ class Runtime:
         self.replica = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}"
         self.ready = False
         self.draining = False
-        self.level = 0
+        self.level = 0.0  # the controller's, fractional (see `_cap`)
+        self._dither = 0.0
         self.arrivals = 0
         self.recent_budgets: deque[float] = deque(maxlen=200)  # seconds, for the batch-time cap
+        self.recent_sizes: deque[tuple[int, int]] = deque(maxlen=200)  # (tokens, windows), for level costs
         self.answered = 0
         self.misses = 0
         self.shed = 0
@@ -97,7 +99,7 @@ class Runtime:
             torch.set_num_threads(self.settings.threads)
         checkpoint = ckpt.load(self.settings.checkpoint)
         self.reader = Reader(checkpoint, max_length=self.settings.max_length, stride=self.settings.stride)
-        candidates = candidates_of(checkpoint)
+        candidates = quality_floor(candidates_of(checkpoint), self.settings.min_f1_share)
         if self.settings.pin_subnet:
             pinned = checkpoint.resolve(self.settings.pin_subnet)
             known = {c.subnet: c for c in candidates}
@@ -128,8 +130,7 @@ class Runtime:
         self.metrics.calibration_seconds.set(seconds)
         self.planner = Planner(candidates, latency, self.settings.safety_factor, self.settings.tail_sigmas)
         self.metrics.max_level.set(len(self.planner.candidates) - 1)
-        costs = tuple(self.planner.mean_s(c, tokens=256) for c in self.planner.candidates)
-        self.controller = Controller(max_level=len(costs) - 1, costs=costs)
+        self.controller = Controller(max_level=len(self.planner.candidates) - 1, target_busy=self.settings.target_busy)
         for candidate in self.planner.candidates:  # warm every sub-network through the real path
             self.reader.answer("Who wrote it?", "It was written by the author in 1990.", candidate.subnet)
         log.info(
@@ -263,13 +264,15 @@ class Runtime:
         else:
             windows = self.reader.windows([example])
         tokens, rows = max(windows.lengths()), len(windows)
+        self.recent_sizes.append((tokens, rows))
         now = time.perf_counter()
         deadline = arrival + budget.ms / 1000
-        rank, queue_wait, decision = self._plan(budget.ms / 1000, now - arrival, deadline, tokens, rows)
+        cap = self._cap()
+        rank, queue_wait, decision = self._plan(budget.ms / 1000, now - arrival, deadline, tokens, rows, cap)
         below_floor = False
         if isinstance(decision, Choice):
             candidate, fits = decision.candidate, True
-            self._count_load_downgrade(candidate, budget.ms / 1000, now - arrival, tokens, rows)
+            self._count_load_downgrade(candidate, budget.ms / 1000, now - arrival, tokens, rows, cap)
         elif budget.strict and decision.reason == "floor":
             raise BudgetBelowFloor(
                 f"budget {budget.ms:g} ms is below {decision.floor_s * 1000:.1f} ms, what the fastest sub-network "
@@ -303,10 +306,21 @@ class Runtime:
             answer, candidate, budget, fits, below_floor, planned, item.started_at - arrival, model_s, done - arrival
         )
 
+    def _cap(self) -> int:
+        """This request's level cap: a fractional level k - p gives the share p of requests the
+        cap k - 1 and the rest k, spread evenly (error diffusion, no randomness to test around)."""
+        k = math.ceil(self.level)
+        self._dither += k - self.level
+        if self._dither >= 1.0:
+            self._dither -= 1.0
+            return k - 1
+        return k
+
     def _plan(
-        self, budget_s: float, elapsed_s: float, deadline: float, tokens: int, rows: int
+        self, budget_s: float, elapsed_s: float, deadline: float, tokens: int, rows: int, cap: int
     ) -> tuple[float, float, Choice | Infeasible]:
-        """Where the request queues (its rank), the wait predicted there, and the planner's decision.
+        """Where the request queues (its rank), the wait predicted there, and the planner's decision
+        under level cap `cap`.
 
         By deadline (EDF) the request overtakes every queued item due later, and may compute only
         as long as none of them becomes late. The planner chose each of those the most accurate
@@ -317,14 +331,12 @@ class Runtime:
         """
         assert self.planner is not None and self.batcher is not None
         wait = self.batcher.queue_wait_s(deadline)
-        decision = self.planner.choose(
-            budget_s, elapsed_s, wait, tokens, rows, self.level, self.batcher.slack_s(deadline)
-        )
+        decision = self.planner.choose(budget_s, elapsed_s, wait, tokens, rows, cap, self.batcher.slack_s(deadline))
         last = self.batcher.last_rank()
         if last <= deadline or not isinstance(decision, Choice):
             return deadline, wait, decision
         wait_all = self.batcher.queue_wait_s()
-        behind = self.planner.choose(budget_s, elapsed_s, wait_all, tokens, rows, self.level)
+        behind = self.planner.choose(budget_s, elapsed_s, wait_all, tokens, rows, cap)
         order = self.planner.candidates
         if (
             isinstance(behind, Choice)
@@ -335,16 +347,16 @@ class Runtime:
         return deadline, wait, decision
 
     def _count_load_downgrade(
-        self, served: Candidate, budget_s: float, elapsed_s: float, tokens: int, rows: int
+        self, served: Candidate, budget_s: float, elapsed_s: float, tokens: int, rows: int, cap: int
     ) -> None:
         """Count the request if load cost it `downgrade_f1` or more: what an idle server would
-        have chosen at the same level (no queue, no queued work to protect) is that much more
+        have chosen under the same cap (no queue, no queued work to protect) is that much more
         accurate. The budget alone never counts: the idle choice has the same budget. For
         operators, what load costs in accuracy beyond the level's cap (the controller does not act
         on it, see its docstring).
         """
         assert self.planner is not None and self.metrics is not None
-        idle = self.planner.choose(budget_s, elapsed_s, 0.0, tokens, rows, self.level)
+        idle = self.planner.choose(budget_s, elapsed_s, 0.0, tokens, rows, cap)
         if (
             isinstance(idle, Choice)
             and self.planner.accuracy_lost(idle.candidate, served) >= self.settings.downgrade_f1
@@ -389,11 +401,17 @@ class Runtime:
                     requests=(answered - last[1]) + (shed - last[3]),
                     budget_misses=misses - last[2],
                     shed=shed - last[3],
+                    level_costs=self._level_costs(),
                 )
                 last_time, last_busy, last = now, busy, (arrivals, answered, misses, shed)
                 level = self.controller.tick(stats)
-                if level != self.level:  # the why of every change, for operators reading the logs
-                    log.info(json.dumps({"event": "level", "from": self.level, "to": level, **asdict(stats)}))
+                if math.ceil(level) != math.ceil(self.level):  # the why of every change of cap, for operators
+                    log.info(
+                        json.dumps(
+                            {"event": "level", "from": self.level, "to": level, "floor": self.controller.floor}
+                            | asdict(stats)
+                        )
+                    )
                 self.level = level
                 self.metrics.level.set(self.level)
                 self.batcher.max_batch_s = batch_time_cap(self.recent_budgets)
@@ -406,6 +424,16 @@ class Runtime:
                 self.metrics.fleet_level.set(sum(levels) / len(levels))
             except Exception:
                 log.exception(json.dumps({"event": "controller tick failed"}))
+
+    def _level_costs(self) -> tuple[float, ...]:
+        """Predicted model seconds per request at each level (its most accurate candidate), for
+        a request of the recent requests' mean size; empty before any request."""
+        assert self.planner is not None
+        if not self.recent_sizes:
+            return ()
+        tokens = round(sum(t for t, _ in self.recent_sizes) / len(self.recent_sizes))
+        windows = sum(w for _, w in self.recent_sizes) / len(self.recent_sizes)
+        return tuple(self.planner.mean_s(c, tokens) * windows for c in self.planner.candidates)
 
     def _sync_fleet(self, info: dict[str, float], interval: float) -> dict[str, dict[str, float]]:
         self.store.publish(self.replica, info, ttl_s=max(3.0, 3 * interval))

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
 
     safety_factor: float = Field(1.15, ge=1.0, description="Predicted tail latency is multiplied by this.")
     tail_sigmas: float = Field(3.0, ge=0.0, description="Tail = mean + this many standard deviations.")
+    min_f1_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Candidates expected to score below this share of the best candidate's F1 are not "
+        "served (0 serves the whole front).",
+    )
     downgrade_f1: float = Field(
         5.0,
         gt=0,
@@ -63,6 +70,13 @@ class Settings(BaseSettings):
         "served it a sub-network at least this much more accurate (expected F1).",
     )
     calibration_repeats: int = Field(3, ge=2, description="Timed runs per calibration point.")
+    target_busy: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="The controller's floor: the most accurate level whose predicted model time per request "
+        "times the arrival rate stays under this share of the model's time.",
+    )
     controller_interval_s: float = Field(1.0, gt=0, description="Controller tick period.")
     slo_thresholds_ms: list[float] = Field(
         default_factory=lambda: [50.0, 100.0, 200.0, 300.0, 500.0, 1000.0],

@@ -15,7 +15,18 @@ from service import budget
 from service.batcher import Batcher, WorkItem, batch_time_cap, makes_late
 from service.controller import Controller, LoadStats
 from service.errors import Expired, InvalidBudget, Overloaded
-from service.planner import Candidate, Choice, Infeasible, LatencyModel, Pace, PlanMargin, Planner, Point, pareto
+from service.planner import (
+    Candidate,
+    Choice,
+    Infeasible,
+    LatencyModel,
+    Pace,
+    PlanMargin,
+    Planner,
+    Point,
+    pareto,
+    quality_floor,
+)
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -206,6 +217,19 @@ def test_accuracy_lost_is_expected_f1_or_candidate_steps() -> None:
     assert unscored.accuracy_lost(unscored.candidates[0], unscored.candidates[2]) == 5.0
 
 
+def test_quality_floor_drops_candidates_far_below_the_best() -> None:
+    best, mid, junk, unscored = (
+        SubnetConfig(1.0, 1.0),
+        SubnetConfig(0.25, 0.5),
+        SubnetConfig(0.25, 0.75),
+        SubnetConfig(),
+    )
+    candidates = [Candidate(best, 68.9, 3), Candidate(mid, 35.5, 2), Candidate(junk, 16.4, 1)]
+    assert [c.subnet for c in quality_floor(candidates, 0.5)] == [best, mid]
+    assert len(quality_floor(candidates, 0.0)) == 3
+    assert quality_floor([Candidate(unscored, None, 1)], 0.5) == [Candidate(unscored, None, 1)]
+
+
 def stats(**kw: float) -> LoadStats:
     base = dict(arrivals_per_s=10, busy_fraction=0.3, queue_depth=0, max_queue=64, requests=10, budget_misses=0, shed=0)
     base.update(kw)
@@ -214,13 +238,11 @@ def stats(**kw: float) -> LoadStats:
 
 def test_controller_degrades_fast_and_recovers_slowly() -> None:
     controller = Controller(max_level=5, recover_ticks=3)
-    assert controller.tick(stats(busy_fraction=0.95)) == 0  # busy but nothing waiting: well used
-    assert controller.tick(stats(busy_fraction=0.95, queue_depth=2)) == 1
+    assert controller.tick(stats(busy_fraction=0.99, queue_depth=2)) == 0  # busy alone is no pressure
+    assert controller.tick(stats(queue_depth=16)) == 1  # a quarter of the queue cap
     assert controller.tick(stats(shed=3, queue_depth=40)) == 3
     assert controller.tick(stats(budget_misses=5)) == 4
-    levels = [controller.tick(stats()) for _ in range(9)]
-    assert levels == [4, 4, 3, 3, 3, 2, 2, 2, 1]
-    assert controller.tick(stats(busy_fraction=0.7)) == 1  # neither pressured nor calm: hold
+    assert [controller.tick(stats()) for _ in range(3)] == [4, 4, 0]  # calm ticks: back to the floor
 
 
 def test_controller_tolerates_misses_within_the_target_over_its_window() -> None:
@@ -233,20 +255,46 @@ def test_controller_tolerates_misses_within_the_target_over_its_window() -> None
     assert controller.tick(stats(requests=20)) == 1  # no new miss: the window alone does not push
 
 
-def test_controller_averages_busy_time_so_one_noisy_second_does_not_degrade() -> None:
-    controller = Controller(max_level=5, busy_high=0.9, busy_window=3)
-    steady = [stats(busy_fraction=0.8, queue_depth=1), stats(busy_fraction=0.8, queue_depth=1)]
-    assert [controller.tick(t) for t in steady] == [0, 0]
-    assert controller.tick(stats(busy_fraction=1.0, queue_depth=2)) == 0  # mean 0.87: Poisson noise
-    assert controller.tick(stats(busy_fraction=1.0, queue_depth=2)) == 1  # mean 0.93: sustained
+COSTS = (0.065, 0.05, 0.035, 0.026, 0.021, 0.015)  # seconds per request, most accurate level first
 
 
-def test_controller_recovers_to_the_best_level_the_load_allows() -> None:
-    controller = Controller(max_level=5, recover_ticks=3, costs=(10, 8, 6, 4, 2, 1), level=5, busy_low=0.6)
-    # busy 0.09 at cost 1: cost 6 predicts 0.54 <= busy_low, cost 8 predicts 0.72
-    assert [controller.tick(stats(busy_fraction=0.09)) for _ in range(3)] == [5, 5, 2]
-    # busy 0.5 at cost 6 predicts 0.83 at cost 10: one level only
-    assert [controller.tick(stats(busy_fraction=0.5)) for _ in range(3)] == [2, 2, 1]
+def test_controller_floor_is_the_level_the_arrival_rate_allows_with_the_share_above_it() -> None:
+    controller = Controller(max_level=5, target_busy=0.9, rate_window=1)
+
+    def floor(rate: float) -> float:
+        return controller.tick(stats(arrivals_per_s=rate, level_costs=COSTS))
+
+    assert floor(13) == 0.0  # 13/s x 65 ms = 0.85 of the model
+    # 30/s leaves 30 ms a request: level 3 (26 ms) for all, and 4/9 of them at level 2 (35 ms)
+    assert floor(30) == pytest.approx(3 - 4 / 9)
+    assert floor(45) == pytest.approx(5 - 5 / 6)  # 20 ms: between 21 and 15 ms
+    assert floor(15) == pytest.approx(1 - 2 / 3)  # 60 ms: between 65 and 50 ms
+    assert floor(100) == 5.0  # nothing fits: the most degraded level
+    assert controller.tick(stats(arrivals_per_s=15, level_costs=())) == 0.0  # no costs yet: no floor
+
+
+def test_controller_floor_reads_the_arrival_rate_over_its_window() -> None:
+    controller = Controller(max_level=5, target_busy=0.9, rate_window=3)
+    levels = [controller.tick(stats(arrivals_per_s=rate, level_costs=COSTS)) for rate in (30, 30, 60)]
+    # 40/s on average: 22.5 ms a request, level 4 (21 ms) with 3/10 of the requests at level 3
+    assert levels[:2] == [pytest.approx(3 - 4 / 9)] * 2 and levels[2] == pytest.approx(4 - 0.3)
+
+
+def test_controller_pressure_lifts_the_level_above_the_floor_until_calm() -> None:
+    controller = Controller(max_level=5, recover_ticks=3, rate_window=1)
+    load = {"arrivals_per_s": 30, "level_costs": COSTS}
+    base = controller.tick(stats(**load))
+    assert controller.tick(stats(budget_misses=3, **load)) == pytest.approx(base + 1)
+    assert [controller.tick(stats(**load)) for _ in range(3)] == pytest.approx([base + 1, base + 1, base])
+
+
+def test_a_fractional_level_spreads_its_two_caps_over_requests() -> None:
+    runtime = Runtime(Settings())
+    runtime.level = 2.25  # a quarter at cap 3, three quarters at cap 2
+    caps = [runtime._cap() for _ in range(100)]
+    assert caps.count(2) == 75 and caps.count(3) == 25 and caps[:4] == [3, 2, 2, 2]
+    runtime.level = 4.0
+    assert {runtime._cap() for _ in range(10)} == {4}
 
 
 def item(deadline: float, subnet: SubnetConfig, payload: str, drop_after: float | None = None) -> WorkItem:
