@@ -115,19 +115,21 @@ def _checks(summary: dict, servers: dict, reference: dict) -> dict:
     burst = servers.get("adaptive", {}).get("burst")
     if burst and burst["levels"]:
         up, down = burst["phases"][1]["start_s"], burst["phases"][2]["start_s"]
-        rose = [t for t, level in burst["levels"] if t >= up and level > 0]
+        # Where the 1x phase settled: the mean level over its second half (the level is
+        # fractional and moves with the measured arrival rate every second).
+        settled = [level for t, level in burst["levels"] if up / 2 <= t < up]
+        before = sum(settled) / len(settled) if settled else 0.0
+        rose = [t for t, level in burst["levels"] if t >= up and level >= before + 1]
         checks["burst_level_rose_after_s"] = round(rose[0] - up, 2) if rose else None
         back = [t for t, level in burst["levels"] if t >= down and level == 0]
         later_nonzero = [t for t, level in burst["levels"] if back and t > back[0] and level > 0]
         checks["burst_full_quality_after_step_down_s"] = round(back[0] - down, 2) if back else None
         checks["burst_relapsed_after_recovery"] = bool(later_nonzero)
         # Full quality at 1x needs the full model at utilisation ~1, so also: how long until the
-        # level is back where the first 1x phase left it.
-        before = [level for t, level in burst["levels"] if t < up]
-        if before:
-            again = [t for t, level in burst["levels"] if t >= down and level <= before[-1]]
-            checks["burst_level_before_step_up"] = before[-1]
-            checks["burst_back_to_that_level_after_s"] = round(again[0] - down, 2) if again else None
+        # level is back where the first 1x phase had settled.
+        again = [t for t, level in burst["levels"] if t >= down and level <= before]
+        checks["burst_level_before_step_up"] = round(before, 2)
+        checks["burst_back_to_that_level_after_s"] = round(again[0] - down, 2) if again else None
     return checks
 
 

@@ -12,8 +12,9 @@ from tests.conftest import DATA
 
 
 def test_burst_checks_read_the_level_timeline() -> None:
-    # 1x until t=10 (settled at level 2), 3x until t=20, then 1x again
-    levels = [(1.0, 0), (5.0, 2), (9.0, 2), (10.4, 3), (12.0, 6), (21.0, 6), (24.0, 2), (27.0, 0), (29.0, 1)]
+    # 1x until t=10 (settled around level 2), 3x until t=20, then 1x again
+    levels = [(1.0, 0), (5.0, 1.5), (9.0, 2.5), (10.2, 2.8), (10.4, 3), (12.0, 6), (21.0, 6), (24.0, 2), (27.0, 0)]
+    levels.append((29.0, 0.4))
     phases = [{"start_s": 0.0}, {"start_s": 10.0}, {"start_s": 20.0}]
     checks = report._checks({}, {"adaptive": {"burst": {"phases": phases, "levels": levels}}}, {})
     assert checks["burst_level_rose_after_s"] == 0.4
