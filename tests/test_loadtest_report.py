@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import reference, report
+from loadtest import reference, report, scenarios
 from models import squad
 from tests.conftest import DATA
 
@@ -40,3 +40,11 @@ def test_served_f1_is_judged_against_the_full_model_on_the_questions_it_answered
     checks = report._checks(summary, {}, {"2.0": 56.5})
     assert checks["full_model_f1_on_the_same_questions_at_2x"] == 56.5
     assert checks["adaptive_f1_below_full_model_at_2x"] == 6.5
+
+
+def test_a_static_server_that_met_almost_no_budget_is_not_offered_more_load(tmp_path: Path) -> None:
+    missed = [{"met": False}] * 96 + [{"met": True}] * 4  # 4% met
+    assert scenarios.gave_up("peer", missed) and scenarios.gave_up("pinned-full", missed)
+    assert not scenarios.gave_up("adaptive", missed)  # the adaptive server is always offered every load
+    assert not scenarios.gave_up("peer", [{"met": True}] * 5 + [{"met": False}] * 95)  # 5%: offered
+    assert not scenarios.gave_up("peer", [])
