@@ -2,7 +2,7 @@
 
 `await batcher.submit(item)` returns the item's result. Items are served in `rank` order: the
 deadline (EDF), or the end of the queue for an item that chose to wait behind the queued work
-instead of overtaking it (see `Runtime.answer`). One task takes the entry of lowest rank, adds
+instead of overtaking it (see `Runtime._plan`). One task takes the entry of lowest rank, adds
 queued entries that chose the same sub-network (in rank order, up to the window cap and the
 batch-time cap, and only while that makes no item it overtakes late), skips entries that were
 cancelled or whose drop time has passed (they get `Expired`, before any compute), and runs the

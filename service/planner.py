@@ -321,7 +321,8 @@ def pareto(candidates: list[Candidate], latency: LatencyModel, min_speedup: floa
     kept: list[Candidate] = []
     best = math.inf
     for candidate in sorted(candidates, key=accuracy, reverse=True):
-        if seconds(candidate) * min_speedup <= best:
+        time_s = seconds(candidate)
+        if time_s * min_speedup <= best:
             kept.append(candidate)
-            best = seconds(candidate)
+            best = time_s
     return kept

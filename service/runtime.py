@@ -338,11 +338,7 @@ class Runtime:
         wait_all = self.batcher.queue_wait_s()
         behind = self.planner.choose(budget_s, elapsed_s, wait_all, tokens, rows, cap)
         order = self.planner.candidates
-        if (
-            isinstance(behind, Choice)
-            and behind.fits
-            and order.index(behind.candidate) < order.index(decision.candidate)
-        ):
+        if isinstance(behind, Choice) and order.index(behind.candidate) < order.index(decision.candidate):
             return math.nextafter(last, math.inf), wait_all, behind
         return deadline, wait, decision
 
