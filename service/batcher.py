@@ -2,7 +2,8 @@
 
 `await batcher.submit(item)` returns the item's result. Items are served in `rank` order: the
 deadline (EDF), or the end of the queue for an item that chose to wait behind the queued work
-instead of overtaking it (see `Runtime._plan`). One task takes the entry of lowest rank, adds
+instead of overtaking it (see `Runtime._plan`). One task takes the entry of lowest rank, lets the
+owner re-plan its sub-network now that its wait is over (`replan`; see `Runtime._replan`), adds
 queued entries that chose the same sub-network (in rank order, up to the window cap and the
 batch-time cap, and only while that makes no item it overtakes late), skips entries that were
 cancelled or whose drop time has passed (they get `Expired`, before any compute), and runs the
@@ -21,7 +22,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,19 +63,18 @@ def batch_time_cap(budgets: Sequence[float], share: float = 0.5, quantile: float
     return share * ordered[max(1, math.ceil(quantile * len(ordered))) - 1]  # nearest rank
 
 
-def makes_late(finish: float, extra: float, waiting: list[WorkItem]) -> bool:
-    """Would `extra` seconds more in a batch ending at `finish` make a waiting item miss its deadline?
+def slack_after(finish: float, waiting: Iterable[WorkItem]) -> float:
+    """How much later than `finish` the `waiting` items (in the order they will run) may all start
+    without one of them becoming late; infinite when none would be on time anyway.
 
-    A companion joins its head's batch ahead of items due before it (other sub-networks, or the
-    window cap): each of them then starts `extra` later. Only an item that would have been on time
-    (by predicted tails, in rank order after the batch) counts; one that is late anyway does not.
+    Only an item on time by predicted tails counts: one that is late already constrains nothing.
     """
-    end = finish + extra
+    slack = math.inf
     for item in waiting:
-        end += item.predicted_s
-        if end > item.deadline >= end - extra:
-            return True
-    return False
+        finish += item.predicted_s
+        if item.deadline >= finish:
+            slack = min(slack, item.deadline - finish)
+    return slack
 
 
 @dataclass(order=True)
@@ -102,6 +102,9 @@ class BatchReport:
 
 
 RunBatch = Callable[[SubnetConfig, list[WorkItem]], list[Any]]
+# (head, now, extra_s) -> a new (subnet, predicted_s) for the head, or None to keep its plan;
+# extra_s: how much longer than planned it may run without making a waiting item late.
+Replan = Callable[[WorkItem, float, float], tuple[SubnetConfig, float] | None]
 
 
 class Batcher:
@@ -112,6 +115,7 @@ class Batcher:
         max_batch_windows: int,
         on_batch: Callable[[BatchReport], None] | None = None,
         on_expired: Callable[[WorkItem], None] | None = None,
+        replan: Replan | None = None,
         clock: Callable[[], float] = time.perf_counter,
         model_nice: int = 0,
     ) -> None:
@@ -120,6 +124,7 @@ class Batcher:
         self.max_batch_windows = max_batch_windows
         self._on_batch = on_batch
         self._on_expired = on_expired
+        self._replan = replan
         self._clock = clock
         self._heap: list[WorkItem] = []
         self._seq = itertools.count()
@@ -153,16 +158,12 @@ class Batcher:
 
         The new item runs before every queued item ranked after it, so its service time delays
         all of them. Without this bound, a later arrival with a tighter budget could take the full
-        model and push work that was planned to fit past its deadline. Items that are late already
-        (by predicted tails) constrain nothing; infinite when none wait.
+        model and push work that was planned to fit past its deadline. Infinite when none wait.
         """
-        finish = max(self._clock(), self._inflight_until)  # when the running batch ends
-        slack = math.inf
-        for item in sorted(i for i in self._heap if not i.future.done()):
-            finish += item.predicted_s
-            if item.rank > rank and item.deadline > finish:
-                slack = min(slack, item.deadline - finish)
-        return slack
+        queued = sorted(i for i in self._heap if not i.future.done())
+        ahead = sum(i.predicted_s for i in queued if i.rank <= rank)
+        start = max(self._clock(), self._inflight_until) + ahead  # when the running batch and those ahead end
+        return slack_after(start, (i for i in queued if i.rank > rank))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="dynaqa-batcher")
@@ -219,6 +220,10 @@ class Batcher:
         on_time = [i for i in live if i.deadline >= now]
         ordered = on_time + [i for i in live if i.deadline < now]
         head = ordered[0]
+        if self._replan is not None:
+            new = self._replan(head, now, slack_after(now + head.predicted_s, ordered[1:]))
+            if new is not None:
+                head.subnet, head.predicted_s = new
         batch, windows, finish = [head], head.windows, now + head.predicted_s
         passed: list[WorkItem] = []  # items this batch goes ahead of, in the order they will run
         for item in ordered[1:]:
@@ -226,7 +231,7 @@ class Batcher:
                 item.subnet == head.subnet
                 and windows + item.windows <= self.max_batch_windows
                 and finish + item.predicted_s - now <= self.max_batch_s
-                and not makes_late(finish, item.predicted_s, passed)
+                and item.predicted_s <= slack_after(finish, passed)
             ):
                 batch.append(item)
                 windows += item.windows

@@ -65,6 +65,12 @@ class Metrics:
             "Requests served a sub-network at least downgrade_f1 less accurate than an idle server would have chosen.",
             registry=r,
         )
+        self.replans = Counter(
+            "dynaqa_replans_total",
+            "Requests whose sub-network was chosen again when they left the queue, by direction.",
+            ["direction"],
+            registry=r,
+        )
         self.queue_depth = Gauge("dynaqa_queue_depth", "Requests waiting for the model.", registry=r)
         self.inflight = Gauge("dynaqa_inflight_requests", "Requests admitted and not yet answered.", registry=r)
         self.level = Gauge("dynaqa_degradation_level", "Controller degradation level (0 = full quality).", registry=r)
@@ -94,6 +100,8 @@ class Metrics:
         self.ready = Gauge("dynaqa_ready", "1 when the replica is ready to serve.", registry=r)
         for outcome in OUTCOMES:
             self.requests.labels(outcome)
+        for direction in ("up", "down"):
+            self.replans.labels(direction)
         for result in ("met", "missed"):
             self.budget.labels(result)
         for subnet_id in subnet_ids:

@@ -22,8 +22,8 @@ from models import checkpoint as ckpt
 from models.cost import macs
 from models.errors import InvalidInput
 from models.reader import Reader
-from models.squad import Answer, SquadExample
-from models.subnet import grid
+from models.squad import Answer, SquadExample, Windows
+from models.subnet import SubnetConfig, grid
 from service import calibration
 from service.batcher import Batcher, BatchReport, WorkItem, batch_time_cap
 from service.budget import Budget
@@ -52,6 +52,16 @@ class Result:
     @property
     def budget_met(self) -> bool:
         return self.latency_s * 1000 <= self.budget.ms
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a queued request carries to the model thread and to its re-plan."""
+
+    example: SquadExample
+    windows: Windows
+    cap: int  # the controller's level cap when it arrived
+    idle: Candidate | None  # what an idle server would have chosen under that cap (downgrade count)
 
 
 def candidates_of(checkpoint: ckpt.Checkpoint) -> list[Candidate]:
@@ -88,6 +98,7 @@ class Runtime:
         self.failed: str | None = None  # why start-up failed, if it did
         self._tasks: list[asyncio.Task[None]] = []
         self._candidates: list[Candidate] = []
+        self._by_subnet: dict[SubnetConfig, Candidate] = {}
 
     # --- start-up and shutdown -------------------------------------------------------------
     def load(self) -> None:
@@ -129,6 +140,7 @@ class Runtime:
         self.calibration_source = source
         self.metrics.calibration_seconds.set(seconds)
         self.planner = Planner(candidates, latency, self.settings.safety_factor, self.settings.tail_sigmas)
+        self._by_subnet = {c.subnet: c for c in self.planner.candidates}
         self.metrics.max_level.set(len(self.planner.candidates) - 1)
         self.controller = Controller(max_level=len(self.planner.candidates) - 1, target_busy=self.settings.target_busy)
         for candidate in self.planner.candidates:  # warm every sub-network through the real path
@@ -169,6 +181,7 @@ class Runtime:
             self.settings.max_queue,
             self.settings.max_batch_windows,
             on_batch=self._on_batch,
+            replan=self._replan if self.settings.replan else None,
             model_nice=self.settings.model_nice,
         )
         self.batcher.start()
@@ -272,7 +285,6 @@ class Runtime:
         below_floor = False
         if isinstance(decision, Choice):
             candidate, fits = decision.candidate, True
-            self._count_load_downgrade(candidate, budget.ms / 1000, now - arrival, tokens, rows, cap)
         elif budget.strict and decision.reason == "floor":
             raise BudgetBelowFloor(
                 f"budget {budget.ms:g} ms is below {decision.floor_s * 1000:.1f} ms, what the fastest sub-network "
@@ -290,8 +302,9 @@ class Runtime:
         # Queued work counts at its tail, not its mean: a newcomer's predicted wait then holds
         # unless the work ahead of it runs past its own tail (the plan margin covers the rest).
         predicted = decision.predicted_s if isinstance(decision, Choice) else decision.floor_s
-        payload = (example, windows)
-        item = WorkItem(rank, 0, deadline, candidate.subnet, rows, tokens, deadline + grace, predicted, payload)
+        idle = self.planner.choose(budget.ms / 1000, now - arrival, 0.0, tokens, rows, cap)
+        job = Job(example, windows, cap, idle.candidate if isinstance(idle, Choice) else None)
+        item = WorkItem(rank, 0, deadline, candidate.subnet, rows, tokens, deadline + grace, predicted, job)
         assert self.metrics is not None
         self.metrics.inflight.inc()
         try:
@@ -300,6 +313,11 @@ class Runtime:
             self.metrics.inflight.dec()
         done = time.perf_counter()
         planned = now - arrival + queue_wait + predicted
+        if item.subnet != candidate.subnet:  # re-planned when it left the queue: that plan ran
+            candidate, fits, below_floor = self._by_subnet[item.subnet], True, False
+            planned = item.started_at - arrival + item.predicted_s
+        if job.idle is not None and self.planner.accuracy_lost(job.idle, candidate) >= self.settings.downgrade_f1:
+            self.metrics.downgraded.inc()
         if fits:  # a lenient request answered late anyway was never planned to fit
             self.planner.observe_plan(planned, done - arrival, budget.ms / 1000, done)
         return Result(
@@ -342,28 +360,39 @@ class Runtime:
             return math.nextafter(last, math.inf), wait_all, behind
         return deadline, wait, decision
 
-    def _count_load_downgrade(
-        self, served: Candidate, budget_s: float, elapsed_s: float, tokens: int, rows: int, cap: int
-    ) -> None:
-        """Count the request if load cost it `downgrade_f1` or more: what an idle server would
-        have chosen under the same cap (no queue, no queued work to protect) is that much more
-        accurate. The budget alone never counts: the idle choice has the same budget. For
-        operators, what load costs in accuracy beyond the level's cap (the controller does not act
-        on it, see its docstring).
+    def _replan(self, item: WorkItem, now: float, extra_s: float) -> tuple[SubnetConfig, float] | None:
+        """The sub-network of the request about to run, chosen again now that its wait is over.
+
+        At arrival the request counted the work queued ahead of it at its tails (mean + 3 sigma,
+        times the safety factor and the pace), so it usually starts with more of its budget left
+        than planned; under load that gap is what separates width 0.25 from width 0.5 for the
+        tight budgets. It now takes the most accurate candidate under its arrival's level cap
+        that ends by its deadline (less the plan margin) and runs at most `extra_s` longer than
+        planned, so no waiting request becomes late. A request whose plan would now end past
+        its deadline takes the most accurate candidate that still ends in time; otherwise a
+        plan is never made less accurate.
         """
         assert self.planner is not None and self.metrics is not None
-        idle = self.planner.choose(budget_s, elapsed_s, 0.0, tokens, rows, cap)
-        if (
-            isinstance(idle, Choice)
-            and self.planner.accuracy_lost(idle.candidate, served) >= self.settings.downgrade_f1
-        ):
-            self.metrics.downgraded.inc()
+        job: Job = item.payload
+        planned = self._by_subnet[item.subnet]
+        left = item.deadline - now
+        choice = self.planner.choose(left, 0.0, 0.0, item.tokens, item.windows, job.cap, item.predicted_s + extra_s)
+        if not isinstance(choice, Choice) or choice.candidate == planned:
+            return None
+        order = self.planner.candidates
+        if order.index(choice.candidate) < order.index(planned):
+            self.metrics.replans.labels("up").inc()
+        elif item.predicted_s > left:
+            self.metrics.replans.labels("down").inc()
+        else:
+            return None
+        return choice.candidate.subnet, choice.predicted_s
 
     def _run_batch(self, subnet, items: list[WorkItem]) -> list[tuple[Answer, float]]:  # type: ignore[no-untyped-def]
         """Runs on the model thread: one forward for every window of every item."""
         assert self.reader is not None
         began = time.perf_counter()
-        answers = self.reader.answer_batch([item.payload for item in items], subnet)
+        answers = self.reader.answer_batch([(item.payload.example, item.payload.windows) for item in items], subnet)
         seconds = time.perf_counter() - began
         return [(a, seconds) for a in answers]
 

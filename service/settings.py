@@ -56,6 +56,11 @@ class Settings(BaseSettings):
 
     safety_factor: float = Field(1.15, ge=1.0, description="Predicted tail latency is multiplied by this.")
     tail_sigmas: float = Field(3.0, ge=0.0, description="Tail = mean + this many standard deviations.")
+    replan: bool = Field(
+        True,
+        description="Choose each request's sub-network again when it leaves the queue: planned at arrival "
+        "against the queue's predicted tails, most requests start with more time left than planned.",
+    )
     min_f1_share: float = Field(
         0.5,
         ge=0.0,

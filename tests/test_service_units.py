@@ -12,7 +12,7 @@ import pytest
 
 from models.subnet import SubnetConfig
 from service import budget
-from service.batcher import Batcher, WorkItem, batch_time_cap, makes_late
+from service.batcher import Batcher, WorkItem, batch_time_cap, slack_after
 from service.controller import Controller, LoadStats
 from service.errors import Expired, InvalidBudget, Overloaded
 from service.planner import (
@@ -27,7 +27,8 @@ from service.planner import (
     pareto,
     quality_floor,
 )
-from service.runtime import Runtime
+from service.metrics import Metrics
+from service.runtime import Job, Runtime
 from service.settings import Settings
 
 
@@ -388,9 +389,73 @@ def test_batches_stop_growing_at_half_the_tight_budgets() -> None:
 
 def test_only_an_item_that_was_on_time_counts_as_made_late() -> None:
     waiting = [item(1.0, SubnetConfig(), "x"), item(0.5, SubnetConfig(), "late anyway")]  # 10 ms each
-    assert makes_late(0.95, 0.05, waiting[:1])  # ends at 1.01 instead of 0.96
-    assert not makes_late(0.90, 0.05, waiting[:1])  # 0.96: still on time
-    assert not makes_late(0.95, 0.05, waiting[1:])  # due 0.5: late with or without the companion
+    assert math.isclose(slack_after(0.95, waiting[:1]), 0.04)  # x ends at 0.96: 50 ms more would end at 1.01
+    assert math.isclose(slack_after(0.90, waiting[:1]), 0.09)
+    assert slack_after(0.95, waiting[1:]) == math.inf  # due 0.5: late with or without more ahead of it
+    assert math.isclose(slack_after(0.95, waiting), 0.04)
+
+
+def test_the_head_is_replanned_with_the_slack_of_the_work_behind_it() -> None:
+    """Frozen clock at t=100 s; the replanned head takes a companion of its new sub-network."""
+    big, small = SubnetConfig(1.0, 1.0), SubnetConfig(0.25, 0.5)
+    asked: list[tuple[str, float]] = []
+    batches: list[tuple[str, list[str]]] = []
+
+    def replan(head: WorkItem, now: float, extra_s: float) -> tuple[SubnetConfig, float] | None:
+        asked.append((head.payload, round(extra_s, 6)))
+        return (big, 0.02) if head.payload == "h" else None
+
+    def run(subnet: SubnetConfig, items: list[WorkItem]) -> list[None]:
+        batches.append((subnet.id, [i.payload for i in items]))
+        return [None for _ in items]
+
+    async def scenario() -> None:
+        batcher = Batcher(run, max_queue=10, max_batch_windows=8, replan=replan, clock=lambda: 100.0)
+        queued = [batcher.submit(item(100.03, small, "h")), batcher.submit(item(100.05, big, "w"))]
+        batcher.start()
+        await asyncio.gather(*queued)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    # h planned to end at 100.01, w at 100.02 of its 100.05: h may run 30 ms longer than planned
+    assert asked == [("h", 0.03)]
+    assert batches == [("w100d100", ["h", "w"])]
+
+
+def replan_runtime() -> tuple[Runtime, Planner]:
+    runtime, planner = Runtime(Settings()), make_planner()
+    runtime.planner, runtime.metrics = planner, Metrics([100.0], [])
+    runtime._by_subnet = {c.subnet: c for c in planner.candidates}
+    return runtime, planner
+
+
+def planned(subnet: SubnetConfig, predicted_s: float, left_s: float, cap: int = 0) -> WorkItem:
+    job = Job(None, None, cap, None)  # type: ignore[arg-type]  # the re-plan reads only the cap
+    return WorkItem(100.0 + left_s, 0, 100.0 + left_s, subnet, 1, 100, 101.0, predicted_s, job)
+
+
+def test_replanning_takes_the_time_the_queue_left_within_cap_and_slack() -> None:
+    """Tails at 100 tokens: big 43 ms, mid 23 ms, small 13 ms (make_planner)."""
+    runtime, planner = replan_runtime()
+    big, mid, small = (c.subnet for c in planner.candidates)
+    up = runtime._replan(planned(small, 0.013, left_s=0.2), 100.0, extra_s=0.05)
+    assert up is not None and up[0] == big and math.isclose(up[1], 0.043)
+    assert runtime._replan(planned(small, 0.013, 0.2), 100.0, extra_s=0.015)[0] == mid  # type: ignore[index]
+    assert runtime._replan(planned(small, 0.013, 0.2, cap=1), 100.0, extra_s=1.0)[0] == mid  # type: ignore[index]
+    assert runtime._replan(planned(small, 0.013, 0.03), 100.0, extra_s=1.0)[0] == mid  # type: ignore[index]
+    assert runtime._replan(planned(big, 0.043, 0.2), 100.0, extra_s=0.0) is None  # already the best
+    replans = runtime.metrics.replans  # type: ignore[union-attr]
+    assert replans.labels("up")._value.get() == 4 and replans.labels("down")._value.get() == 0
+
+
+def test_replanning_makes_a_plan_less_accurate_only_when_it_would_end_late() -> None:
+    runtime, planner = replan_runtime()
+    big, mid, _small = (c.subnet for c in planner.candidates)
+    down = runtime._replan(planned(big, 0.043, left_s=0.03), 100.0, extra_s=1.0)
+    assert down is not None and down[0] == mid
+    planner.margin.margin_s = 0.01  # big no longer fits the budget less the margin, but still ends in time
+    assert runtime._replan(planned(big, 0.043, left_s=0.045), 100.0, extra_s=1.0) is None
+    assert runtime.metrics.replans.labels("down")._value.get() == 1  # type: ignore[union-attr]
 
 
 def test_batcher_slack_is_what_work_due_later_can_spare() -> None:
