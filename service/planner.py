@@ -84,9 +84,12 @@ class PlanMargin:
     """A high quantile of (actual - planned) latency of recent requests whose plan was tight.
 
     A plan is the elapsed time plus the wait predicted when the request arrived plus the chosen
-    candidate's tail. The per-candidate corrections keep service times honest, but the wait is a
-    sum of means, and under Poisson bursts it runs past its prediction: only the end-to-end error
-    shows by how much. The planner keeps this margin free in every budget, so a run of overruns
+    candidate's tail, or, when the batcher re-plans requests as they leave the queue, the time it
+    left plus the tail of what ran. The per-candidate corrections keep service times honest, but
+    the wait is a sum of means, and under Poisson bursts it runs past its prediction: only the
+    end-to-end error shows by how much. With re-planning the wait is known when the plan that runs
+    is made, and an arrival-time plan overrun by design (overtaken by tighter budgets, earliest
+    deadline first) no longer taxes every budget: the margin fell from 47 ms to 5 ms at 2x load. The planner keeps this margin free in every budget, so a run of overruns
     makes it choose faster candidates until plans hold again. Samples leave after `window`
     newer ones or `horizon_s` seconds, so a burst's overruns stop costing accuracy after it.
     Only plans that used at least `tight_share` of their budget are sampled: a loose request
@@ -203,6 +206,7 @@ class Planner:
         tail_sigmas: float = 3.0,
         alpha: float = 0.05,
         margin: PlanMargin | None = None,
+        min_f1_share: float = 0.0,
     ) -> None:
         if not candidates:
             raise ValueError("the planner needs at least one candidate")
@@ -213,11 +217,19 @@ class Planner:
         self.alpha = alpha
         self.pace = Pace()
         self.corrections: dict[str, Correction] = {c.subnet.id: Correction() for c in candidates}
-        self.candidates = pareto(candidates, latency)
+        front = pareto(candidates, latency)
+        self.candidates = quality_floor(front, min_f1_share)
+        # The front's fastest point, when the quality floor dropped it: the last resort (see `choose`).
+        self.reserve = front[-1] if front[-1] not in self.candidates else None
 
     @property
     def fastest(self) -> Candidate:
-        return self.candidates[-1]
+        """The fastest sub-network there is: the reserve if any, else the last candidate."""
+        return self.reserve or self.candidates[-1]
+
+    def rank(self, candidate: Candidate) -> int:
+        """Position in order of accuracy (0 = most accurate); the reserve comes after every candidate."""
+        return len(self.candidates) if candidate == self.reserve else self.candidates.index(candidate)
 
     def tail_s(self, candidate: Candidate, tokens: int, windows: int = 1) -> float:
         """Predicted tail service time: corrected mean + k sigma, times the safety factor and the pace."""
@@ -242,8 +254,9 @@ class Planner:
         others_slack_s: float = math.inf,
     ) -> Choice | Infeasible:
         """Most accurate candidate allowed at `level` whose tail fits the remaining budget less the
-        plan margin, and the slack of the queued work it will overtake; else the fastest when its
-        tail fits the remaining budget (the margin never turns a feasible request away)."""
+        plan margin, and the slack of the queued work it will overtake; else the fastest candidate,
+        then the reserve, when its tail fits the remaining budget (the margin never turns a
+        feasible request away, and the quality floor never makes a budget missed)."""
         remaining = budget_s - elapsed_s - queue_wait_s
         allowed = self.candidates[min(level, len(self.candidates) - 1) :]
         limit = min(remaining - self.margin.margin_s, others_slack_s)
@@ -251,9 +264,10 @@ class Planner:
             tail = self.tail_s(candidate, tokens, windows)
             if tail <= limit:
                 return Choice(candidate, tail, True)
+        for last_resort in (self.candidates[-1], self.reserve):
+            if last_resort is not None and (tail := self.tail_s(last_resort, tokens, windows)) <= remaining:
+                return Choice(last_resort, tail, True)
         floor = self.tail_s(self.fastest, tokens, windows)
-        if floor <= remaining:
-            return Choice(self.fastest, floor, True)
         return Infeasible("floor" if budget_s < floor else "load", floor, self.fastest)
 
     def accuracy_lost(self, better: Candidate, served: Candidate) -> float:
@@ -261,7 +275,7 @@ class Planner:
         points per candidate between them (the shipped front's mean step)."""
         if better.expected_f1 is not None and served.expected_f1 is not None:
             return better.expected_f1 - served.expected_f1
-        return 2.5 * (self.candidates.index(served) - self.candidates.index(better))
+        return 2.5 * (self.rank(served) - self.rank(better))
 
     def observe(self, subnet_id: str, tokens: int, windows: int, seconds: float) -> None:
         """Feed back a measured service time; corrects that candidate's predictions and the pace."""
@@ -286,11 +300,11 @@ class Planner:
 def quality_floor(candidates: list[Candidate], share: float) -> list[Candidate]:
     """Drop candidates expected to score below `share` of the best expected F1 (unknown F1s stay).
 
-    Lenient requests that fit nothing better get the fastest candidate, so under load the fastest
-    point of the front answers many of them: the shipped front's fastest point scores F1 16
-    (a length-cut width 0.25), 25% faster than the F1-35 point above it, and answered up to a
-    sixth of the requests at 2x in the load test. An answer that poor is worth less than the
-    few milliseconds it saves; the floor is the operator's statement of that.
+    Under load the fastest candidates answer every request that fits nothing better, and at 2x
+    the shipped front's width-0.25 points (F1 35-53) answered up to a fifth of the requests while
+    width 0.5 and 0.75 (F1 64-67) answered the rest: each of those answers costs what dozens of
+    good ones gain. Only the fastest point of the front stays, as the planner's reserve for
+    requests that nothing else can answer in time (`Planner.choose`).
     """
     known = [c.expected_f1 for c in candidates if c.expected_f1 is not None]
     if not known:

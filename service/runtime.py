@@ -30,7 +30,7 @@ from service.budget import Budget
 from service.controller import Controller, LoadStats
 from service.errors import BudgetBelowFloor, Draining, NotReady, Overloaded, PayloadTooLarge, ServiceError
 from service.metrics import Metrics
-from service.planner import Candidate, Choice, Infeasible, Planner, quality_floor
+from service.planner import Candidate, Choice, Infeasible, Planner
 from service.settings import Settings
 from service.state import LocalState, RedisState, StateStore
 
@@ -110,7 +110,7 @@ class Runtime:
             torch.set_num_threads(self.settings.threads)
         checkpoint = ckpt.load(self.settings.checkpoint)
         self.reader = Reader(checkpoint, max_length=self.settings.max_length, stride=self.settings.stride)
-        candidates = quality_floor(candidates_of(checkpoint), self.settings.min_f1_share)
+        candidates = candidates_of(checkpoint)
         if self.settings.pin_subnet:
             pinned = checkpoint.resolve(self.settings.pin_subnet)
             known = {c.subnet: c for c in candidates}
@@ -139,11 +139,18 @@ class Runtime:
         )
         self.calibration_source = source
         self.metrics.calibration_seconds.set(seconds)
-        self.planner = Planner(candidates, latency, self.settings.safety_factor, self.settings.tail_sigmas)
-        self._by_subnet = {c.subnet: c for c in self.planner.candidates}
+        self.planner = Planner(
+            candidates,
+            latency,
+            self.settings.safety_factor,
+            self.settings.tail_sigmas,
+            min_f1_share=self.settings.min_f1_share,
+        )
+        served = self.planner.candidates + ([self.planner.reserve] if self.planner.reserve else [])
+        self._by_subnet = {c.subnet: c for c in served}
         self.metrics.max_level.set(len(self.planner.candidates) - 1)
         self.controller = Controller(max_level=len(self.planner.candidates) - 1, target_busy=self.settings.target_busy)
-        for candidate in self.planner.candidates:  # warm every sub-network through the real path
+        for candidate in served:  # warm every sub-network through the real path
             self.reader.answer("Who wrote it?", "It was written by the author in 1990.", candidate.subnet)
         log.info(
             json.dumps(
@@ -151,6 +158,7 @@ class Runtime:
                     "event": "loaded",
                     "checkpoint": str(checkpoint.path),
                     "candidates": [c.subnet.id for c in self.planner.candidates],
+                    "reserve": self.planner.reserve.subnet.id if self.planner.reserve else None,
                     "calibration": source,
                     "calibration_seconds": round(seconds, 2),
                     "state": self.store.kind,
@@ -313,9 +321,10 @@ class Runtime:
             self.metrics.inflight.dec()
         done = time.perf_counter()
         planned = now - arrival + queue_wait + predicted
-        if item.subnet != candidate.subnet:  # re-planned when it left the queue: that plan ran
-            candidate, fits, below_floor = self._by_subnet[item.subnet], True, False
+        if self.batcher.replans:  # the plan that ran is the one made when it left the queue
             planned = item.started_at - arrival + item.predicted_s
+        if item.subnet != candidate.subnet:
+            candidate, fits, below_floor = self._by_subnet[item.subnet], True, False
         if job.idle is not None and self.planner.accuracy_lost(job.idle, candidate) >= self.settings.downgrade_f1:
             self.metrics.downgraded.inc()
         if fits:  # a lenient request answered late anyway was never planned to fit
@@ -355,8 +364,7 @@ class Runtime:
             return deadline, wait, decision
         wait_all = self.batcher.queue_wait_s()
         behind = self.planner.choose(budget_s, elapsed_s, wait_all, tokens, rows, cap)
-        order = self.planner.candidates
-        if isinstance(behind, Choice) and order.index(behind.candidate) < order.index(decision.candidate):
+        if isinstance(behind, Choice) and self.planner.rank(behind.candidate) < self.planner.rank(decision.candidate):
             return math.nextafter(last, math.inf), wait_all, behind
         return deadline, wait, decision
 
@@ -379,8 +387,7 @@ class Runtime:
         choice = self.planner.choose(left, 0.0, 0.0, item.tokens, item.windows, job.cap, item.predicted_s + extra_s)
         if not isinstance(choice, Choice) or choice.candidate == planned:
             return None
-        order = self.planner.candidates
-        if order.index(choice.candidate) < order.index(planned):
+        if self.planner.rank(choice.candidate) < self.planner.rank(planned):
             self.metrics.replans.labels("up").inc()
         elif item.predicted_s > left:
             self.metrics.replans.labels("down").inc()

@@ -62,11 +62,12 @@ class Settings(BaseSettings):
         "against the queue's predicted tails, most requests start with more time left than planned.",
     )
     min_f1_share: float = Field(
-        0.5,
+        0.7,
         ge=0.0,
         le=1.0,
         description="Candidates expected to score below this share of the best candidate's F1 are not "
-        "served (0 serves the whole front).",
+        "chosen; the fastest of them answers only requests nothing else can answer in time (0 serves "
+        "the whole front).",
     )
     downgrade_f1: float = Field(
         5.0,

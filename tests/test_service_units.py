@@ -231,6 +231,25 @@ def test_quality_floor_drops_candidates_far_below_the_best() -> None:
     assert quality_floor([Candidate(unscored, None, 1)], 0.5) == [Candidate(unscored, None, 1)]
 
 
+def test_the_fastest_point_below_the_quality_floor_answers_only_what_nothing_else_can() -> None:
+    """make_planner's F1s are 80 / 75 / 60: a floor at 0.8 of the best drops `small` to the reserve."""
+    base = make_planner()
+    planner = Planner([*base.candidates], base.latency, safety_factor=1.0, tail_sigmas=3.0, min_f1_share=0.8)
+    big, mid, small = (c.subnet for c in base.candidates)
+    assert [c.subnet for c in planner.candidates] == [big, mid] and planner.reserve is not None
+    assert planner.fastest.subnet == small and planner.rank(planner.reserve) == 2
+    # tails at 100 tokens: mid 23 ms, small 13 ms. Queued work's slack (5 ms) fits neither: mid,
+    # the fastest candidate, still ends within the budget, so the reserve is not used
+    choice = planner.choose(0.2, 0.0, 0.0, tokens=100, windows=1, others_slack_s=0.005)
+    assert isinstance(choice, Choice) and choice.candidate.subnet == mid
+    # 15 ms left: only the reserve ends in time
+    choice = planner.choose(0.2, 0.0, 0.185, tokens=100, windows=1)
+    assert isinstance(choice, Choice) and choice.candidate.subnet == small
+    floor = planner.choose(0.005, 0.0, 0.0, tokens=100, windows=1)
+    assert isinstance(floor, Infeasible) and floor.fastest.subnet == small and math.isclose(floor.floor_s, 0.013)
+    assert len(Planner([*base.candidates], base.latency, min_f1_share=0.5).candidates) == 3  # none below 40
+
+
 def stats(**kw: float) -> LoadStats:
     base = dict(arrivals_per_s=10, busy_fraction=0.3, queue_depth=0, max_queue=64, requests=10, budget_misses=0, shed=0)
     base.update(kw)
