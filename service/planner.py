@@ -89,8 +89,9 @@ class PlanMargin:
     the wait is a sum of means, and under Poisson bursts it runs past its prediction: only the
     end-to-end error shows by how much. With re-planning the wait is known when the plan that runs
     is made, and an arrival-time plan overrun by design (overtaken by tighter budgets, earliest
-    deadline first) no longer taxes every budget: the margin fell from 47 ms to 5 ms at 2x load. The planner keeps this margin free in every budget, so a run of overruns
-    makes it choose faster candidates until plans hold again. Samples leave after `window`
+    deadline first) no longer taxes every budget: the margin fell from 47 ms to 5 ms at 2x load.
+    The planner keeps this margin free in every budget, so a run of overruns makes it choose
+    faster candidates until plans hold again. Samples leave after `window`
     newer ones or `horizon_s` seconds, so a burst's overruns stop costing accuracy after it.
     Only plans that used at least `tight_share` of their budget are sampled: a loose request
     overtaken by tighter ones (earliest deadline first) overruns its plan by design, and would

@@ -15,6 +15,7 @@ from service import budget
 from service.batcher import Batcher, WorkItem, batch_time_cap, slack_after
 from service.controller import Controller, LoadStats
 from service.errors import Expired, InvalidBudget, Overloaded
+from service.metrics import Metrics
 from service.planner import (
     Candidate,
     Choice,
@@ -27,7 +28,6 @@ from service.planner import (
     pareto,
     quality_floor,
 )
-from service.metrics import Metrics
 from service.runtime import Job, Runtime
 from service.settings import Settings
 
