@@ -139,10 +139,6 @@ class Batcher:
         self.max_batch_s = math.inf  # companions stop joining past this predicted batch time
 
     @property
-    def replans(self) -> bool:
-        return self._replan is not None
-
-    @property
     def depth(self) -> int:
         return len(self._heap)
 

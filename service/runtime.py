@@ -321,7 +321,7 @@ class Runtime:
             self.metrics.inflight.dec()
         done = time.perf_counter()
         planned = now - arrival + queue_wait + predicted
-        if self.batcher.replans:  # the plan that ran is the one made when it left the queue
+        if self.settings.replan:  # the plan that ran is the one made when it left the queue
             planned = item.started_at - arrival + item.predicted_s
         if item.subnet != candidate.subnet:
             candidate, fits, below_floor = self._by_subnet[item.subnet], True, False
