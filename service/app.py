@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -155,6 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
             return Response(status_code=499)  # type: ignore[return-value]
         outcome = "ok" if result.fits and result.budget_met else "degraded"
         rt.record(outcome, result.latency_s, result)
+        request.state.on_sent = functools.partial(rt.settle, result)
         _headers(response, result)
         log.info(
             json.dumps(

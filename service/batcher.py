@@ -165,6 +165,10 @@ class Batcher:
         start = max(self._clock(), self._inflight_until) + ahead  # when the running batch and those ahead end
         return slack_after(start, (i for i in queued if i.rank > rank))
 
+    async def on_model_thread(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the model thread (before `start`: warm-ups, which are per thread)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="dynaqa-batcher")
 

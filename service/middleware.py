@@ -84,7 +84,8 @@ class Admission:
     place from `admit()` until it ends; its release is in `scope["state"]["release_place"]` for
     the request path to hand the place to the queue earlier. Every request carries its arrival
     time in `scope["state"]["arrival"]`, so latency is measured from the first moment the app
-    saw it.
+    saw it. When the last byte of a response has been handed to the transport, the callable
+    the request path left in `scope["state"]["on_sent"]` (if any) gets the time.
     """
 
     def __init__(
@@ -121,8 +122,16 @@ class Admission:
                 return
             release = self.admit()
             scope["state"]["release_place"] = release
+
+            async def timed_send(message: Message) -> None:
+                await send(message)
+                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                    on_sent = scope["state"].get("on_sent")
+                    if on_sent is not None:
+                        on_sent(time.perf_counter())
+
             try:
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, timed_send)
             finally:
                 release()
             return

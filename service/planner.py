@@ -93,9 +93,13 @@ class PlanMargin:
     The planner keeps this margin free in every budget, so a run of overruns makes it choose
     faster candidates until plans hold again. Samples leave after `window`
     newer ones or `horizon_s` seconds, so a burst's overruns stop costing accuracy after it.
-    Only plans that used at least `tight_share` of their budget are sampled: a loose request
-    overtaken by tighter ones (earliest deadline first) overruns its plan by design, and would
-    only tax the tight budgets the margin exists for.
+    With arrival-time plans, only plans that used at least `tight_share` of their budget are
+    sampled: a loose request overtaken by tighter ones (earliest deadline first) overruns its plan
+    by design, and would only tax the tight budgets the margin exists for. Plans made as requests
+    leave the queue are not overtaken and are all sampled (`tight_share` 0): filtered, a large
+    margin fed itself, since the fast candidates it forces plan far inside their budgets and
+    add no sample, so six slow requests at start-up held it at 108 ms, and tight budgets at
+    width 0.25, until the horizon passed.
     """
 
     def __init__(
@@ -108,6 +112,11 @@ class PlanMargin:
         self.tight_share = tight_share
         self._samples: deque[tuple[float, float]] = deque(maxlen=window)  # (when, actual - planned)
         self.margin_s = 0.0
+
+    @property
+    def samples(self) -> tuple[tuple[float, float], ...]:
+        """(when, actual - planned) of the plans the margin is computed from, oldest first."""
+        return tuple(self._samples)
 
     def observe(self, planned_s: float, actual_s: float, budget_s: float, now_s: float) -> None:
         if planned_s >= self.tight_share * budget_s:

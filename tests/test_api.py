@@ -147,6 +147,18 @@ def test_metrics_parse_and_count(client: TestClient) -> None:
         assert threshold in buckets
 
 
+def test_the_plan_margin_learns_when_the_response_was_sent(client: TestClient) -> None:
+    """One sample per answer, taken once its last byte went out: after the model was done."""
+    margin = client.app.state.runtime.planner.margin  # type: ignore[attr-defined]
+    before = len(margin.samples)
+    began = time.perf_counter()
+    body = ask(client, {"X-Latency-Budget-Ms": "5000"}).json()  # type: ignore[attr-defined]
+    ended = time.perf_counter()
+    assert len(margin.samples) == before + 1
+    when, _ = margin.samples[-1]
+    assert began + body["latency_ms"] / 1000 <= when <= ended
+
+
 def test_a_full_queue_is_refused_before_the_body_is_read(client: TestClient) -> None:
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     shed_before, limit = runtime.shed, runtime.batcher.max_queue
