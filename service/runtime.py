@@ -151,7 +151,11 @@ class Runtime:
         served = self.planner.candidates + ([self.planner.reserve] if self.planner.reserve else [])
         self._by_subnet = {c.subnet: c for c in served}
         self.metrics.max_level.set(len(self.planner.candidates) - 1)
-        self.controller = Controller(max_level=len(self.planner.candidates) - 1, target_busy=self.settings.target_busy)
+        self.controller = Controller(
+            max_level=len(self.planner.candidates) - 1,
+            target_busy=self.settings.target_busy,
+            interval_s=self.settings.controller_interval_s,
+        )
         log.info(
             json.dumps(
                 {

@@ -295,9 +295,19 @@ def test_controller_floor_is_the_level_the_arrival_rate_allows_with_the_share_ab
 
 def test_controller_floor_reads_the_arrival_rate_over_its_window() -> None:
     controller = Controller(max_level=5, target_busy=0.9, rate_window=3)
-    levels = [controller.tick(stats(arrivals_per_s=rate, level_costs=COSTS)) for rate in (30, 30, 60)]
-    # 40/s on average: 22.5 ms a request, level 4 (21 ms) with 3/10 of the requests at level 3
-    assert levels[:2] == [pytest.approx(3 - 4 / 9)] * 2 and levels[2] == pytest.approx(4 - 0.3)
+    levels = [controller.tick(stats(arrivals_per_s=rate, level_costs=COSTS)) for rate in (30, 30, 45, 30)]
+    # 45/s is within 3 sigma of 30/s in one tick (46.4): averaged, 35/s, 25.7 ms a request, level 4
+    # (21 ms) with 94% of the requests at level 3 (26 ms); then 35/s again
+    assert levels[:2] == [pytest.approx(3 - 4 / 9)] * 2
+    assert levels[2:] == [pytest.approx(4 - (0.9 / 35 - 0.021) / 0.005)] * 2
+
+
+def test_controller_floor_follows_a_step_up_in_load_within_one_tick() -> None:
+    controller = Controller(max_level=5, target_busy=0.9, rate_window=3)
+    levels = [controller.tick(stats(arrivals_per_s=rate, level_costs=COSTS)) for rate in (15, 15, 45, 45, 15)]
+    # 45/s is far above 15/s (+7.7 sigma): the floor is 45/s's at once, not the mean 25/s
+    assert levels[2] == levels[3] == pytest.approx(5 - 5 / 6)
+    assert levels[4] == pytest.approx(4 - (0.9 / 35 - 0.021) / 0.005)  # back down: averaged (35/s)
 
 
 def test_controller_pressure_lifts_the_level_above_the_floor_until_calm() -> None:
