@@ -308,17 +308,20 @@ class Runtime:
         tokens, rows = max(windows.lengths()), len(windows)
         self.recent_sizes.append((tokens, rows))
         now = time.perf_counter()
-        deadline = arrival + budget.ms / 1000
+        plan_s = (budget.ms - self.settings.network_ms) / 1000  # what the caller's budget leaves this process
+        deadline = arrival + plan_s
         cap = self._cap()
-        rank, queue_wait, decision = self._plan(budget.ms / 1000, now - arrival, deadline, tokens, rows, cap)
+        rank, queue_wait, decision = self._plan(plan_s, now - arrival, deadline, tokens, rows, cap)
         below_floor = False
         if isinstance(decision, Choice):
             candidate, fits = decision.candidate, True
         elif budget.strict and decision.reason == "floor":
+            network_ms = self.settings.network_ms
             raise BudgetBelowFloor(
-                f"budget {budget.ms:g} ms is below {decision.floor_s * 1000:.1f} ms, what the fastest sub-network "
-                f"({decision.fastest.subnet.id}) needs for this input ({tokens} tokens, {rows} window(s)) "
-                "on an idle server"
+                f"budget {budget.ms:g} ms is below {decision.floor_s * 1000 + network_ms:.1f} ms: what the fastest "
+                f"sub-network ({decision.fastest.subnet.id}) needs for this input ({tokens} tokens, {rows} "
+                f"window(s)) on an idle server, {decision.floor_s * 1000:.1f} ms, plus {network_ms:g} ms for the "
+                "network (DYNAQA_NETWORK_MS)"
             )
         elif budget.strict:
             raise Overloaded(
@@ -331,7 +334,7 @@ class Runtime:
         # Queued work counts at its tail, not its mean: a newcomer's predicted wait then holds
         # unless the work ahead of it runs past its own tail (the plan margin covers the rest).
         predicted = decision.predicted_s if isinstance(decision, Choice) else decision.floor_s
-        idle = self.planner.choose(budget.ms / 1000, now - arrival, 0.0, tokens, rows, cap)
+        idle = self.planner.choose(plan_s, now - arrival, 0.0, tokens, rows, cap)
         job = Job(example, windows, cap, idle.candidate if isinstance(idle, Choice) else None)
         item = WorkItem(rank, 0, deadline, candidate.subnet, rows, tokens, deadline + grace, predicted, job)
         assert self.metrics is not None
@@ -371,7 +374,8 @@ class Runtime:
         A lenient request answered late anyway was never planned to fit and is not sampled.
         """
         if result.fits and self.planner is not None:
-            self.planner.observe_plan(result.planned_s, sent_at - result.arrival, result.budget.ms / 1000, sent_at)
+            budget_s = (result.budget.ms - self.settings.network_ms) / 1000
+            self.planner.observe_plan(result.planned_s, sent_at - result.arrival, budget_s, sent_at)
 
     def _cap(self) -> int:
         """This request's level cap: a fractional level k - p gives the share p of requests the

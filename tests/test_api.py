@@ -73,6 +73,18 @@ def test_strict_budget_below_the_floor_is_400_naming_it(client: TestClient) -> N
     assert "needs for this input" in response.json()["error"]["message"]  # type: ignore[attr-defined]
 
 
+def test_every_plan_leaves_the_network_its_allowance(client: TestClient) -> None:
+    """A strict budget the fastest sub-network would fit on its own, but not with the 2 ms the
+    caller's network and HTTP stack take from it, is refused as below the floor."""
+    message = ask(client, {"X-Latency-Budget-Ms": "0.01", "Prefer": "handling=strict"}).json()["error"]["message"]  # type: ignore[attr-defined]
+    assert "plus 2 ms for the network" in message
+    bare_floor_ms = float(message.split("on an idle server, ")[1].split(" ms")[0])
+    inside = ask(client, {"X-Latency-Budget-Ms": f"{bare_floor_ms + 1:.3f}", "Prefer": "handling=strict"})
+    assert inside.status_code == 400  # type: ignore[attr-defined]
+    clear = ask(client, {"X-Latency-Budget-Ms": f"{bare_floor_ms * 3 + 5:.3f}", "Prefer": "handling=strict"})
+    assert clear.status_code == 200  # type: ignore[attr-defined]
+
+
 def test_lenient_impossible_budget_gets_the_fastest_answer(client: TestClient) -> None:
     misses = client.app.state.runtime.misses  # type: ignore[attr-defined]
     response = ask(client, {"X-Latency-Budget-Ms": "0.01"})
