@@ -128,7 +128,10 @@ class Admission:
                 if message["type"] == "http.response.body" and not message.get("more_body", False):
                     on_sent = scope["state"].get("on_sent")
                     if on_sent is not None:
-                        on_sent(time.perf_counter())
+                        try:
+                            on_sent(time.perf_counter())
+                        except Exception:  # bookkeeping: the response is out, the connection stays
+                            log.exception(json.dumps({"event": "on_sent hook failed"}))
 
             try:
                 await self.app(scope, receive, timed_send)

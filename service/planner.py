@@ -81,7 +81,7 @@ class Pace:
 
 
 class PlanMargin:
-    """A high quantile of (actual - planned) latency of recent requests whose plan was tight.
+    """A high quantile of (actual - planned) latency of recent requests (see `tight_share`).
 
     A plan is the elapsed time plus the wait predicted when the request arrived plus the chosen
     candidate's tail, or, when the batcher re-plans requests as they leave the queue, the time it
@@ -298,7 +298,7 @@ class Planner:
             correction.update(seconds / predicted, self.alpha)
 
     def observe_plan(self, planned_s: float, actual_s: float, budget_s: float, now_s: float) -> None:
-        """Feed back a planned request's planned and actual latency (arrival to answer)."""
+        """Feed back a planned request's planned and actual latency (arrival to the response sent)."""
         self.margin.observe(planned_s, actual_s, budget_s, now_s)
 
     def drift(self) -> float:

@@ -194,6 +194,15 @@ class Runtime:
     async def _boot(self) -> None:
         try:
             await asyncio.to_thread(self.calibrate)
+            batcher = Batcher(
+                self._run_batch,
+                self.settings.max_queue,
+                self.settings.max_batch_windows,
+                on_batch=self._on_batch,
+                replan=self._replan if self.settings.replan else None,
+                model_nice=self.settings.model_nice,
+            )
+            await batcher.on_model_thread(self._warm)
         except Exception as exc:
             self.failed = f"{type(exc).__name__}: {exc}"
             log.error(json.dumps({"event": "start-up failed", "error": self.failed}))
@@ -204,15 +213,7 @@ class Runtime:
         # the collector only walks what requests allocate.
         gc.collect()
         gc.freeze()
-        self.batcher = Batcher(
-            self._run_batch,
-            self.settings.max_queue,
-            self.settings.max_batch_windows,
-            on_batch=self._on_batch,
-            replan=self._replan if self.settings.replan else None,
-            model_nice=self.settings.model_nice,
-        )
-        await self.batcher.on_model_thread(self._warm)
+        self.batcher = batcher
         self.batcher.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._control_loop(), name="dynaqa-controller"))
         self.ready = True
@@ -299,7 +300,8 @@ class Runtime:
                 f"question has {len(question)} characters; the limit is {self.settings.max_question_chars}"
             )
         self.arrivals += 1
-        self.recent_budgets.append(budget.ms / 1000)
+        plan_s = (budget.ms - self.settings.network_ms) / 1000  # what the caller's budget leaves this process
+        self.recent_budgets.append(plan_s)
         example = SquadExample("request", question, context)
         if len(context) > 4000:  # long contexts take milliseconds to tokenise: keep the loop free
             windows = await asyncio.to_thread(self.reader.windows, [example])
@@ -308,7 +310,6 @@ class Runtime:
         tokens, rows = max(windows.lengths()), len(windows)
         self.recent_sizes.append((tokens, rows))
         now = time.perf_counter()
-        plan_s = (budget.ms - self.settings.network_ms) / 1000  # what the caller's budget leaves this process
         deadline = arrival + plan_s
         cap = self._cap()
         rank, queue_wait, decision = self._plan(plan_s, now - arrival, deadline, tokens, rows, cap)

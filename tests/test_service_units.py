@@ -657,3 +657,36 @@ def test_an_item_queued_behind_is_served_last_but_judged_by_its_own_deadline() -
     assert order == ["a", "b", "behind"]
     assert -0.04 < slack_error < 0  # 2 s less the 0.03 s of work ahead (rank would give ~3 s)
     assert math.isclose(wait_at_rank, 0.01) and 0 < last_offset < 1e-6
+
+
+def test_admission_reports_when_the_last_byte_of_a_response_was_sent() -> None:
+    """`on_sent` gets a time after the transport took the final body message, not before."""
+    from service.middleware import Admission
+
+    transport_done: list[float] = []
+    reported: list[float] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        scope["state"]["on_sent"] = reported.append
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}", "more_body": True})
+        assert not reported  # not yet: more body follows
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.01)  # a slow transport
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            transport_done.append(time.perf_counter())
+
+    async def receive():  # type: ignore[no-untyped-def]
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    gate = Admission(app, "/v1/qa", lambda: None, lambda: lambda: None, lambda outcome, s: None)
+    scope = {"type": "http", "method": "POST", "path": "/v1/qa", "headers": []}
+    asyncio.run(gate(scope, receive, send))
+    assert len(reported) == 1 and reported[0] >= transport_done[0]
+
+
+def test_the_network_allowance_must_leave_the_default_budget_something() -> None:
+    with pytest.raises(ValueError, match="network_ms"):
+        Settings(network_ms=1000, default_budget_ms=1000)
