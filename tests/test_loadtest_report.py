@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import reference, report, scenarios
+from loadtest import phases, reference, report, scenarios
 from models import squad
 from tests.conftest import DATA
 
@@ -48,3 +48,23 @@ def test_a_static_server_that_met_almost_no_budget_is_not_offered_more_load(tmp_
     assert not scenarios.gave_up("adaptive", missed)  # the adaptive server is always offered every load
     assert not scenarios.gave_up("peer", [{"met": True}] * 5 + [{"met": False}] * 95)  # 5%: offered
     assert not scenarios.gave_up("peer", [])
+
+
+def test_a_phase_report_counts_the_mix_per_budget_and_lists_what_missed() -> None:
+    rows = [
+        {"sent_at": 0.1, "latency_s": 0.05, "budget_ms": 110.2, "status": 200, "met": True, "f1": 100.0, "subnet": "a"},
+        {"sent_at": 0.2, "latency_s": 0.12, "budget_ms": 110.2, "status": 200, "met": False, "f1": 50.0, "subnet": "b"},
+        {
+            "sent_at": 0.3,
+            "latency_s": 0.01,
+            "budget_ms": 275.0,
+            "status": 503,
+            "met": False,
+            "f1": None,
+            "subnet": None,
+        },
+    ]
+    out = phases.phase_report(2.0, rows)
+    assert out["sent"] == 3 and out["attainment"] == pytest.approx(1 / 3, abs=1e-4) and out["served_f1"] == 75.0
+    assert out["mix_by_budget_ms"] == {110: {"a": 1, "b": 1}, 275: {None: 1}}
+    assert [m["at_s"] for m in out["missed"]] == [0.2, 0.3] and out["missed"][0]["ms"] == 120.0
