@@ -48,8 +48,9 @@ def phase_report(factor: float, rows: list[dict]) -> dict:
                 "at_s": round(r["sent_at"], 2),
                 "ms": round(r["latency_s"] * 1000, 1),
                 "budget_ms": round(r["budget_ms"], 1),
+                "subnet": r["subnet"],
+                "status": r["status"],
             }
-            | {"subnet": r["subnet"], "status": r["status"]}
             for r in rows
             if not r["met"]
         ],

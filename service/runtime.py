@@ -300,7 +300,7 @@ class Runtime:
                 f"question has {len(question)} characters; the limit is {self.settings.max_question_chars}"
             )
         self.arrivals += 1
-        plan_s = (budget.ms - self.settings.network_ms) / 1000  # what the caller's budget leaves this process
+        plan_s = self._plan_budget_s(budget)
         self.recent_budgets.append(plan_s)
         example = SquadExample("request", question, context)
         if len(context) > 4000:  # long contexts take milliseconds to tokenise: keep the loop free
@@ -375,8 +375,12 @@ class Runtime:
         A lenient request answered late anyway was never planned to fit and is not sampled.
         """
         if result.fits and self.planner is not None:
-            budget_s = (result.budget.ms - self.settings.network_ms) / 1000
-            self.planner.observe_plan(result.planned_s, sent_at - result.arrival, budget_s, sent_at)
+            actual_s = sent_at - result.arrival
+            self.planner.observe_plan(result.planned_s, actual_s, self._plan_budget_s(result.budget), sent_at)
+
+    def _plan_budget_s(self, budget: Budget) -> float:
+        """What the caller's budget leaves this process: less the network's allowance."""
+        return (budget.ms - self.settings.network_ms) / 1000
 
     def _cap(self) -> int:
         """This request's level cap: a fractional level k - p gives the share p of requests the
