@@ -143,6 +143,37 @@ def test_int8_subnetworks_are_close_to_float(tiny: DynamicBertForQA) -> None:
         tiny(b["input_ids"], b["attention_mask"], b["token_type_ids"], SubnetConfig(quantized=True))
 
 
+def test_int8_answers_do_not_depend_on_the_batch(tiny: DynamicBertForQA) -> None:
+    """Activation scales are per token: a window's INT8 logits are the same alone and padded into a
+    batch with others (one scale per call would let the loudest token in the batch set it)."""
+    tiny.pack_widths((1.0, 0.5))
+    b = padded_batch()
+    b["input_ids"][0, 3] = 1  # a different token in row 0 only: rows 1-2 must not notice
+    with torch.inference_mode():
+        for width in (1.0, 0.5):
+            subnet = SubnetConfig(width, 1.0, quantized=True)
+            together = tiny(b["input_ids"], b["attention_mask"], b["token_type_ids"], subnet)
+            for row in (1, 2):
+                n = int(b["attention_mask"][row].sum())
+                ids, mask, types = (b[k][row : row + 1, :n] for k in ("input_ids", "attention_mask", "token_type_ids"))
+                alone = tiny(ids, mask, types, subnet)
+                assert (together.start_logits[row, :n] - alone.start_logits[0]).abs().max() <= 1e-4
+
+
+def test_int8_activations_are_scaled_per_token() -> None:
+    """A token 1000x louder than another leaves the quiet one's precision intact."""
+    from models.transformer import Projection
+
+    weight = torch.randn(8, 64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(1))
+    x[0] *= 1000
+    exact = x @ weight.T
+    with torch.inference_mode():
+        approx = Projection(weight, torch.zeros(8)).quantized()(x)
+    assert (approx[1] - exact[1]).abs().max() / exact[1].abs().max() < 0.05
+    assert approx.dtype == torch.float32 and approx.shape == exact.shape
+
+
 def test_int8_weights_have_one_scale_per_output_row() -> None:
     """A row 1000x smaller than its neighbour keeps its precision (one scale per matrix zeroes it)."""
     from models.transformer import Projection
