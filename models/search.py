@@ -208,12 +208,15 @@ def _trial_attrs(m: Measurement) -> dict[str, object]:
 
 
 def int8_twins(study) -> list:  # type: ignore[no-untyped-def, type-arg]
-    """The trials on the front whose INT8 twin has not been measured, one per configuration.
+    """The float trials on the front or on the width x depth grid whose INT8 twin has not been
+    measured, one per configuration.
 
     NSGA-II samples `int8` like any other gene, so a good float configuration's quantised twin is
     found only by chance, yet INT8 linear layers speed up the wide configurations most (they are
     GEMM-bound) at a fraction of an F1 point. Measuring the front's twins after the search puts
     each of them on the front exactly when it belongs there, from measurements of the same run.
+    The grid's twins too: a float pair can be off the front while its twin is not (session 10:
+    `w25d50`, dominated by a length-reduced INT8 point, was the fast end's best answer in INT8).
     """
     done = [t for t in study.trials if t.values is not None]
     measured = {SubnetConfig.from_dict(t.user_attrs["subnet"]) for t in done}
@@ -221,7 +224,8 @@ def int8_twins(study) -> list:  # type: ignore[no-untyped-def, type-arg]
     twins = {}
     for trial in done:
         subnet = SubnetConfig.from_dict(trial.user_attrs["subnet"])
-        if subnet in on_front and not subnet.quantized and replace(subnet, quantized=True) not in measured:
+        candidate = subnet in on_front or "grid" in family(subnet)
+        if candidate and not subnet.quantized and replace(subnet, quantized=True) not in measured:
             twins.setdefault(subnet, trial)
     return list(twins.values())
 

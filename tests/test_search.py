@@ -50,14 +50,16 @@ def test_study_is_seeded_and_resumes(tiny_checkpoint: Path, tmp_path: Path) -> N
     assert search.front_from_study(again, bench)
 
 
-def test_the_fronts_int8_twins_are_measured_after_the_search(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_int8_twins_of_front_and_grid_are_measured_after_the_search(tiny_checkpoint: Path, tmp_path: Path) -> None:
     bench = search.Bench(Reader(checkpoint.load(tiny_checkpoint)), squad.load_squad(DATA / "eval.json.gz", limit=3))
     storage = f"sqlite:///{tmp_path / 's.db'}"
     study = search.run_study(bench, 4, storage, seed=3, name="t", progress=False)
     measured = {m.subnet for m in search.measurements(study)}
     assert len(searched(study)) == 4 and len(measured) > 4
     floats_on_front = [m.subnet for m in search.pareto_front(search.measurements(study)) if not m.subnet.quantized]
-    assert all(dataclasses.replace(s, quantized=True) in measured for s in floats_on_front)
+    grid_pairs = [s for s in measured if "grid" in search.family(s)]  # the 4 trials: the first grid baselines
+    assert len(grid_pairs) == 4
+    assert all(dataclasses.replace(s, quantized=True) in measured for s in floats_on_front + grid_pairs)
     assert search.int8_twins(study) == []  # nothing left to measure
     count = len(study.trials)
     again = search.run_study(bench, 4, storage, seed=3, name="t", progress=False)  # resumed: nothing new
