@@ -94,9 +94,35 @@ def test_the_full_model_is_rescored_even_when_the_subset_ranks_it_late() -> None
     # on the subset width 0.75 beats the full model on both counts: the full model is rank 2
     trials = [m(full, 57.0, 0, 40.0, 3), m(w75, 57.5, 0, 30.0, 2), m(w50, 54.0, 0, 20.0, 1)]
     whole_split = {full: (68.9, 57.3), w75: (68.5, 56.5), w50: (64.6, 52.7)}
-    entries = search_report.rescore(whole_split.__getitem__, trials, minimum=2)
+    timed = {full: 40.0, w75: 30.0, w50: 20.0}
+    entries, _ = search_report.rescore(whole_split.__getitem__, lambda s: {x: timed[x] for x in s}, trials, minimum=2)
     assert [e.subnet for e in entries] == [w50, w75, full]  # the whole split puts it back on the front
     assert [e.f1 for e in entries] == [64.6, 68.5, 68.9]
+
+
+def test_the_shipped_front_is_judged_on_side_by_side_times() -> None:
+    """The study timed w75-q8 slow and w50 fast, once each; timed again side by side, w50 is
+    slower than w75-q8 and less accurate: it does not ship, and the pool widens to the next rank."""
+    m = search.Measurement
+    full, w75q, w50, w25 = (
+        SubnetConfig(1.0, 1.0),
+        SubnetConfig(0.75, 1.0, quantized=True),
+        SubnetConfig(0.5, 1.0),
+        SubnetConfig(0.25, 1.0),
+    )
+    trials = [m(full, 57.0, 0, 40.0, 4), m(w75q, 56.0, 0, 30.0, 3), m(w50, 54.0, 0, 20.0, 2), m(w25, 40.0, 0, 25.0, 1)]
+    whole_split = {full: (68.9, 57.3), w75q: (68.4, 56.4), w50: (64.6, 52.7), w25: (54.5, 40.5)}
+    timed = {full: 40.0, w75q: 17.0, w50: 23.0, w25: 12.0}
+    calls: list[list[SubnetConfig]] = []
+
+    def retime(subnets: list[SubnetConfig]) -> dict[SubnetConfig, float]:
+        calls.append(subnets)
+        return {s: timed[s] for s in subnets}
+
+    entries, latency = search_report.rescore(whole_split.__getitem__, retime, trials, minimum=3)
+    assert [e.subnet for e in entries] == [w25, w75q, full]
+    assert [e.latency_ms for e in entries] == [12.0, 17.0, 40.0] and latency[full] == 40.0
+    assert len(calls) == 2 and set(calls[-1]) == {full, w75q, w50, w25}  # widened once, everything re-timed
 
 
 def test_frontier_comparisons_on_known_points() -> None:
