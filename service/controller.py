@@ -7,9 +7,9 @@ level's most accurate candidate, predicted for the recent requests' size, correc
 the arrival rate (averaged over a few ticks) keeps the model under `target_busy` of its time. The
 floor is fractional: level k - p lets a share p of the requests use level k - 1, the share the
 spare time below the target pays for, so the mix of sub-networks follows the load continuously
-instead of in steps one sub-network apart (2x load: about 40% at width 0.75 INT8, the rest at width
-0.5 INT8, where a whole level would be all one or all the other). The floor moves every tick, both
-ways, so a step in load moves the level within a second or two.
+instead of in steps one sub-network apart (2x load, session 9's front: about 40% at width 0.75
+INT8, the rest at width 0.5 INT8, where a whole level would be all one or all the other). The
+floor moves every tick, both ways, so a step in load moves the level within a second or two.
 A level above what the load allows does not show as missed budgets: the planner protects each
 budget by giving the tight ones the smallest sub-networks while the most accurate ones lengthen
 the queue. It shows as accuracy lost (2x load test: level 2 served F1 59.6, level 3 63.8, level

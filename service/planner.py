@@ -311,7 +311,7 @@ def quality_floor(candidates: list[Candidate], share: float) -> list[Candidate]:
     """Drop candidates expected to score below `share` of the best expected F1 (unknown F1s stay).
 
     Under load the fastest candidates answer every request that fits nothing better, and at 2x
-    the shipped front's width-0.25 points (F1 35-53) answered up to a fifth of the requests while
+    session 8's front's width-0.25 points (F1 35-53) answered up to a fifth of the requests while
     width 0.5 and 0.75 (F1 64-67) answered the rest: each of those answers costs what dozens of
     good ones gain. Only the fastest point of the front stays, as the planner's reserve for
     requests that nothing else can answer in time (`Planner.choose`).
