@@ -2,8 +2,9 @@
 
 Everything here is computed from measurements taken in the same process on the same question
 subset: the joint front, the width x depth grid alone, lengths alone and the full model. The
-front is re-scored on the whole eval split (widened by the next ranks while it is short) and
-re-timed side by side with the full model (the speed-ups); that is what ships in profile.json.
+front is judged again on the whole eval split and on latencies re-timed side by side with the
+full model (widened by the subset's next ranks while it is short); that is what ships in
+profile.json, with those latencies (the speed-ups).
 """
 
 from __future__ import annotations

@@ -148,7 +148,7 @@ class Runtime:
             margin=PlanMargin(tight_share=0.0 if self.settings.replan else 0.5),
             min_f1_share=self.settings.min_f1_share,
         )
-        served = self.planner.candidates + ([self.planner.reserve] if self.planner.reserve else [])
+        served = self.planner.served
         self._by_subnet = {c.subnet: c for c in served}
         self.metrics.max_level.set(len(self.planner.candidates) - 1)
         self.controller = Controller(
@@ -162,7 +162,7 @@ class Runtime:
                     "event": "loaded",
                     "checkpoint": str(checkpoint.path),
                     "candidates": [c.subnet.id for c in self.planner.candidates],
-                    "reserve": self.planner.reserve.subnet.id if self.planner.reserve else None,
+                    "reserves": [c.subnet.id for c in self.planner.reserves],
                     "calibration": source,
                     "calibration_seconds": round(seconds, 2),
                     "state": self.store.kind,

@@ -231,13 +231,13 @@ def test_quality_floor_drops_candidates_far_below_the_best() -> None:
     assert quality_floor([Candidate(unscored, None, 1)], 0.5) == [Candidate(unscored, None, 1)]
 
 
-def test_the_fastest_point_below_the_quality_floor_answers_only_what_nothing_else_can() -> None:
-    """make_planner's F1s are 80 / 75 / 60: a floor at 0.8 of the best drops `small` to the reserve."""
+def test_a_point_below_the_quality_floor_answers_only_what_nothing_else_can() -> None:
+    """make_planner's F1s are 80 / 75 / 60: a floor at 0.8 of the best drops `small` to the reserves."""
     base = make_planner()
     planner = Planner([*base.candidates], base.latency, safety_factor=1.0, tail_sigmas=3.0, min_f1_share=0.8)
     big, mid, small = (c.subnet for c in base.candidates)
-    assert [c.subnet for c in planner.candidates] == [big, mid] and planner.reserve is not None
-    assert planner.fastest.subnet == small and planner.rank(planner.reserve) == 2
+    assert [c.subnet for c in planner.candidates] == [big, mid] and len(planner.reserves) == 1
+    assert planner.fastest.subnet == small and planner.rank(planner.reserves[0]) == 2
     # tails at 100 tokens: mid 23 ms, small 13 ms. Queued work's slack (5 ms) fits neither: mid,
     # the fastest candidate, still ends within the budget, so the reserve is not used
     choice = planner.choose(0.2, 0.0, 0.0, tokens=100, windows=1, others_slack_s=0.005)
@@ -248,6 +248,25 @@ def test_the_fastest_point_below_the_quality_floor_answers_only_what_nothing_els
     floor = planner.choose(0.005, 0.0, 0.0, tokens=100, windows=1)
     assert isinstance(floor, Infeasible) and floor.fastest.subnet == small and math.isclose(floor.floor_s, 0.013)
     assert len(Planner([*base.candidates], base.latency, min_f1_share=0.5).candidates) == 3  # none below 40
+
+
+def test_the_most_accurate_reserve_that_fits_answers_before_the_fastest() -> None:
+    """Two points below the floor: F1 36 at 10 ms and F1 17 at 8 ms per 100 tokens (25% faster, so
+    both stay on the front). With 13 ms left the F1-36 one ends in time and answers; with 9 ms left
+    only the F1-17 one does."""
+    base = make_planner()
+    latency = base.latency
+    mid36, junk = SubnetConfig(0.25, 0.5, quantized=True), SubnetConfig(0.25, 0.5, (0.6, 0.3, 0.3), True)
+    for subnet, per100 in ((mid36, 0.010), (junk, 0.008)):
+        latency.points[subnet.id] = {(t, b): Point(per100 * t / 100 * b, 0.0) for t in (100, 400) for b in (1, 4)}
+    candidates = [*base.candidates[:2], Candidate(mid36, 36.0, 2), Candidate(junk, 17.0, 1)]
+    planner = Planner(candidates, latency, safety_factor=1.0, tail_sigmas=3.0, min_f1_share=0.7)
+    assert [c.subnet for c in planner.reserves] == [mid36, junk] and planner.fastest.subnet == junk
+    choice = planner.choose(0.2, 0.0, 0.187, tokens=100, windows=1)
+    assert isinstance(choice, Choice) and choice.candidate.subnet == mid36
+    choice = planner.choose(0.2, 0.0, 0.191, tokens=100, windows=1)
+    assert isinstance(choice, Choice) and choice.candidate.subnet == junk
+    assert planner.rank(planner.reserves[1]) == 3
 
 
 def stats(**kw: float) -> LoadStats:
