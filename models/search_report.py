@@ -68,6 +68,8 @@ def rescore(
     scores: dict[SubnetConfig, tuple[float, float]] = {}
     pool = [m for m in trials if m.subnet == SubnetConfig(1.0, 1.0)][:1]
     ranks = search.pareto_ranks(trials)
+    front: list[search.Measurement] = []
+    latency: dict[SubnetConfig, float] = {}
     for i, rank in enumerate(ranks):
         pool += [m for m in rank if m not in pool]
         for m in pool:

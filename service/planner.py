@@ -231,16 +231,13 @@ class Planner:
         self.candidates = quality_floor(front, min_f1_share)
         # The front's points below the quality floor, most accurate first: last resorts (`choose`).
         self.reserves = [c for c in front if c not in self.candidates]
+        # Every sub-network this planner can choose, most accurate first (read per request by `rank`).
+        self.served = self.candidates + self.reserves
 
     @property
     def fastest(self) -> Candidate:
         """The fastest sub-network there is: the last reserve if any, else the last candidate."""
         return (self.reserves or self.candidates)[-1]
-
-    @property
-    def served(self) -> list[Candidate]:
-        """Every sub-network this planner can choose, most accurate first."""
-        return self.candidates + self.reserves
 
     def rank(self, candidate: Candidate) -> int:
         """Position in order of accuracy (0 = most accurate); the reserves come after every candidate."""
