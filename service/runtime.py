@@ -187,21 +187,31 @@ class Runtime:
                 self.reader.answer("Who wrote it?", context, subnet)
 
     async def start(self) -> None:
-        """Load now; calibrate in the background: the port opens (liveness), readiness waits."""
-        await asyncio.to_thread(self.load)
-        self._tasks.append(asyncio.get_running_loop().create_task(self._boot(), name="dynaqa-boot"))
+        """Load now; calibrate in the background: the port opens (liveness), readiness waits.
 
-    async def _boot(self) -> None:
+        Every torch call of the process runs on the batcher's one model thread: loading,
+        calibration, warm-up and serving. libgomp gives each thread that runs a parallel region a
+        team of its own, and once its teams hold more threads than there are cores it stops
+        spinning between regions and sleeps instead. Loaded on another thread, the INT8
+        sub-networks computed 2.2-3.7x slower on the model thread than on the thread that loaded
+        them, the full model 1.17x (`python -m benchmarks.model_thread`), and calibrated on a third
+        they served slower than calibrated: the planner's corrections and pace then pushed tight
+        budgets to the fastest reserve.
+        """
+        batcher = Batcher(
+            self._run_batch,
+            self.settings.max_queue,
+            self.settings.max_batch_windows,
+            on_batch=self._on_batch,
+            replan=self._replan if self.settings.replan else None,
+            model_nice=self.settings.model_nice,
+        )
+        await batcher.on_model_thread(self.load)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._boot(batcher), name="dynaqa-boot"))
+
+    async def _boot(self, batcher: Batcher) -> None:
         try:
-            await asyncio.to_thread(self.calibrate)
-            batcher = Batcher(
-                self._run_batch,
-                self.settings.max_queue,
-                self.settings.max_batch_windows,
-                on_batch=self._on_batch,
-                replan=self._replan if self.settings.replan else None,
-                model_nice=self.settings.model_nice,
-            )
+            await batcher.on_model_thread(self.calibrate)
             await batcher.on_model_thread(self._warm)
         except Exception as exc:
             self.failed = f"{type(exc).__name__}: {exc}"

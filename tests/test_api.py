@@ -1,5 +1,6 @@
 """The HTTP API through TestClient(create_app(...)), which runs the real lifespan (tiny model)."""
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
+from service.runtime import Runtime
 from service.settings import Settings
 
 CONTEXT = "The Eiffel Tower was completed in 1889 in Paris. It was designed by Gustave Eiffel's company."
@@ -185,3 +187,29 @@ def test_a_full_queue_is_refused_before_the_body_is_read(client: TestClient) -> 
     assert int(response.headers["Retry-After"]) >= 1 and response.headers["X-Request-Id"] == "shed-1"
     assert runtime.shed == shed_before + 1
     assert ask(client, {"X-Latency-Budget-Ms": "5000"}).status_code == 200  # type: ignore[attr-defined]
+
+
+def test_every_torch_call_runs_on_the_one_model_thread(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading, calibration, warm-up and serving share one thread: libgomp gives every thread that
+    computes a team of its own, and with more OpenMP threads than cores its workers sleep between
+    parallel regions (INT8 served 2-4x slower than calibrated; `benchmarks/model_thread.py`)."""
+    threads: dict[str, set[int]] = {}
+    for name in ("load", "calibrate", "_warm", "_run_batch"):
+        original = getattr(Runtime, name)
+
+        def recorded(self: Runtime, *args: object, _name: str = name, _original: object = original) -> object:
+            threads.setdefault(_name, set()).add(threading.get_ident())
+            return _original(self, *args)  # type: ignore[operator]
+
+        monkeypatch.setattr(Runtime, name, recorded)
+    settings = Settings(checkpoint=tiny_checkpoint, cache_dir=tmp_path, min_budget_ms=0.001)
+    with TestClient(create_app(settings)) as client:
+        for _ in range(600):
+            if client.get("/v2/health/ready").status_code == 200:
+                break
+            time.sleep(0.05)
+        assert ask(client).status_code == 200  # type: ignore[attr-defined]
+    assert set(threads) == {"load", "calibrate", "_warm", "_run_batch"}
+    assert len(set().union(*threads.values())) == 1, threads
