@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -59,13 +60,14 @@ def time_subnets(reader: Reader, subnet_ids: list[str], questions: int) -> dict[
 
 
 def child(arrangement: str, checkpoint: str, subnet_ids: list[str], questions: int, threads: int) -> dict[str, float]:
-    out: dict[str, dict[str, float]] = {}
+    """One arrangement's timings, in this (fresh) process."""
 
     def load() -> Reader:
         torch.set_num_threads(threads)
         return Reader(load_checkpoint(checkpoint))
 
-    def on_worker(fn):  # type: ignore[no-untyped-def]
+    def on_worker(fn: Callable[[], dict[str, float]]) -> dict[str, float]:
+        out: dict[str, dict[str, float]] = {}
         worker = threading.Thread(target=lambda: out.update(result=fn()))
         worker.start()
         worker.join()

@@ -166,7 +166,8 @@ class Batcher:
         return slack_after(start, (i for i in queued if i.rank > rank))
 
     async def on_model_thread(self, fn: Callable[[], None]) -> None:
-        """Run `fn` on the model thread (before `start`: warm-ups, which are per thread)."""
+        """Run `fn` on the model thread: before `start`, the owner's loading, calibration and
+        warm-up, so that every torch call of the process shares one thread (see `Runtime.start`)."""
         await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def start(self) -> None:
