@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -67,11 +68,8 @@ def child(arrangement: str, checkpoint: str, subnet_ids: list[str], questions: i
         return Reader(load_checkpoint(checkpoint))
 
     def on_worker(fn: Callable[[], dict[str, float]]) -> dict[str, float]:
-        out: dict[str, dict[str, float]] = {}
-        worker = threading.Thread(target=lambda: out.update(result=fn()))
-        worker.start()
-        worker.join()
-        return out["result"]
+        with ThreadPoolExecutor(max_workers=1) as worker:  # a worker's exception re-raises here
+            return worker.submit(fn).result()
 
     if arrangement == "main":
         return time_subnets(load(), subnet_ids, questions)
@@ -102,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             command = [sys.executable, "-m", "benchmarks.model_thread", "--child", arrangement]
             command += ["--checkpoint", args.checkpoint, "--subnets", args.subnets]
             command += ["--questions", str(args.questions), "--threads", str(args.threads)]
-            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"error: the {arrangement} child failed:\n{done.stderr[-3000:]}")
             for subnet_id, seconds in json.loads(done.stdout.splitlines()[-1]).items():
                 samples[arrangement][subnet_id].append(seconds)
     median_ms = {a: {s: statistics.median(v) * 1000 for s, v in by.items()} for a, by in samples.items()}
@@ -111,11 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         "questions": args.questions,
         "rounds": args.rounds,
         "threads": args.threads,
+        # What the result depends on besides the arrangement: the core count (throttled spinning
+        # starts when OpenMP threads outnumber cores) and libgomp's wait settings.
+        "cores": os.cpu_count(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", "default"),
         "median_ms_per_question": {a: {s: round(ms, 2) for s, ms in by.items()} for a, by in median_ms.items()},
     }
     lines = [
         f"Batch-1 latency per question (first {args.questions} eval questions, median of {args.rounds} rounds, "
-        f"{args.threads} torch threads); in brackets: time / `main`.",
+        f"{args.threads} torch threads, {os.cpu_count()} cores, OMP_WAIT_POLICY "
+        f"{report['omp_wait_policy']}); in brackets: time / `main`.",
         "",
         "| sub-network | " + " | ".join(ARRANGEMENTS) + " |",
         "|---|" + "---:|" * len(ARRANGEMENTS),

@@ -1,7 +1,8 @@
 """Service benchmark: start-up, per-request overhead, and budgets the full model cannot meet.
 
 Starts a real redis-server and two real `dynaqa serve` replicas on loopback, then measures:
-  1. calibration time of the first replica, and whether the second (same Redis) calibrates at all;
+  1. calibration time of the first replica, how many of its points were disturbed (spread over 20%
+     of the mean), and whether the second (same Redis) calibrates at all;
   2. at no load, server latency minus model forward time (from Server-Timing), p50 and p95,
      over sequential eval-split questions with a loose budget (the full model answers);
   3. with a budget of `--budget-fraction` of the full model's p50 latency, 200 sequential requests
@@ -32,6 +33,21 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squa
 def model_ms(response: httpx.Response) -> float:
     timing = dict(part.strip().split(";dur=") for part in response.headers["server-timing"].split(","))
     return float(timing["model"])
+
+
+def noisy_calibration_points(cache_dir: Path, share: float = 0.2) -> tuple[int, int]:
+    """(points whose spread exceeds `share` of their mean, all points) in a replica's calibration.
+
+    A point disturbed while it was timed (another process taking a core) gets a large spread, and
+    the planner's tails (mean + 3 sigma) then rule that sub-network out at that size.
+    """
+    rows = [
+        row
+        for path in cache_dir.glob("latency-*.json")
+        for table in json.loads(path.read_text())["points"].values()
+        for row in table
+    ]
+    return sum(std > share * mean for _tokens, _batch, mean, std in rows), len(rows)
 
 
 def run(server: Server, examples: list[squad.SquadExample], budget_ms: float) -> list[dict]:
@@ -78,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         first = Server(Path(args.checkpoint), tmp / "first.jsonl", redis_url=redis.url, cache_dir=tmp / "c1")
         first.wait_ready()
         first_ready_s = time.perf_counter() - began
+        noisy, points = noisy_calibration_points(tmp / "c1")
         metrics = httpx.get(first.url + "/metrics").text
         calibration_s = float(
             next(line.split()[-1] for line in metrics.splitlines() if line.startswith("dynaqa_calibration_seconds "))
@@ -111,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             "ready_seconds_first_replica": round(first_ready_s, 2),
             "ready_seconds_second_replica": round(second_ready_s, 2),
             "second_replica_calibration": second_source,
+            "calibration_points_spread_over_20pct": f"{noisy} of {points}",
             "requests": len(examples),
             "overhead_ms_p50": round(statistics.median(overhead), 3),
             "overhead_ms_p95": round(sorted(overhead)[int(0.95 * len(overhead)) - 1], 3),

@@ -170,6 +170,10 @@ class Batcher:
         warm-up, so that every torch call of the process shares one thread (see `Runtime.start`)."""
         await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
+    def close(self) -> None:
+        """Release the model thread of a batcher that never started (start-up failed or was cut short)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="dynaqa-batcher")
 

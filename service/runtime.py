@@ -192,11 +192,12 @@ class Runtime:
         Every torch call of the process runs on the batcher's one model thread: loading,
         calibration, warm-up and serving. libgomp gives each thread that runs a parallel region a
         team of its own, and once its teams hold more threads than there are cores it stops
-        spinning between regions and sleeps instead. Loaded on another thread, the INT8
-        sub-networks computed 2.2-3.7x slower on the model thread than on the thread that loaded
-        them, the full model 1.17x (`python -m benchmarks.model_thread`), and calibrated on a third
-        they served slower than calibrated: the planner's corrections and pace then pushed tight
-        budgets to the fastest reserve.
+        spinning between regions and sleeps instead, whichever thread computes. Loaded and
+        calibrated on a worker of the default executor, the INT8 sub-networks then served
+        2.2-3.7x slower on the model thread than calibrated, the full model 1.17x
+        (`python -m benchmarks.model_thread`), and the planner's corrections and pace pushed tight
+        budgets to the fastest reserve. Loading and calibration run at the model thread's
+        niceness (`model_nice`), as serving does.
         """
         batcher = Batcher(
             self._run_batch,
@@ -206,16 +207,22 @@ class Runtime:
             replan=self._replan if self.settings.replan else None,
             model_nice=self.settings.model_nice,
         )
-        await batcher.on_model_thread(self.load)
+        try:
+            await batcher.on_model_thread(self.load)
+        except BaseException:
+            batcher.close()
+            raise
         self._tasks.append(asyncio.get_running_loop().create_task(self._boot(batcher), name="dynaqa-boot"))
 
     async def _boot(self, batcher: Batcher) -> None:
         try:
             await batcher.on_model_thread(self.calibrate)
             await batcher.on_model_thread(self._warm)
-        except Exception as exc:
-            self.failed = f"{type(exc).__name__}: {exc}"
-            log.error(json.dumps({"event": "start-up failed", "error": self.failed}))
+        except BaseException as exc:  # cancelled by `stop` too: the model thread is released either way
+            batcher.close()
+            if not isinstance(exc, asyncio.CancelledError):
+                self.failed = f"{type(exc).__name__}: {exc}"
+                log.error(json.dumps({"event": "start-up failed", "error": self.failed}))
             raise
         assert self.metrics is not None
         # Everything loaded so far (torch, transformers, the model: ~240k objects) lives as long as

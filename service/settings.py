@@ -50,8 +50,8 @@ class Settings(BaseSettings):
         10,
         ge=0,
         le=19,
-        description="Niceness added to the model thread, so the event loop (admission, refusals, health "
-        "checks) gets the CPU first when they share cores; 0 turns it off.",
+        description="Niceness added to the model thread (which also loads and calibrates), so the event "
+        "loop (admission, refusals, health checks) gets the CPU first when they share cores; 0 turns it off.",
     )
     gil_switch_ms: float = Field(
         1.0,
