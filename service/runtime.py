@@ -194,7 +194,7 @@ class Runtime:
         team of its own, and once its teams hold more threads than there are cores it stops
         spinning between regions and sleeps instead, whichever thread computes. Loaded and
         calibrated on a worker of the default executor, the INT8 sub-networks then served
-        2.2-3.7x slower on the model thread than calibrated, the full model 1.17x
+        2.2-3.7x slower on the model thread than calibrated, the full model 1.2x
         (`python -m benchmarks.model_thread`), and the planner's corrections and pace pushed tight
         budgets to the fastest reserve. Loading and calibration run at the model thread's
         niceness (`model_nice`), as serving does.
