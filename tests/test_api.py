@@ -26,11 +26,17 @@ def client(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         min_budget_ms=0.001,  # the tiny model is fast: let a 0.01 ms budget stay below its floor
     )
     with TestClient(create_app(settings)) as client:
-        for _ in range(600):  # start-up runs in the background; readiness says when it is done
-            if client.get("/v2/health/ready").status_code == 200:
-                break
-            time.sleep(0.05)
+        wait_ready(client)
         yield client
+
+
+def wait_ready(client: TestClient) -> None:
+    """Start-up runs in the background; readiness says when it is done (30 s at most)."""
+    for _ in range(600):
+        if client.get("/v2/health/ready").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError("not ready after 30 s")
 
 
 def ask(client: TestClient, headers: dict[str, str] | None = None, **body: object) -> object:
@@ -209,11 +215,7 @@ def test_every_torch_call_runs_on_the_one_model_thread(
         monkeypatch.setattr(Runtime, name, recorded)
     settings = Settings(checkpoint=tiny_checkpoint, cache_dir=tmp_path, min_budget_ms=0.001)
     with TestClient(create_app(settings)) as client:
-        for _ in range(600):
-            if client.get("/v2/health/ready").status_code == 200:
-                break
-            time.sleep(0.05)
-        assert client.get("/v2/health/ready").status_code == 200, "not ready after 30 s"
+        wait_ready(client)
         assert ask(client).status_code == 200  # type: ignore[attr-defined]
     assert set(threads) == {"load", "calibrate", "_warm", "_run_batch"}
     names = set().union(*threads.values())
