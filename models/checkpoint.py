@@ -167,8 +167,9 @@ def _read_profile(path: Path) -> list[ProfileEntry]:
     return entries
 
 
-def load(path: Path | str | None = None) -> Checkpoint:
-    """Load and validate a checkpoint directory; the model comes back in eval mode, packed."""
+def load(path: Path | str | None = None, compiled: bool = False) -> Checkpoint:
+    """Load and validate a checkpoint directory; the model comes back in eval mode, packed
+    (and with its layer step compiled when `compiled`: what serving, eval and search use)."""
     root = Path(path) if path is not None else DEFAULT_DIR
     if not root.is_dir():
         raise CheckpointError(f"checkpoint directory {root} does not exist")
@@ -199,7 +200,7 @@ def load(path: Path | str | None = None) -> Checkpoint:
     model = DynamicBertForQA(config)
     load_weights(model, state, str(root / WEIGHTS))
     model.eval()
-    model.pack_widths(widths)
+    model.pack_widths(widths, compiled=compiled)
     try:
         tokenizer = load_tokenizer(root)
     except InvalidInput as exc:

@@ -90,12 +90,20 @@ def width_depth_loss(
     teacher: DynamicBertForQA,
     hidden_weight: float = 1.0,
     random_subnets: int | None = 2,
+    pairs: tuple[SubnetConfig, ...] | None = None,
 ) -> LossFn:
-    """Stage WD: the sandwich rule (or all 12 pairs when `random_subnets` is None), one term each."""
+    """Stage WD: the sandwich rule (all 12 pairs when `random_subnets` is None), one term each.
+
+    `pairs`, when given, replaces the sampling: those pairs on every step. A later round can then
+    spend all of its steps on the pairs the frontier needs (a width-0.5 step costs a sixth of all
+    12), with the full model kept in the set so the shared weights it reads stay anchored.
+    """
 
     def loss(batch: dict[str, Tensor], rng: random.Random) -> Iterator[Tensor]:
         teacher_out = _teacher_outputs(teacher, batch)
-        if random_subnets is None:
+        if pairs is not None:
+            subnets = list(pairs)
+        elif random_subnets is None:
             subnets = [SubnetConfig(w, d) for w in WIDTHS for d in DEPTHS]
         else:
             subnets = sandwich(rng, random_subnets)

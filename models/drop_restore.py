@@ -28,13 +28,14 @@ class TokenSet:
     mask: Tensor  # (batch, tokens) bool, True for a real, still-kept token
     alive: list[int]  # per example, how many of its slots are alive
     all_alive: bool
+    untouched: bool = False  # nothing dropped yet: slot i is still token i
 
     @classmethod
     def full(cls, attention_mask: Tensor) -> TokenSet:
         batch, tokens = attention_mask.shape
         positions = torch.arange(tokens, device=attention_mask.device).expand(batch, tokens)
         alive = [int(n) for n in attention_mask.sum(dim=1).tolist()]
-        return cls(positions, attention_mask.bool(), alive, all(n == tokens for n in alive))
+        return cls(positions, attention_mask.bool(), alive, all(n == tokens for n in alive), untouched=True)
 
 
 def keep_counts(real_lengths: list[int], ratio: float, alive: list[int]) -> list[int]:
@@ -94,8 +95,11 @@ def restore(buffer: Tensor, hidden: Tensor, tokens: TokenSet, in_place: bool) ->
     """Write the live tokens of `hidden` back to their original positions in `buffer`.
 
     In place under inference (one buffer for the whole forward); out of place when autograd
-    needs every intermediate.
+    needs every intermediate. Before any token has dropped, `hidden` already holds every token in
+    place and is returned as it is (padding positions are never answers, so their content is moot).
     """
+    if tokens.untouched:
+        return hidden
     index = (rows(buffer.shape[0], buffer.device), tokens.positions)
     merged = hidden if tokens.all_alive else torch.where(tokens.mask[:, :, None], hidden, buffer[index])
     if in_place:

@@ -31,6 +31,7 @@ from models.distill import length_drop_loss, width_depth_loss, width_loss
 from models.errors import InvalidInput
 from models.finetune import finetune_loss
 from models.rewiring import rewire
+from models.subnet import SubnetConfig
 from models.training_loop import Recipe, train
 from models.transformer import DynamicBertForQA
 
@@ -56,6 +57,7 @@ class PipelineConfig:
     length: Recipe = field(default_factory=lambda: Recipe(epochs=1.0, lr=5e-5, warmup=0.05, save_every=20))
     importance_batches: int = 24
     random_subnets: int | None = 2  # sandwich rule; None trains all 12 pairs each step
+    wd_pairs: tuple[SubnetConfig, ...] | None = None  # stage WD trains exactly these pairs each step
     # Stage WD's weight of the hidden-state MSE against the span-logit distillation (DynaBERT: 1).
     width_depth_hidden_weight: float = 1.0
     limit_train: int | None = None  # first N training questions only (smoke runs)
@@ -149,13 +151,15 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
             )
         elif stage == "width-depth":
             loss = width_depth_loss(
-                model, teacher, hidden_weight=config.width_depth_hidden_weight, random_subnets=config.random_subnets
+                model,
+                teacher,
+                hidden_weight=config.width_depth_hidden_weight,
+                random_subnets=config.random_subnets,
+                pairs=config.wd_pairs,
             )
             report = train(model, windows, config.width_depth, loss, work / "state.pt", "stage WD", progress)
             report["hidden_weight"] = config.width_depth_hidden_weight
-            report["sampling"] = (
-                "all 12 pairs" if config.random_subnets is None else f"sandwich (+{config.random_subnets} random)"
-            )
+            report["sampling"] = _sampling(config)
         else:
             loss = length_drop_loss(model, teacher)
             report = train(model, windows, config.length, loss, work / "state.pt", "stage L", progress)
@@ -166,6 +170,13 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
     saved = _save(model, config, stage, report, previous)
     shutil.rmtree(work, ignore_errors=True)
     return saved
+
+
+def _sampling(config: PipelineConfig) -> str:
+    """How stage WD chose its pairs, as training.json records it."""
+    if config.wd_pairs is not None:
+        return "pairs " + ",".join(p.id for p in config.wd_pairs) + " every step"
+    return "all 12 pairs" if config.random_subnets is None else f"sandwich (+{config.random_subnets} random)"
 
 
 def _importance_batches(windows: squad.Windows, config: PipelineConfig) -> list[list[int]]:

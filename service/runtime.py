@@ -129,6 +129,8 @@ class Runtime:
         """Blocking, slow part of start-up (background): latency profile and planner."""
         assert self.reader is not None and self.metrics is not None
         checkpoint, candidates = self.reader.checkpoint, self._candidates
+        if self.settings.compile:
+            checkpoint.model.compile_layers()
         latency, source, seconds = calibration.load_or_measure(
             checkpoint.model,
             candidates,
@@ -165,6 +167,7 @@ class Runtime:
                     "reserves": [c.subnet.id for c in self.planner.reserves],
                     "calibration": source,
                     "calibration_seconds": round(seconds, 2),
+                    "layer_step": "compiled" if checkpoint.model.compiled else "eager",
                     "state": self.store.kind,
                 }
             )

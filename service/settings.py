@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     max_length: int = Field(384, ge=128, le=512, description="Tokens per window.")
     stride: int = Field(128, ge=0, description="Tokens of overlap between windows of a long context.")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default (all cores).")
+    compile: bool = Field(
+        True,
+        description="Compile the model's layer step with TorchInductor during calibration (about 15-30 s "
+        "once, on the model thread, before readiness): small sub-networks run about 1.4x faster. Falls "
+        "back to eager, with a warning, where no C++ compiler works; false skips it.",
+    )
     model_nice: int = Field(
         10,
         ge=0,

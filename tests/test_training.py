@@ -15,6 +15,7 @@ from models.distill import (
     length_sandwich,
     matched_hidden,
     sandwich,
+    subnet_loss,
     width_depth_loss,
     width_loss,
 )
@@ -43,6 +44,20 @@ def test_hidden_states_pair_as_dynabert_does() -> None:
     s, t = matched_hidden(student, teacher, (0, 2, 4))  # type: ignore[arg-type]
     # entering kept layer k <-> teacher entering layer layer_ids[k], plus the final outputs
     assert list(zip(s, t)) == [("emb", "emb"), ("s0", "t1"), ("s2", "t3"), ("s4", "t5")]
+
+
+def test_chosen_pairs_replace_the_sampling(base_dir: Path) -> None:
+    """`--pairs`: exactly those pairs, in that order, on every step (terms equal each pair's own loss)."""
+    student, teacher = tiny_model(), tiny_model(seed=1)  # eval mode: no dropout, so terms are exact
+    batch = squad.collate(windows(base_dir), list(range(4)))
+    pairs = (SubnetConfig(1.0, 1.0), SubnetConfig(0.5, 0.75))
+    with torch.no_grad():
+        terms = list(width_depth_loss(student, teacher, pairs=pairs)(batch, random.Random(0)))
+        teacher_out = teacher(
+            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], output_hidden_states=True
+        )
+        expected = [subnet_loss(student, p, batch, teacher_out, 1.0) for p in pairs]
+    assert len(terms) == 2 and all(torch.allclose(t, e) for t, e in zip(terms, expected))
 
 
 def test_sandwich_takes_largest_smallest_and_distinct_others() -> None:
@@ -157,6 +172,15 @@ def test_pipeline_runs_every_stage_and_skips_finished_ones(tmp_path: Path) -> No
     wd = pipeline.run(longer, ("width-depth",), progress=False)
     stage = json.loads((wd / "training.json").read_text())["stages"][-1]
     assert stage["sampling"] == "all 12 pairs" and stage["continued_from"]["recipe"]["seed"] == 13
+
+    # A round aimed at chosen pairs (`--pairs`): those pairs, and only those, on every step.
+    aimed = more / "aimed"
+    aimed.mkdir()
+    (aimed / "3-width").symlink_to(more / "3-width")
+    pairs = (SubnetConfig(1.0, 1.0), SubnetConfig(0.5, 1.0))
+    wd = pipeline.run(replace(longer, out=aimed, wd_pairs=pairs, continue_from=wd), ("width-depth",), progress=False)
+    stage = json.loads((wd / "training.json").read_text())["stages"][-1]
+    assert stage["sampling"] == "pairs w100d100,w50d100 every step"
 
     # A checkpoint of another stage is refused before anything is trained.
     (more / "4-width-depth" / "training.json").unlink()

@@ -219,3 +219,33 @@ def test_int8_weights_have_one_scale_per_output_row() -> None:
         approx = projection(x)
     small_row_error = (approx[:, 1] - exact[:, 1]).abs().max() / exact[:, 1].abs().max()
     assert small_row_error < 0.05
+
+
+COMPILE_CASES = [
+    SubnetConfig(),
+    SubnetConfig(0.5, 0.75),
+    SubnetConfig(0.25, 0.5, quantized=True),
+    SubnetConfig(1.0, 1.0, quantized=True),
+    SubnetConfig(0.75, 1.0, (1.0, 1.0, 0.7, 0.5)),  # compiled layers before the drops, eager ones after
+    SubnetConfig(0.5, 1.0, (1.0, 0.6, 0.6, 0.3), quantized=True),
+]
+
+
+def test_the_compiled_layer_step_answers_as_the_eager_one(tiny: DynamicBertForQA) -> None:
+    """Compiling changes the speed, not the answer: same logits on padded batches and alone, for
+    float, INT8, depth and Drop-and-Restore configurations; and compilation happens at load."""
+    from torch._dynamo.utils import counters
+
+    from models.transformer import layer_step
+
+    tiny.pack_widths((1.0, 0.75, 0.5, 0.25))
+    eager = {s: (run(tiny, s), run(tiny, s, batch=1)) for s in COMPILE_CASES}
+    tiny.pack_widths((1.0, 0.75, 0.5, 0.25), compiled=True)
+    assert tiny.encoder.step is not layer_step  # this machine's toolchain compiled it
+    graphs = counters["stats"]["unique_graphs"]
+    for subnet in COMPILE_CASES:
+        assert (run(tiny, subnet) - eager[subnet][0]).abs().max() <= 1e-4, subnet.id
+        assert (run(tiny, subnet, batch=1) - eager[subnet][1]).abs().max() <= 1e-4, subnet.id
+    assert counters["stats"]["unique_graphs"] == graphs  # the probe at load compiled every variant
+    tiny.train()
+    assert tiny.encoder.step is layer_step  # training never runs the compiled graphs
