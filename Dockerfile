@@ -17,6 +17,12 @@ RUN TORCH_INDEX_URL="$TORCH_INDEX_URL" sh /tmp/install.sh /src
 FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="dynaqa" \
       org.opencontainers.image.description="Extractive QA from one dynamic BERT within each request's latency budget"
+# TorchInductor compiles the model's layer step at start-up (DYNAQA_COMPILE, default on) and needs a
+# C++ compiler; without one the service still runs, eagerly and slower.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 dynaqa \
  && useradd --system --uid 10001 --gid dynaqa --no-create-home --home-dir /nonexistent dynaqa
 COPY --from=build /opt/dynaqa /opt/dynaqa
@@ -26,7 +32,8 @@ ENV PATH=/opt/dynaqa/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     DYNAQA_HOST=0.0.0.0 \
     DYNAQA_PORT=8000 \
-    DYNAQA_CACHE_DIR=/tmp/dynaqa
+    DYNAQA_CACHE_DIR=/tmp/dynaqa \
+    TORCHINDUCTOR_CACHE_DIR=/tmp/dynaqa/inductor
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8000

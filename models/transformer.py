@@ -19,7 +19,6 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -267,38 +266,63 @@ def _key_bias(mask: Tensor, dtype: torch.dtype) -> Tensor | None:
     ]
 
 
-LayerStep = Callable[[Layer, Tensor, "Tensor | None", LayerWeights], Tensor]
-
-
-def layer_step(layer: Layer, x: Tensor, bias: Tensor | None, w: LayerWeights) -> Tensor:
+def layer_step(
+    layer: Layer, x: Tensor, bias: Tensor | None, w: LayerWeights, head_mask: Tensor | None = None
+) -> Tensor:
     """One layer for every token: attention, then the FFN. What `torch.compile` turns into one call."""
-    return layer.ffn(layer.attention(x, bias, w), w)
+    return layer.ffn(layer.attention(x, bias, w, head_mask), w)
 
 
-def compiled_layer_step(probe: Callable[[LayerStep], None]) -> LayerStep:
-    """`layer_step` compiled by TorchInductor with symbolic shapes, or the eager one if that fails.
+def attend_step(layer: Layer, x: Tensor, bias: Tensor | None, w: LayerWeights) -> tuple[Tensor, Tensor]:
+    """A dropping layer's first half: attention probabilities (to rank tokens by) and the values."""
+    q, k, v = layer.attention.project(x, w)
+    return layer.attention.probabilities(q, k, bias), v  # (batch, heads, tokens, tokens), (b, h, tokens, hs)
+
+
+def finish_step(
+    layer: Layer, probs: Tensor, v: Tensor, residual: Tensor, w: LayerWeights, head_mask: Tensor | None = None
+) -> Tensor:
+    """A dropping layer's second half, for the kept queries only: context, output projection, FFN."""
+    return layer.ffn(layer.attention.finish(layer.attention.mix(probs, v), residual, w, head_mask), w)
+
+
+@dataclass(frozen=True)
+class LayerSteps:
+    """The functions inference runs a layer with: whole, or in two halves around a token drop
+    (the choice of tokens in between stays eager: it depends on per-example counts)."""
+
+    whole: Callable[..., Tensor]  # layer_step
+    attend: Callable[..., tuple[Tensor, Tensor]]  # attend_step
+    finish: Callable[..., Tensor]  # finish_step; head masks (training only) always run eagerly
+
+
+EAGER_STEPS = LayerSteps(layer_step, attend_step, finish_step)
+
+
+def compiled_steps(probe: Callable[[LayerSteps], None]) -> LayerSteps:
+    """The layer steps compiled by TorchInductor with symbolic shapes, or the eager ones if that fails.
 
     Why: at batch 1 a small sub-network is mostly Python and dispatcher time, not arithmetic. An
     INT8 linear map alone is ~12 eager ops (per-token scales, integer matmul, rescale), a layer
     ~60; compiled, a layer is one call of a few fused C++ loops around the matmuls. Width 0.5 INT8
     went from 3.1-3.4x to 4.3x the full model's speed in a side-by-side scratch timing (session 12),
-    and since every layer shares the same function, one graph serves every width and depth:
+    and since every layer shares the same functions, a few graphs serve every width and depth:
     Dynamo specialises only on INT8 vs float, masked vs unmasked, and batch 1 vs more.
 
-    `probe` runs the compiled step on every such variant now, so compilation happens at load
+    `probe` runs the compiled steps on every such variant now, so compilation happens at load
     (not inside some request's budget) and a machine without a working C++ toolchain falls back
     to eager here, with a warning, instead of failing a request later.
     """
     import torch._dynamo
 
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
-    step = cast(LayerStep, torch.compile(layer_step, dynamic=True))
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    steps = LayerSteps(*(torch.compile(f, dynamic=True) for f in (layer_step, attend_step, finish_step)))
     try:
-        probe(step)
+        probe(steps)
     except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eager
         log.warning(json.dumps({"event": "compile failed, running eager", "error": str(exc)[:500]}))
-        return layer_step
-    return step
+        return EAGER_STEPS
+    return steps
 
 
 class Encoder(nn.Module):
@@ -308,7 +332,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
-        self.step: LayerStep = layer_step  # compiled by `DynamicBertForQA.pack_widths(compiled=True)`
+        self.steps = EAGER_STEPS  # compiled by `DynamicBertForQA.compile_layers`
 
     def forward(
         self,
@@ -323,15 +347,12 @@ class Encoder(nn.Module):
         layer_ids = kept_layers(self.config.num_hidden_layers, subnet.depth)
         hidden: list[Tensor] = []
         # Head masks are a training-time probe (rewiring); the compiled step never sees them.
-        step = self.step if head_mask is None and not self.training else layer_step
+        steps = self.steps if head_mask is None and not self.training else EAGER_STEPS
         if subnet.lengths is None:
             bias = _key_bias(attention_mask.bool(), x.dtype)
             for layer_id, w in zip(layer_ids, weights):
-                layer = self.layers[layer_id]
-                if head_mask is None:
-                    x = step(layer, x, bias, w)
-                else:
-                    x = layer.ffn(layer.attention(x, bias, w, head_mask[layer_id, : w.heads]), w)
+                mask = head_mask[layer_id, : w.heads] if head_mask is not None else None
+                x = steps.whole(self.layers[layer_id], x, bias, w, mask)
                 if keep_hidden:
                     hidden.append(x)
             return x, hidden
@@ -353,15 +374,12 @@ class Encoder(nn.Module):
                     restored = drop_restore.restore(restored, x, tokens, in_place)
                 # Rank by attention received, then finish attention only for the kept queries:
                 # a dropped token keeps its previous layer's output, so its context is never used.
-                q, k, v = layer.attention.project(x, w)
-                probs = layer.attention.probabilities(q, k, bias)  # (batch, heads, tokens, tokens)
+                probs, v = steps.attend(layer, x, bias, w)  # (batch, heads, tokens, tokens), values
                 slots, tokens = drop_restore.select(drop_restore.attention_received(probs, tokens), tokens, counts)
-                context = layer.attention.mix(drop_restore.gather_queries(probs, slots), v)  # (b, h, kept, hs)
-                x = layer.ffn(layer.attention.finish(context, drop_restore.gather_tokens(x, slots), w, mask), w)
-            elif mask is None:
-                x = step(layer, x, bias, w)
+                kept = drop_restore.gather_queries(probs, slots)  # (batch, heads, kept, tokens)
+                x = steps.finish(layer, kept, v, drop_restore.gather_tokens(x, slots), w, mask)
             else:
-                x = layer.ffn(layer.attention(x, bias, w, mask), w)
+                x = steps.whole(layer, x, bias, w, mask)
             if keep_hidden:
                 restored = drop_restore.restore(restored, x, tokens, in_place)
                 hidden.append(restored)
@@ -395,7 +413,7 @@ class DynamicBertForQA(nn.Module):
 
     def pack_widths(self, widths: tuple[float, ...], int8: bool = True, compiled: bool = False) -> None:
         """Materialise contiguous per-width weights for inference (and INT8 copies). Call after
-        the weights change. `compiled` compiles the layer step (see `compiled_layer_step`).
+        the weights change. `compiled` compiles the layer steps (see `compiled_steps`).
 
         Also turns on flush-to-zero for denormal floats (process-wide): a softmax over hundreds of
         keys produces many denormals, which made Drop-and-Restore's attention up to 10x slower on
@@ -408,37 +426,43 @@ class DynamicBertForQA(nn.Module):
             if int8:
                 packed[(width, True)] = [w.map("quantized") for w in packed[(width, False)]]
         self._packed = packed
-        self.encoder.step = layer_step
+        self.encoder.steps = EAGER_STEPS
         if compiled:
             self.compile_layers()
 
     def compile_layers(self) -> bool:
-        """Compile the inference layer step now (see `compiled_layer_step`); False if it fell
-        back to eager. Needs packed weights: it runs every packed width once."""
-        self.encoder.step = compiled_layer_step(self._probe)
+        """Compile the inference layer steps now (see `compiled_steps`); False if they fell back
+        to eager. Needs packed weights: it runs every packed width once."""
+        self.encoder.steps = compiled_steps(self._probe)
         return self.compiled
 
     @property
     def compiled(self) -> bool:
-        """Whether inference runs the compiled layer step."""
-        return self.encoder.step is not layer_step
+        """Whether inference runs the compiled layer steps."""
+        return self.encoder.steps is not EAGER_STEPS
 
-    def _probe(self, step: LayerStep) -> None:
-        """Run `step` on every variant serving meets: each packed width, float and INT8, one
-        window or several, unmasked or padded (so Dynamo compiles them all now). Seven tokens and
-        three windows: sizes no weight has, so no size of the input is taken for a constant."""
+    def _probe(self, steps: LayerSteps) -> None:
+        """Run `steps` on every variant serving meets: each packed width, float and INT8, one
+        window or several, unmasked or padded, whole layers and both halves of a dropping one (so
+        Dynamo compiles them all now). Seven tokens, five kept, three windows: sizes no weight
+        has, so no size of the input is taken for a constant."""
         assert self._packed is not None
         layer, hidden = self.encoder.layers[0], self.config.hidden_size
         mask = torch.tensor([[True] * 7, [True] * 7, [True] * 4 + [False] * 3])
         with torch.inference_mode():
             for layers in self._packed.values():
-                for batch, bias in ((1, None), (3, None), (3, _key_bias(mask, torch.float32))):
-                    step(layer, torch.randn(batch, 7, hidden), bias, layers[0])
+                for batch, bias in ((1, None), (3, None), (3, _key_bias(mask[:3], torch.float32))):
+                    x = torch.randn(batch, 7, hidden)
+                    steps.whole(layer, x, bias, layers[0])
+                    probs, v = steps.attend(layer, x, bias, layers[0])
+                    slots = torch.arange(5).expand(batch, 5)
+                    residual = drop_restore.gather_tokens(x, slots)
+                    steps.finish(layer, drop_restore.gather_queries(probs, slots), v, residual, layers[0])
 
     def unpack(self) -> None:
         """Forget the packed copies (their weights are stale once parameters change)."""
         self._packed = None
-        self.encoder.step = layer_step
+        self.encoder.steps = EAGER_STEPS
 
     def train(self, mode: bool = True) -> DynamicBertForQA:
         if mode:

@@ -1,0 +1,113 @@
+"""What compiling the layer step buys: eager vs compiled, side by side, on real eval questions.
+
+One process, one model: the layer step is compiled once (`DynamicBertForQA.compile_layers`) and
+each round times every configuration twice, once with the eager step and once with the compiled
+one (the step is a swappable attribute of the encoder), over the first `--questions` eval
+questions at batch 1 and their real lengths, as `dynaqa search` measures. Rounds are interleaved
+and the median per configuration is kept, so drift of this machine's speed hits both alike.
+
+Why it matters: at batch 1 a small sub-network is mostly Python and dispatcher time (an INT8
+linear map is about a dozen eager ops), so the compiled step speeds small configurations up far
+more than the full model, and the speed-ups of the frontier depend on it. Writes
+benchmarks/results/compiled_step.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from models import squad
+from models.checkpoint import DEFAULT_DIR
+from models.checkpoint import load as load_checkpoint
+from models.reader import Reader
+from models.subnet import SubnetConfig
+from models.transformer import EAGER_STEPS, LayerSteps
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=str(DEFAULT_DIR))
+    parser.add_argument("--questions", type=int, default=200, help="eval questions per measurement (default 200)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--subnets", default=None, help="comma-separated ids (default: w100d100 and the profile)")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    began = time.perf_counter()
+    if not checkpoint.model.compile_layers():
+        raise SystemExit("error: the layer step did not compile on this machine (see the warning above)")
+    compile_seconds = time.perf_counter() - began
+    steps = {"eager": EAGER_STEPS, "compiled": checkpoint.model.encoder.steps}
+    ids = args.subnets.split(",") if args.subnets else ["w100d100", *(e.subnet.id for e in checkpoint.profile)]
+    subnets = [checkpoint.resolve(i) for i in dict.fromkeys(ids)]
+    reader = Reader(checkpoint)
+    windows = [reader.windows([e]) for e in squad.load_squad(DATA, limit=args.questions)]
+
+    def mean_ms(subnet: SubnetConfig, step: LayerSteps) -> float:
+        checkpoint.model.encoder.steps = step
+        for w in windows[:3]:  # untimed warm-up, as the search does
+            reader.logits(w, list(range(len(w))), subnet)
+        began = time.perf_counter()
+        for w in windows:
+            reader.logits(w, list(range(len(w))), subnet)
+        return 1000 * (time.perf_counter() - began) / len(windows)
+
+    samples: dict[tuple[str, str], list[float]] = {(s.id, k): [] for s in subnets for k in steps}
+    with torch.inference_mode():
+        for _ in range(args.rounds):
+            for subnet in subnets:
+                for kind, step in steps.items():
+                    samples[(subnet.id, kind)].append(mean_ms(subnet, step))
+    median = {key: statistics.median(values) for key, values in samples.items()}
+    full = subnets[0].id
+    rows = [
+        {
+            "config": s.id,
+            "eager_ms": round(median[(s.id, "eager")], 3),
+            "compiled_ms": round(median[(s.id, "compiled")], 3),
+            "compiled_speedup": round(median[(s.id, "eager")] / median[(s.id, "compiled")], 3),
+            "vs_full_eager": round(median[(full, "eager")] / median[(s.id, "eager")], 3),
+            "vs_full_compiled": round(median[(full, "compiled")] / median[(s.id, "compiled")], 3),
+        }
+        for s in subnets
+    ]
+    report = {
+        "checkpoint": str(checkpoint.path),
+        "questions": len(windows),
+        "rounds": args.rounds,
+        "threads": torch.get_num_threads(),
+        "compile_seconds": round(compile_seconds, 1),
+        "rows": rows,
+    }
+    lines = [
+        f"Batch 1, first {len(windows)} eval questions at their real lengths, {torch.get_num_threads()} threads, "
+        f"median of {args.rounds} interleaved rounds; compiling took {compile_seconds:.1f} s.",
+        "",
+        "| config | eager ms | compiled ms | compiled speed-up | vs full (both eager) | vs full (both compiled) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| `{r['config']}` | {r['eager_ms']:.2f} | {r['compiled_ms']:.2f} | {r['compiled_speedup']:.2f}x "
+            f"| {r['vs_full_eager']:.2f}x | {r['vs_full_compiled']:.2f}x |"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compiled_step.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "compiled_step.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
