@@ -17,7 +17,7 @@ RUN TORCH_INDEX_URL="$TORCH_INDEX_URL" sh /tmp/install.sh /src
 FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="dynaqa" \
       org.opencontainers.image.description="Extractive QA from one dynamic BERT within each request's latency budget"
-# TorchInductor compiles the model's layer step at start-up (DYNAQA_COMPILE, default on) and needs a
+# TorchInductor compiles the model's layer step at start-up (with DYNAQA_COMPILE=true) and needs a
 # C++ compiler; without one the service still runs, eagerly and slower.
 # hadolint ignore=DL3008
 RUN apt-get update \

@@ -24,7 +24,6 @@ def client(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         max_context_chars=2000,
         max_body_bytes=8192,
         min_budget_ms=0.001,  # the tiny model is fast: let a 0.01 ms budget stay below its floor
-        compile=False,  # API behaviour; the compiled step runs in the model-thread test and the e2e servers
     )
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
@@ -215,7 +214,7 @@ def test_every_torch_call_runs_on_the_one_model_thread(
             return _original(self, *args)
 
         monkeypatch.setattr(Runtime, name, recorded)
-    settings = Settings(checkpoint=tiny_checkpoint, cache_dir=tmp_path, min_budget_ms=0.001)
+    settings = Settings(checkpoint=tiny_checkpoint, cache_dir=tmp_path, min_budget_ms=0.001, compile=True)
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         assert ask(client).status_code == 200  # type: ignore[attr-defined]
