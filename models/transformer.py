@@ -305,8 +305,10 @@ def compiled_steps(probe: Callable[[LayerSteps], None]) -> LayerSteps:
     Why: at batch 1 a small sub-network is mostly Python and dispatcher time, not arithmetic. An
     INT8 linear map alone is ~12 eager ops (per-token scales, integer matmul, rescale), a layer
     ~60; compiled, a layer is one call of a few fused C++ loops around the matmuls. Width 0.5 INT8
-    went from 3.1-3.4x to 4.3x the full model's speed in a side-by-side scratch timing (session 12),
-    and since every layer shares the same functions, a few graphs serve every width and depth:
+    went from 3.1-3.4x to 4.3x the full model's speed in a side-by-side scratch timing (session 12;
+    the session's search, compiled throughout, measured only 3.53x, and compiled INT8 scored up to
+    0.3 F1 lower, which is why compiling is opt-in), and since every layer shares the same
+    functions, a few graphs serve every width and depth:
     Dynamo specialises only on INT8 vs float, masked vs unmasked, and batch 1 vs more.
 
     `probe` runs the compiled steps on every such variant now, so compilation happens at load
