@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     checkpoint = ckpt.load(args.checkpoint)
     claims = [("profile", e.subnet.id, e.f1) for e in checkpoint.profile]
+    claims += [("float profile", e.subnet.id, e.f1) for e in checkpoint.float_profile]
     if args.grid:
         claims += [("grid", i, f1) for i, f1 in checkpoint.training.get("grid_scores", {}).items()]
     lines = ["| source | config | shipped F1 | `dynaqa eval` F1 | difference |", "|---|---|---:|---:|---:|"]

@@ -70,10 +70,13 @@ class Checkpoint:
     tokenizer: Any = None
     profile: list[ProfileEntry] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
+    # The front of a search without INT8 (`pareto_float`): what a CPU whose integer matmul does not
+    # pay serves; the INT8 front's float points alone would leave it the full model and little else.
+    float_profile: list[ProfileEntry] = field(default_factory=list)
 
     def resolve(self, subnet_id: str) -> SubnetConfig:
-        """A sub-network by id: a Pareto id from the profile, or a width x depth id."""
-        for entry in self.profile:
+        """A sub-network by id: a Pareto id from either profile, or a width x depth id."""
+        for entry in self.profile + self.float_profile:
             if entry.subnet.id == subnet_id:
                 return entry.subnet
         subnet = SubnetConfig.parse_id(subnet_id)
@@ -129,14 +132,22 @@ def save(
         source = tokenizer_dir / name
         if source.is_file() and source.resolve() != (out_dir / name).resolve():
             shutil.copyfile(source, out_dir / name)
+    (out_dir / "profile.json").unlink(missing_ok=True)  # new weights: no earlier front applies
     write_profile(out_dir, profile or [])
     (out_dir / "training.json").write_text(json.dumps(training or {}, indent=2) + "\n")
     return out_dir
 
 
-def write_profile(out_dir: Path, profile: list[ProfileEntry]) -> None:
-    body = {"pareto": [entry.to_dict() for entry in profile]}
-    (out_dir / "profile.json").write_text(json.dumps(body, indent=2) + "\n")
+PROFILE_KEYS = {True: "pareto", False: "pareto_float"}  # searched with INT8 in the space, or without
+
+
+def write_profile(out_dir: Path, profile: list[ProfileEntry], int8: bool = True) -> None:
+    """Replace one front in `out_dir`'s profile.json and keep the other: `pareto` (searched with
+    INT8, on a CPU where it pays) or `pareto_float` (searched without)."""
+    path = out_dir / "profile.json"
+    body = _read_json(path) if path.is_file() else {"pareto": []}
+    body[PROFILE_KEYS[int8]] = [entry.to_dict() for entry in profile]
+    path.write_text(json.dumps(body, indent=2) + "\n")
 
 
 def _read_json(path: Path) -> Any:
@@ -146,12 +157,19 @@ def _read_json(path: Path) -> Any:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def _read_profile(path: Path) -> list[ProfileEntry]:
+def _read_profile(path: Path) -> tuple[list[ProfileEntry], list[ProfileEntry]]:
+    """The `pareto` front and the `pareto_float` one (empty where no float-only search ran)."""
     body = _read_json(path)
     if not isinstance(body, dict) or not isinstance(body.get("pareto"), list):
         raise CheckpointError(f"{path} must be an object with a 'pareto' list")
+    if not isinstance(body.get("pareto_float", []), list):
+        raise CheckpointError(f"{path}: 'pareto_float' must be a list")
+    return _read_entries(path, body, "pareto"), _read_entries(path, body, "pareto_float")
+
+
+def _read_entries(path: Path, body: dict[str, Any], key: str) -> list[ProfileEntry]:
     entries = []
-    for i, item in enumerate(body["pareto"]):
+    for i, item in enumerate(body.get(key, [])):
         try:
             entries.append(
                 ProfileEntry(
@@ -163,13 +181,14 @@ def _read_profile(path: Path) -> list[ProfileEntry]:
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: pareto[{i}] is malformed: {exc}") from exc
+            raise CheckpointError(f"{path}: {key}[{i}] is malformed: {exc}") from exc
     return entries
 
 
-def load(path: Path | str | None = None, compiled: bool = False) -> Checkpoint:
-    """Load and validate a checkpoint directory; the model comes back in eval mode, packed
-    (and with its layer step compiled when `compiled`: what serving, eval and search use)."""
+def load(path: Path | str | None = None, compiled: bool = False, int8: bool = True) -> Checkpoint:
+    """Load and validate a checkpoint directory; the model comes back in eval mode, packed, with
+    INT8 copies when `int8` (and with its layer step compiled when `compiled`: what serving, eval
+    and search use)."""
     root = Path(path) if path is not None else DEFAULT_DIR
     if not root.is_dir():
         raise CheckpointError(f"checkpoint directory {root} does not exist")
@@ -200,7 +219,7 @@ def load(path: Path | str | None = None, compiled: bool = False) -> Checkpoint:
     model = DynamicBertForQA(config)
     load_weights(model, state, str(root / WEIGHTS))
     model.eval()
-    model.pack_widths(widths, compiled=compiled)
+    model.pack_widths(widths, int8=int8, compiled=compiled)
     try:
         tokenizer = load_tokenizer(root)
     except InvalidInput as exc:
@@ -209,11 +228,11 @@ def load(path: Path | str | None = None, compiled: bool = False) -> Checkpoint:
         raise CheckpointError(
             f"tokenizer in {root} has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}"
         )
-    profile = _read_profile(root / "profile.json")
-    checkpoint = Checkpoint(root, model, config, widths, depths, tokenizer, profile)
+    profile, float_profile = _read_profile(root / "profile.json")
+    checkpoint = Checkpoint(root, model, config, widths, depths, tokenizer, profile, float_profile=float_profile)
     if (root / "training.json").is_file():
         checkpoint.training = _read_json(root / "training.json")
-    for entry in checkpoint.profile:
+    for entry in checkpoint.profile + checkpoint.float_profile:
         try:
             checkpoint.check(entry.subnet)
         except InvalidSubnet as exc:
@@ -235,6 +254,7 @@ def info(path: Path | str | None = None) -> dict[str, Any]:
             "lengths": "per kept layer, ratios of the real input length, non-increasing",
         },
         "pareto_ids": [entry.subnet.id for entry in checkpoint.profile],
+        "pareto_float_ids": [entry.subnet.id for entry in checkpoint.float_profile],
         "size_on_disk_bytes": size,
         "sha256": checkpoint.fingerprint(),
         "training": {k: checkpoint.training[k] for k in ("recipe", "scores") if k in checkpoint.training},

@@ -202,22 +202,37 @@ def _add_compiled(p: argparse.ArgumentParser) -> None:
 def cmd_search(args: argparse.Namespace) -> None:
     from models import search, search_report
     from models.checkpoint import write_profile
+    from models.hardware import hardware_id
+    from models.quantize import int8_enabled, int8_speedup
     from models.reader import Reader
 
-    checkpoint = ckpt.load(args.checkpoint, compiled=args.compiled)
+    int8 = int8_enabled(args.int8)
+    checkpoint = ckpt.load(args.checkpoint, compiled=args.compiled, int8=int8)
     reader = Reader(checkpoint)
     examples = squad.load_squad(args.data)
     bench = search.Bench(reader, examples[args.subset_offset : args.subset_offset + args.subset])
     storage = args.storage or f"sqlite:///{Path(args.out) / 'search.db'}"
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    study = search.run_study(bench, args.trials, storage, args.seed, args.study, progress=not args.quiet)
+    study = search.run_study(bench, args.trials, storage, args.seed, args.study, not args.quiet, int8)
     trials = search.measurements(study)
-    settings = {"subset": args.subset, "subset_offset": args.subset_offset, "seed": args.seed, "storage": storage}
+    settings = {
+        "subset": args.subset,
+        "subset_offset": args.subset_offset,
+        "seed": args.seed,
+        "storage": storage,
+        "hardware": hardware_id(),
+        "int8_speedup": round(int8_speedup(), 3),
+        "int8_enabled": int8,
+    }
+    if not int8:
+        settings["int8_why"] = (
+            f"--int8 {args.int8}; one INT8 linear map runs at {settings['int8_speedup']}x the float one on this CPU"
+        )
     report, entries, fronts = search_report.build(reader, bench, examples, trials, settings)
     search.plot(fronts, trials, Path(args.report) / "search.png")
     search_report.write(report, Path(args.report))
     if args.write_profile:
-        write_profile(checkpoint.path, entries)
+        write_profile(checkpoint.path, entries, int8=int8)
     _emit({**report, "profile_written": bool(args.write_profile), "report": args.report})
 
 
@@ -240,7 +255,19 @@ def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite in --out)")
     p.add_argument("--out", default="runs/search", help="directory for the study's sqlite storage")
     p.add_argument("--report", default="benchmarks/results", help="where search.md, search.json and search.png go")
-    p.add_argument("--write-profile", action="store_true", help="write the front into the checkpoint")
+    p.add_argument(
+        "--write-profile",
+        action="store_true",
+        help="write the front into the checkpoint's profile.json: as 'pareto' with INT8 in the space, as "
+        "'pareto_float' without (what the service serves on CPUs where INT8 does not pay); the other is kept",
+    )
+    p.add_argument(
+        "--int8",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="INT8 configurations in the space: auto (only where this CPU's integer matmul is at least 1.2x the "
+        "float one; an AVX2-only CPU runs it 40x slower), on, or off",
+    )
     p.add_argument("--quiet", action="store_true")
     _add_compiled(p)
     p.set_defaults(func=cmd_search)

@@ -66,20 +66,21 @@ class Bench:
         )
 
 
-def subnet_from_trial(trial, num_layers: int, allow_lengths: bool = True) -> SubnetConfig:  # type: ignore[no-untyped-def]
-    """Sample a sub-network: width, depth and (optionally) keep factors for the kept layers."""
+def subnet_from_trial(trial, num_layers: int, allow_lengths: bool = True, int8: bool = True) -> SubnetConfig:  # type: ignore[no-untyped-def]
+    """Sample a sub-network: width, depth, INT8 or not (`int8`: whether it may be) and (optionally)
+    keep factors for the kept layers."""
     width = trial.suggest_categorical("width", list(WIDTHS))
     depth = trial.suggest_categorical("depth", list(DEPTHS))
-    int8 = trial.suggest_categorical("int8", [False, True])
+    quantized = trial.suggest_categorical("int8", [False, True] if int8 else [False])
     if not allow_lengths:
-        return SubnetConfig(width, depth, quantized=int8)
+        return SubnetConfig(width, depth, quantized=quantized)
     ratios, running = [], 1.0
     for i in range(num_layers):  # all six are always sampled so NSGA-II's crossover sees one space
         factor = trial.suggest_float(f"keep{i}", 0.5, 1.0, step=FACTOR_STEP)
         if i < kept_layer_count(num_layers, depth):
             running *= factor
             ratios.append(round(running, 4))
-    return SubnetConfig(width, depth, tuple(ratios) if any(r < 1.0 for r in ratios) else None, int8)
+    return SubnetConfig(width, depth, tuple(ratios) if any(r < 1.0 for r in ratios) else None, quantized)
 
 
 def _fastest_per_subnet(measurements: list[Measurement]) -> list[Measurement]:
@@ -151,12 +152,16 @@ def family(subnet: SubnetConfig) -> set[str]:
     return names
 
 
-def run_study(bench: Bench, trials: int, storage: str, seed: int, name: str, progress: bool = True):  # type: ignore[no-untyped-def]
-    """Run (or resume) the NSGA-II study, the baselines first; returns it.
+def run_study(  # type: ignore[no-untyped-def]
+    bench: Bench, trials: int, storage: str, seed: int, name: str, progress: bool = True, int8: bool = True
+):
+    """Run (or resume) the NSGA-II study, the baselines first; returns it. `int8=False` keeps
+    INT8 out of the space and skips the twins (a CPU without a fast integer matmul, where each
+    INT8 trial would take minutes to end up dominated).
 
-    A study remembers the weights it measured (sha256), and resuming it on other weights is an
-    error: retraining the checkpoint and re-running the same command would otherwise mix stale
-    scores into the new front."""
+    A study remembers the weights it measured (sha256) and whether INT8 was in its space, and
+    resuming it on other weights or with the other INT8 choice is an error: retraining the
+    checkpoint and re-running the same command would otherwise mix stale scores into the new front."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -170,14 +175,20 @@ def run_study(bench: Bench, trials: int, storage: str, seed: int, name: str, pro
             f"study {name!r} in {storage} was measured on other weights (sha256 {str(made_on)[:12]}, these are "
             f"{weights[:12]}): its scores would be stale; pass a new --study or --out"
         )
+    if study.trials and study.user_attrs.get("int8", True) != int8:
+        raise InvalidInput(
+            f"study {name!r} in {storage} was run with INT8 {'on' if not int8 else 'off'}: pass the same --int8 "
+            "or a new --study"
+        )
     study.set_user_attr("checkpoint", weights)
+    study.set_user_attr("int8", int8)
     layers = bench.reader.checkpoint.config.num_hidden_layers
     if not study.trials:
         for params in (p for family_params in baseline_params(layers).values() for p in family_params):
             study.enqueue_trial(params)
 
     def objective(trial) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-        m = bench.measure(subnet_from_trial(trial, layers))
+        m = bench.measure(subnet_from_trial(trial, layers, int8=int8))
         for key, value in _trial_attrs(m).items():
             trial.set_user_attr(key, value)
         return m.f1, m.latency_ms
@@ -187,7 +198,7 @@ def run_study(bench: Bench, trials: int, storage: str, seed: int, name: str, pro
     remaining = max(0, trials - len(searched))  # enqueued baselines wait in the study until run
     with torch.inference_mode():
         study.optimize(objective, n_trials=remaining, show_progress_bar=progress)
-        twins = int8_twins(study)
+        twins = int8_twins(study) if int8 else []
         for trial in tqdm(twins, desc="INT8 twins", unit="trial", disable=not progress or not twins):
             m = bench.measure(replace(SubnetConfig.from_dict(trial.user_attrs["subnet"]), quantized=True))
             twin = optuna.trial.create_trial(

@@ -140,7 +140,7 @@ def build(
         },
         "front": [e.to_dict() | {"id": e.subnet.id} for e in entries],
         "baseline_fronts": {name: [_point(m) for m in fronts[name]] for name in ("grid", "lengths")},
-        "int8": int8_effect(bench, entries),
+        "int8": int8_effect(bench, entries) if settings.get("int8_enabled", True) else [],
         "checks": checks,
     }
     return report, entries, fronts
@@ -170,7 +170,10 @@ def markdown(report: dict[str, Any]) -> str:
         front = report["baseline_fronts"][name]
         points = ", ".join(f"`{m['id']}` {m['f1']:.1f} @ {m['latency_ms']:.1f} ms" for m in front)
         lines += ["", f"{title} (front on the subset, F1 @ latency): {points}"]
-    lines += ["", "| INT8 knob | float F1 | float ms | int8 F1 | int8 ms |", "|---|---:|---:|---:|---:|"]
+    if not report.get("int8_enabled", True):
+        lines += ["", f"INT8 knob: not searched: {report['int8_why']}."]
+    else:
+        lines += ["", "| INT8 knob | float F1 | float ms | int8 F1 | int8 ms |", "|---|---:|---:|---:|---:|"]
     for row in report["int8"]:
         f, q = row["float"], row["int8"]
         cells = f"{f['f1']:.2f} | {f['latency_ms']:.2f} | {q['f1']:.2f} | {q['latency_ms']:.2f}"

@@ -13,7 +13,6 @@ read `WidthWeights` packed at load, contiguous per width, so a forward never cop
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 from models import drop_restore
 from models.config import ArchConfig
 from models.errors import InvalidInput, InvalidSubnet
+from models.quantize import Int8Linear
 from models.subnet import SubnetConfig, kept_heads, kept_layers, kept_neurons
 
 log = logging.getLogger(__name__)
@@ -40,59 +40,6 @@ class QAOutput:
     end_logits: Tensor  # (batch, tokens)
     # Embedding output, then the output of every kept layer, each restored to full length.
     hidden_states: tuple[Tensor, ...] | None = None
-
-
-@functools.cache
-def int8_weight_levels() -> int:
-    """The largest |INT8 weight| this CPU's integer matmul multiplies exactly: 127, or 63.
-
-    `torch._int_mm` runs oneDNN, which on x86 without VNNI (AVX2, AVX-512 before Cascade Lake)
-    shifts activations to unsigned bytes and sums products in pairs of 16 bits: with 8-bit
-    weights the sums overflow and every result is wrong (checked with ONEDNN_MAX_CPU_ISA=AVX2),
-    with 7-bit weights they fit. Probed once at the extremes, not read from CPU flags.
-    """
-    x = torch.tensor([[127] * 64, [-127] * 64, [127, -127] * 32], dtype=torch.int8)
-    for levels in (127, 63):
-        w = torch.full((64, 2), levels, dtype=torch.int8)
-        w[:, 1] = -levels
-        if torch.equal(torch._int_mm(x, w), x.int() @ w.int()):
-            return levels
-    raise RuntimeError("this CPU's int8 matmul (torch._int_mm) is not exact even with 7-bit weights")
-
-
-@dataclass(frozen=True)
-class Int8Linear:
-    """A linear map with INT8 weights (one scale per output row) and INT8 activations (one scale
-    per token, computed at each call), multiplied exactly in 32-bit integers (`torch._int_mm`).
-
-    Why per token rather than torch's dynamic quantisation (one activation scale per call, 7 bits
-    on x86): one token with a large activation sets the scale for every other token of the call,
-    and so for every request batched with it. Per-token scales make a window's answer independent
-    of its batch; on the shipped checkpoint (whole eval split) width 0.75 INT8 scores 0.08 F1 below
-    width 0.75 float, against 1.41 with torch's kernel and 0.73 with one 8-bit scale per call.
-    """
-
-    weight_t: Tensor  # (in, out) int8, transposed once for the matmul
-    scale: Tensor  # (out,) float: the weight row's max |w| / levels
-    bias: Tensor  # (out,)
-
-    @classmethod
-    def of(cls, weight: Tensor, bias: Tensor) -> Int8Linear:
-        """Quantise (out, in) float weights; an all-zero row gets a tiny scale, not a division by 0."""
-        levels = int8_weight_levels()
-        scale = weight.detach().abs().amax(dim=1).clamp_min(1e-12) / levels
-        quantized = (weight.detach() * (1 / scale[:, None])).round().clamp(-levels, levels).to(torch.int8)
-        return cls(quantized.t().contiguous(), scale, bias.detach().clone())
-
-    def __call__(self, x: Tensor) -> Tensor:
-        """x (..., in) float32 -> (..., out) float32."""
-        rows = x.reshape(-1, x.shape[-1])
-        amax = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
-        # Multiply by 127 / amax rather than divide by amax / 127: the broadcast division is up to
-        # 10x slower on this CPU for (384, 1536) inputs.
-        quantized = rows.mul(127 / amax).round_().to(torch.int8)
-        y = torch._int_mm(quantized, self.weight_t).float().mul_(amax * (1 / 127)).mul_(self.scale).add_(self.bias)
-        return y.view(*x.shape[:-1], self.weight_t.shape[1])
 
 
 @dataclass(frozen=True)

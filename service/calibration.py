@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 import torch
 
+from models.hardware import hardware_id
 from models.transformer import DynamicBertForQA
 from service.planner import Candidate, LatencyModel, Point
 from service.state import StateStore
@@ -27,19 +26,6 @@ log = logging.getLogger(__name__)
 
 TOKENS = (64, 128, 256, 384)
 BATCHES = (1, 4)
-
-
-def hardware_id() -> str:
-    """CPU model, core count, torch version and threads: what latency depends on besides the model."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}|cores={os.cpu_count()}|torch={torch.__version__}|threads={torch.get_num_threads()}"
 
 
 def profile_key(checkpoint_sha: str, candidates: list[Candidate], max_length: int, compiled: bool) -> str:

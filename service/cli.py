@@ -19,6 +19,7 @@ _SERVE_FLAGS: dict[str, tuple[type, str]] = {
     "max_batch_windows": (int, "windows per micro-batch (default 8)"),
     "threads": (int, "torch threads (0: torch's default)"),
     "pin_subnet": (str, "serve only this sub-network id (comparisons)"),
+    "int8": (str, "INT8 sub-networks: auto (only where this CPU's integer matmul pays), on or off (DYNAQA_INT8)"),
     "cache_dir": (str, "latency profile cache (default /tmp/dynaqa)"),
     "log_level": (str, "log level (default INFO)"),
 }

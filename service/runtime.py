@@ -21,6 +21,7 @@ import torch
 from models import checkpoint as ckpt
 from models.cost import macs
 from models.errors import InvalidInput
+from models.quantize import int8_enabled, int8_speedup
 from models.reader import Reader
 from models.squad import Answer, SquadExample, Windows
 from models.subnet import SubnetConfig, grid
@@ -65,10 +66,14 @@ class Job:
     idle: Candidate | None  # what an idle server would have chosen under that cap (downgrade count)
 
 
-def candidates_of(checkpoint: ckpt.Checkpoint) -> list[Candidate]:
-    """The shipped Pareto set; the width x depth grid until a search has produced one."""
-    if checkpoint.profile:
-        return [Candidate(e.subnet, e.f1, e.macs) for e in checkpoint.profile]
+def candidates_of(checkpoint: ckpt.Checkpoint, int8: bool = True) -> list[Candidate]:
+    """The shipped Pareto set; without INT8, the float-only front (or, where no float-only search
+    ran, the Pareto set's float points); the width x depth grid until a search has produced one."""
+    profile = checkpoint.profile
+    if not int8:
+        profile = checkpoint.float_profile or [e for e in profile if not e.subnet.quantized]
+    if profile:
+        return [Candidate(e.subnet, e.f1, e.macs) for e in profile]
     scores = checkpoint.training.get("grid_scores", {})
     space = [s for s in grid() if s.width in checkpoint.widths and s.depth in checkpoint.depths]
     return [Candidate(s, scores.get(s.id), macs(checkpoint.config, s, 384)) for s in space]
@@ -109,9 +114,12 @@ class Runtime:
         clear error and a non-zero exit instead of a replica that is never ready."""
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
-        checkpoint = ckpt.load(self.settings.checkpoint)
+        int8 = bool(self.settings.pin_subnet) or int8_enabled(self.settings.int8)
+        checkpoint = ckpt.load(self.settings.checkpoint, int8=int8)
         self.reader = Reader(checkpoint, max_length=self.settings.max_length, stride=self.settings.stride)
-        candidates = candidates_of(checkpoint)
+        candidates = candidates_of(checkpoint, int8)
+        if not int8:
+            self._log_int8_off(checkpoint)
         if self.settings.pin_subnet:
             pinned = checkpoint.resolve(self.settings.pin_subnet)
             known = {c.subnet: c for c in candidates}
@@ -120,6 +128,19 @@ class Runtime:
         if self.settings.redis_url:
             self.store = RedisState(self.settings.redis_url, self._count_state_error)
         self._candidates = candidates
+
+    def _log_int8_off(self, checkpoint: ckpt.Checkpoint) -> None:
+        """Say which front is served and why: on a CPU without a fast integer matmul the INT8
+        points would be calibrated at minutes each, then never chosen."""
+        event = {
+            "event": "int8 off",
+            "mode": self.settings.int8,
+            "dropped": [e.subnet.id for e in checkpoint.profile if e.subnet.quantized],
+            "front": "pareto_float" if checkpoint.float_profile else "pareto, float points",
+        }
+        if self.settings.int8 == "auto":
+            event["int8_speedup"] = round(int8_speedup(), 3)
+        log.warning(json.dumps(event))
 
     def _count_state_error(self, operation: str) -> None:
         if self.metrics is not None:

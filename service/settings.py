@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.quantize import Int8Mode
 from models.squad import MAX_QUESTION_TOKENS
 
 
@@ -52,6 +53,12 @@ class Settings(BaseSettings):
         "the model thread, before readiness). Off by default: the shipped profile's F1 and latencies were "
         "measured eagerly, and compiled INT8 scored up to 0.3 F1 lower (README, session 12). Falls back to "
         "eager, with a warning, where no C++ compiler works.",
+    )
+    int8: Int8Mode = Field(
+        "auto",
+        description="Serve the profile's INT8 configurations: auto (only where this CPU's integer matmul is at "
+        "least 1.2x the float one, probed at start-up; an AVX2-only CPU runs it 40x slower), on, or off. "
+        "A pinned sub-network is served as named.",
     )
     model_nice: int = Field(
         10,

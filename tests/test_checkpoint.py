@@ -42,6 +42,22 @@ def test_profile_ids_resolve(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert checkpoint.info(root)["pareto_ids"] == [subnet.id]
 
 
+def test_the_float_front_is_written_beside_the_int8_one_and_reset_by_new_weights(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`dynaqa search --int8 off --write-profile` fills `pareto_float` and keeps `pareto` (and the
+    other way round); saving new weights into the directory drops both (they were measured on the old)."""
+    root = copy(tiny_checkpoint, tmp_path)
+    q8, fast = SubnetConfig(0.5, 1.0, quantized=True), SubnetConfig(0.25, 0.5, (0.8, 0.6))
+    checkpoint.write_profile(root, [ProfileEntry(q8, 60.0, 50.0, 100)])
+    checkpoint.write_profile(root, [ProfileEntry(fast, 40.0, 30.0, 50)], int8=False)
+    loaded = checkpoint.load(root)
+    assert [e.subnet for e in loaded.profile] == [q8] and [e.subnet for e in loaded.float_profile] == [fast]
+    assert loaded.resolve(fast.id) == fast and checkpoint.info(root)["pareto_float_ids"] == [fast.id]
+    checkpoint.save(loaded.model, root, root)
+    assert checkpoint.load(root).profile == [] and checkpoint.load(root).float_profile == []
+
+
 @pytest.mark.parametrize("name", ["config.json", "model.safetensors", "vocab.txt", "profile.json"])
 def test_a_missing_file_is_named(tiny_checkpoint: Path, tmp_path: Path, name: str) -> None:
     root = copy(tiny_checkpoint, tmp_path)

@@ -80,6 +80,18 @@ def test_a_study_refuses_to_resume_on_other_weights(tiny_checkpoint: Path, tmp_p
         search.run_study(search.Bench(Reader(checkpoint.load(retrained)), examples), 2, storage, 1, "t", False)
 
 
+def test_without_int8_the_study_samples_floats_only_and_resumes_only_so(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """`--int8 off` (or `auto` on a CPU without a fast integer matmul): no INT8 trial, no twin,
+    and the study cannot later be resumed with INT8 on (its front would mix two spaces)."""
+    bench = search.Bench(Reader(checkpoint.load(tiny_checkpoint)), squad.load_squad(DATA / "eval.json.gz", limit=2))
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = search.run_study(bench, 30, storage, seed=4, name="t", progress=False, int8=False)
+    subnets = [m.subnet for m in search.measurements(study)]
+    assert len(subnets) == 30 and not any(s.quantized for s in subnets)  # 22 baselines, 8 sampled
+    with pytest.raises(InvalidInput, match="INT8 off"):
+        search.run_study(bench, 31, storage, seed=4, name="t", progress=False, int8=True)
+
+
 def test_pareto_ranks_peel_fronts_in_order() -> None:
     m = search.Measurement
     a, b, c, d = SubnetConfig(1.0, 1.0), SubnetConfig(0.75, 1.0), SubnetConfig(0.5, 1.0), SubnetConfig(0.25, 0.5)

@@ -4,9 +4,11 @@ import asyncio
 import heapq
 import math
 import os
+import shutil
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -709,3 +711,34 @@ def test_admission_reports_when_the_last_byte_of_a_response_was_sent() -> None:
 def test_the_network_allowance_must_leave_the_default_budget_something() -> None:
     with pytest.raises(ValueError, match="network_ms"):
         Settings(network_ms=1000, default_budget_ms=1000)
+
+
+@pytest.mark.parametrize("mode", ["off", "on", "off with a float front"])
+def test_int8_off_serves_a_float_front(
+    mode: str, tiny_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a CPU whose integer matmul is slow (`int8=auto` finds out) the service serves the
+    float-only front (`pareto_float`) or else the profile's float points, and never builds the
+    INT8 weights; `on` serves the profile as shipped."""
+    from models import checkpoint
+
+    root = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, root)
+    profile = [SubnetConfig(1.0, 1.0), SubnetConfig(0.5, 1.0, quantized=True), SubnetConfig(0.5, 0.5)]
+    floats = [SubnetConfig(1.0, 1.0), SubnetConfig(0.75, 1.0), SubnetConfig(0.25, 0.5)]
+    checkpoint.write_profile(root, [checkpoint.ProfileEntry(s, 50.0 - i, 40.0, 1000) for i, s in enumerate(profile)])
+    if mode == "off with a float front":
+        entries = [checkpoint.ProfileEntry(s, 49.0 - i, 40.0, 1000) for i, s in enumerate(floats)]
+        checkpoint.write_profile(root, entries, int8=False)
+    runtime = Runtime(Settings(checkpoint=root, int8=mode.split()[0]))
+    with caplog.at_level("WARNING", logger="service.runtime"):
+        runtime.load()
+    served = [c.subnet for c in runtime._candidates]
+    expected = {"on": profile, "off": [profile[0], profile[2]], "off with a float front": floats}[mode]
+    assert served == expected
+    assert ("int8 off" in caplog.text) == (mode != "on")
+    assert ('"dropped": ["w50d100-q8"]' in caplog.text) == (mode != "on")
+    assert runtime.reader is not None
+    assert len(runtime.reader.checkpoint.profile) == 3  # writing one front kept the other
+    packed = runtime.reader.checkpoint.model._packed or {}
+    assert any(quantized for _, quantized in packed) == (mode == "on")
