@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from models import search
 from models.checkpoint import ProfileEntry
 from models.reader import Reader
@@ -33,7 +35,9 @@ def thin(front: list[search.Measurement], keep: int = MAX_SHIPPED) -> list[searc
     return [front[round(i * step)] for i in range(keep)]
 
 
-def side_by_side(bench: search.Bench, subnets: list[SubnetConfig], rounds: int = 2) -> dict[SubnetConfig, float]:
+def side_by_side(
+    bench: search.Bench, subnets: list[SubnetConfig], rounds: int = 2, progress: bool = False
+) -> dict[SubnetConfig, float]:
     """Batch-1 latency of each configuration, measured in interleaved rounds (median per config).
 
     The study measures each configuration once, minutes apart from the full model, and this
@@ -41,9 +45,11 @@ def side_by_side(bench: search.Bench, subnets: list[SubnetConfig], rounds: int =
     and the front are timed again here, round-robin, close together in time.
     """
     times: dict[SubnetConfig, list[float]] = {s: [] for s in subnets}
-    for _ in range(rounds):
-        for subnet in times:
-            times[subnet].append(bench.measure(subnet).latency_ms)
+    with tqdm(total=rounds * len(times), desc="side-by-side timing", unit="config", disable=not progress) as bar:
+        for _ in range(rounds):
+            for subnet in times:
+                times[subnet].append(bench.measure(subnet).latency_ms)
+                bar.update()
     return {s: statistics.median(t) for s, t in times.items()}
 
 
@@ -52,6 +58,7 @@ def rescore(
     retime: Callable[[list[SubnetConfig]], dict[SubnetConfig, float]],
     trials: list[search.Measurement],
     minimum: int = MIN_SHIPPED,
+    progress: bool = False,
 ) -> tuple[list[ProfileEntry], dict[SubnetConfig, float]]:
     """The front to ship, judged on the whole split and on latencies timed side by side.
 
@@ -72,9 +79,9 @@ def rescore(
     latency: dict[SubnetConfig, float] = {}
     for i, rank in enumerate(ranks):
         pool += [m for m in rank if m not in pool]
-        for m in pool:
-            if m.subnet not in scores:
-                scores[m.subnet] = score(m.subnet)
+        new = [m.subnet for m in pool if m.subnet not in scores]
+        for subnet in tqdm(new, desc=f"whole-split F1, rank {i + 1}", unit="config", disable=not progress):
+            scores[subnet] = score(subnet)
         rescored = [search.Measurement(m.subnet, *scores[m.subnet], m.latency_ms, m.macs) for m in pool]
         last = i == len(ranks) - 1
         if len(search.pareto_front(rescored)) < minimum and not last:
@@ -109,6 +116,7 @@ def build(
     examples: list[SquadExample],
     trials: list[search.Measurement],
     settings: dict[str, Any],
+    progress: bool = False,
 ) -> tuple[dict[str, Any], list[ProfileEntry], dict[str, list[search.Measurement]]]:
     """The report, the profile entries to ship and the per-family fronts (for the plot)."""
     fronts = search.fronts_by_family(trials)
@@ -119,7 +127,10 @@ def build(
         whole_split[subnet] = search.full_split_scores(reader, examples, subnet)
         return whole_split[subnet]
 
-    entries, latency = rescore(score, lambda subnets: side_by_side(bench, subnets), trials)
+    def retime(subnets: list[SubnetConfig]) -> dict[SubnetConfig, float]:
+        return side_by_side(bench, subnets, progress=progress)
+
+    entries, latency = rescore(score, retime, trials, progress=progress)
     full_f1, full_em = whole_split[full]
     full_latency = latency[full]
     points = [(e.f1, e.latency_ms or full_latency) for e in entries]

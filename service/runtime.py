@@ -67,11 +67,10 @@ class Job:
 
 
 def candidates_of(checkpoint: ckpt.Checkpoint, int8: bool = True) -> list[Candidate]:
-    """The shipped Pareto set; without INT8, the float-only front (or, where no float-only search
-    ran, the Pareto set's float points); the width x depth grid until a search has produced one."""
-    profile = checkpoint.profile
-    if not int8:
-        profile = checkpoint.float_profile or [e for e in profile if not e.subnet.quantized]
+    """The shipped Pareto set, or without INT8 the float-only one (`pareto_float`); the width x
+    depth grid (float, with training.json's scores) where the needed front was never searched. Not
+    the INT8 front's float points: on an INT8 front they can be the full model alone."""
+    profile = checkpoint.profile if int8 else checkpoint.float_profile
     if profile:
         return [Candidate(e.subnet, e.f1, e.macs) for e in profile]
     scores = checkpoint.training.get("grid_scores", {})
@@ -136,7 +135,7 @@ class Runtime:
             "event": "int8 off",
             "mode": self.settings.int8,
             "dropped": [e.subnet.id for e in checkpoint.profile if e.subnet.quantized],
-            "front": "pareto_float" if checkpoint.float_profile else "pareto, float points",
+            "front": "pareto_float" if checkpoint.float_profile else "width x depth grid",
         }
         if self.settings.int8 == "auto":
             event["int8_speedup"] = round(int8_speedup(), 3)

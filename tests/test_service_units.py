@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from models.subnet import SubnetConfig
+from models.subnet import SubnetConfig, grid
 from service import budget
 from service.batcher import Batcher, WorkItem, batch_time_cap, slack_after
 from service.controller import Controller, LoadStats
@@ -718,7 +718,7 @@ def test_int8_off_serves_a_float_front(
     mode: str, tiny_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """On a CPU whose integer matmul is slow (`int8=auto` finds out) the service serves the
-    float-only front (`pareto_float`) or else the profile's float points, and never builds the
+    float-only front (`pareto_float`) or else the float width x depth grid, and never builds the
     INT8 weights; `on` serves the profile as shipped."""
     from models import checkpoint
 
@@ -734,7 +734,7 @@ def test_int8_off_serves_a_float_front(
     with caplog.at_level("WARNING", logger="service.runtime"):
         runtime.load()
     served = [c.subnet for c in runtime._candidates]
-    expected = {"on": profile, "off": [profile[0], profile[2]], "off with a float front": floats}[mode]
+    expected = {"on": profile, "off": grid(), "off with a float front": floats}[mode]
     assert served == expected
     assert ("int8 off" in caplog.text) == (mode != "on")
     assert ('"dropped": ["w50d100-q8"]' in caplog.text) == (mode != "on")
