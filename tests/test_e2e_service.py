@@ -57,7 +57,12 @@ def test_answers_eval_questions_correctly_with_a_loose_budget(first: tuple[Serve
     full_quality(server)
     predictions, subnets = {}, set()
     for example in EXAMPLES:
+        began = time.perf_counter()
         response = post(server, example, {"X-Latency-Budget-Ms": "20000"})
+        # Light load, not a closed loop: back to back, the full model keeps a slow CPU's model
+        # thread busy past the controller's target and it rightly degrades (an AVX2-only 2-core
+        # machine served width 0.75 and 0.5 here); idle half the time, it never needs to.
+        time.sleep(time.perf_counter() - began)
         assert response.status_code == 200, response.text
         body = response.json()
         assert example.context[body["start"] : body["end"]] == body["answer"]
