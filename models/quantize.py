@@ -30,7 +30,9 @@ def int8_weight_levels() -> int:
     `torch._int_mm` runs oneDNN, which on x86 without VNNI (AVX2, AVX-512 before Cascade Lake)
     shifts activations to unsigned bytes and sums products in pairs of 16 bits: with 8-bit
     weights the sums overflow and every result is wrong (checked with ONEDNN_MAX_CPU_ISA=AVX2),
-    with 7-bit weights they fit. Probed once at the extremes, not read from CPU flags.
+    with 7-bit weights they fit. Where oneDNN has no integer kernel at all (an AVX2-only AMD
+    EPYC, session 13) a reference loop multiplies exactly and 127 comes back; `int8_speedup`
+    is what says such a CPU should not use INT8. Probed once at the extremes, not read from flags.
     """
     x = torch.tensor([[127] * 64, [-127] * 64, [127, -127] * 32], dtype=torch.int8)
     for levels in (127, 63):
