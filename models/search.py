@@ -11,6 +11,8 @@ After the search, the INT8 twin of every float configuration on the front is mea
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -291,6 +293,28 @@ def full_split_scores(reader: Reader, examples: list[SquadExample], subnet: Subn
     answers, _ = reader.predict(examples, subnet, progress=False)
     scores = metric.score({e.qid: e.answers for e in examples}, {q: a.text for q, a in answers.items()})
     return scores["f1"], scores["exact_match"]
+
+
+class StudyScores(dict[SubnetConfig, tuple[float, float]]):
+    """Whole-split F1 and EM by sub-network, written through to the study's storage.
+
+    Re-scoring the front on the whole split is most of a search's time on a slow CPU; kept in the
+    study, a report that was stopped part-way resumes from what it had scored. The attribute names
+    the eval questions (a hash of their ids), so another --data starts afresh; the study itself
+    already refuses other weights.
+    """
+
+    def __init__(self, study, examples: list[SquadExample]) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.study = study
+        self.prefix = "whole_split:" + hashlib.sha1("\n".join(e.qid for e in examples).encode()).hexdigest()[:12] + ":"
+        for key, value in study.user_attrs.items():
+            if key.startswith(self.prefix):
+                super().__setitem__(SubnetConfig.from_dict(json.loads(key.removeprefix(self.prefix))), tuple(value))
+
+    def __setitem__(self, subnet: SubnetConfig, scores: tuple[float, float]) -> None:
+        super().__setitem__(subnet, scores)
+        self.study.set_user_attr(self.prefix + json.dumps(subnet.to_dict(), sort_keys=True), list(scores))
 
 
 def plot(fronts: dict[str, list[Measurement]], trials: list[Measurement], path) -> None:  # type: ignore[no-untyped-def]

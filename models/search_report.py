@@ -25,6 +25,10 @@ from models.subnet import SubnetConfig
 
 MAX_SHIPPED = 30
 MIN_SHIPPED = 10  # issue #4: a Pareto set of 10-30 configurations
+# A point from a later rank joins the pool unless a pool point outclasses it by this much subset F1:
+# on 200 questions two configurations' F1 difference moves by a point or two between the subset and
+# the whole split, not by three.
+REACH_F1 = 3.0
 
 
 def thin(front: list[search.Measurement], keep: int = MAX_SHIPPED) -> list[search.Measurement]:
@@ -53,6 +57,22 @@ def side_by_side(
     return {s: statistics.median(t) for s, t in times.items()}
 
 
+def outclassed(candidate: search.Measurement, others: list[search.Measurement], margin: float = 0.0) -> bool:
+    """Whether another point beats `candidate` so plainly that re-timing cannot change it.
+
+    It must do no more arithmetic (MACs are exact, so drift cannot fake them), have been timed no
+    slower (MACs alone miss what dropping tokens costs) and score more than `margin` F1 higher.
+    Used twice by `rescore`: with REACH_F1 on subset scores, to keep a later rank's hopeless
+    points from the whole-split scoring (106 s for the full model on a 2-core AVX2 machine;
+    session 13's float-only report ran over an hour without this), and with 0 on whole-split
+    scores, to keep them from the side-by-side timing.
+    """
+    return any(
+        q.macs <= candidate.macs and q.latency_ms <= candidate.latency_ms and q.f1 > candidate.f1 + margin
+        for q in others
+    )
+
+
 def rescore(
     score: Callable[[SubnetConfig], tuple[float, float]],
     retime: Callable[[list[SubnetConfig]], dict[SubnetConfig, float]],
@@ -68,26 +88,32 @@ def rescore(
     configuration once, minutes apart (session 10's first report shipped two points that the
     side-by-side times showed dominated, and had dropped width 0.5 INT8, which the subset ranked
     just behind width 0.75 x depth 0.75 INT8). So the subset's next non-dominated ranks join the
-    pool until the whole-split front, with the pool timed side by side, has `minimum` points.
+    pool, except points it `outclassed` by REACH_F1, until the whole-split front, with the pool's
+    contenders timed side by side, has `minimum` points.
     The full model is always in the pool: it is the service's most accurate choice and the
     speed-ups' reference. Returns the entries and the pool's side-by-side latencies.
     """
     scores: dict[SubnetConfig, tuple[float, float]] = {}
-    pool = [m for m in trials if m.subnet == SubnetConfig(1.0, 1.0)][:1]
+    full = SubnetConfig(1.0, 1.0)
+    pool = [m for m in trials if m.subnet == full][:1]
     ranks = search.pareto_ranks(trials)
     front: list[search.Measurement] = []
     latency: dict[SubnetConfig, float] = {}
     for i, rank in enumerate(ranks):
-        pool += [m for m in rank if m not in pool]
+        last = i == len(ranks) - 1
+        joining = [m for m in rank if m not in pool and not outclassed(m, pool, REACH_F1)]
+        if not joining and not last:
+            continue
+        pool += joining
         new = [m.subnet for m in pool if m.subnet not in scores]
         for subnet in tqdm(new, desc=f"whole-split F1, rank {i + 1}", unit="config", disable=not progress):
             scores[subnet] = score(subnet)
         rescored = [search.Measurement(m.subnet, *scores[m.subnet], m.latency_ms, m.macs) for m in pool]
-        last = i == len(ranks) - 1
         if len(search.pareto_front(rescored)) < minimum and not last:
             continue  # too few even by the study's times: widen before timing anything
-        latency = retime([m.subnet for m in pool])
-        front = search.pareto_front([dataclasses.replace(m, latency_ms=latency[m.subnet]) for m in rescored])
+        contenders = [m for m in rescored if m.subnet == full or not outclassed(m, rescored)]
+        latency = retime([m.subnet for m in contenders])
+        front = search.pareto_front([dataclasses.replace(m, latency_ms=latency[m.subnet]) for m in contenders])
         if len(front) >= minimum or last:
             break
     return [
@@ -117,14 +143,19 @@ def build(
     trials: list[search.Measurement],
     settings: dict[str, Any],
     progress: bool = False,
+    whole_split: dict[SubnetConfig, tuple[float, float]] | None = None,
 ) -> tuple[dict[str, Any], list[ProfileEntry], dict[str, list[search.Measurement]]]:
-    """The report, the profile entries to ship and the per-family fronts (for the plot)."""
+    """The report, the profile entries to ship and the per-family fronts (for the plot).
+
+    `whole_split` holds whole-split scores already known (`search.StudyScores` keeps them in the
+    study, so a report stopped part-way resumes); what is scored here is added to it."""
     fronts = search.fronts_by_family(trials)
     full = SubnetConfig(1.0, 1.0)
-    whole_split: dict[SubnetConfig, tuple[float, float]] = {}
+    whole_split = {} if whole_split is None else whole_split
 
     def score(subnet: SubnetConfig) -> tuple[float, float]:
-        whole_split[subnet] = search.full_split_scores(reader, examples, subnet)
+        if subnet not in whole_split:
+            whole_split[subnet] = search.full_split_scores(reader, examples, subnet)
         return whole_split[subnet]
 
     def retime(subnets: list[SubnetConfig]) -> dict[SubnetConfig, float]:

@@ -137,6 +137,60 @@ def test_the_shipped_front_is_judged_on_side_by_side_times() -> None:
     assert len(calls) == 2 and set(calls[-1]) == {full, w75q, w50, w25}  # widened once, everything re-timed
 
 
+def test_later_ranks_join_the_pool_only_within_reach() -> None:
+    """A later-rank point that a cheaper, faster pool point out-scores by 3+ subset F1 is never
+    scored on the whole split; one just behind is (the whole split may reorder the two), and is
+    timed again only if the whole split does not confirm it is outclassed."""
+    m = search.Measurement
+    full, w50, near, far = (
+        SubnetConfig(1.0, 1.0),
+        SubnetConfig(0.5, 1.0),
+        SubnetConfig(0.75, 0.75),
+        SubnetConfig(1.0, 0.5),
+    )
+    trials = [m(full, 57.0, 0, 40.0, 4), m(w50, 54.0, 0, 20.0, 2), m(near, 53.5, 0, 25.0, 3), m(far, 50.0, 0, 30.0, 3)]
+    assert [len(r) for r in search.pareto_ranks(trials)] == [2, 1, 1]
+    whole_split = {full: (68.9, 57.3), w50: (64.6, 52.7), near: (64.0, 52.0), far: (66.0, 54.0)}
+    scored: list[SubnetConfig] = []
+
+    def score(subnet: SubnetConfig) -> tuple[float, float]:
+        scored.append(subnet)
+        return whole_split[subnet]
+
+    timed = {t.subnet: t.latency_ms for t in trials}
+    entries, latency = search_report.rescore(score, lambda s: {x: timed[x] for x in s}, trials, minimum=4)
+    assert sorted(scored, key=lambda s: s.id) == sorted([full, w50, near], key=lambda s: s.id)
+    assert [e.subnet for e in entries] == [w50, full]
+    assert set(latency) == {full, w50}  # near: cheaper, faster w50 scored higher on the whole split too
+    assert search_report.outclassed(trials[3], trials[:3], search_report.REACH_F1)
+    assert not search_report.outclassed(trials[3], [m(w50, 54.0, 0, 20.0, 5)], 3.0)  # more MACs: timing may lie
+
+
+def test_whole_split_scores_are_kept_in_the_study(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report stopped part-way resumes: what was scored on the whole split is in the storage."""
+    reader = Reader(checkpoint.load(tiny_checkpoint))
+    examples = squad.load_squad(DATA / "eval.json.gz", limit=3)
+    bench = search.Bench(reader, examples[:2])
+    study = search.run_study(bench, 2, f"sqlite:///{tmp_path / 's.db'}", seed=5, name="r", progress=False, int8=False)
+    trials = search.measurements(study)
+    scores = search.StudyScores(study, examples)
+    first, entries, _ = search_report.build(reader, bench, examples, trials, {"subset": 2}, False, scores)
+    stored = search.StudyScores(optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 's.db'}"), examples)
+    assert set(stored) >= {e.subnet for e in entries} and SubnetConfig(1.0, 1.0) in stored
+    assert round(stored[SubnetConfig(1.0, 1.0)][0], 3) == first["full_model"]["f1"]
+    assert not search.StudyScores(study, examples[:2])  # other questions: nothing known
+
+    def rescoring(*_: object) -> tuple[float, float]:
+        raise AssertionError("re-scored a configuration the study already holds")
+
+    monkeypatch.setattr(search, "full_split_scores", rescoring)
+    again, resumed, _ = search_report.build(reader, bench, examples, trials, {"subset": 2}, False, stored)
+    assert again["full_model"]["f1"] == first["full_model"]["f1"]
+    assert resumed and all(e.f1 == round(stored[e.subnet][0], 3) for e in resumed)
+
+
 def test_frontier_comparisons_on_known_points() -> None:
     m = search.Measurement
     joint = [m(SubnetConfig(0.25, 0.5), 60, 50, 5, 1), m(SubnetConfig(1.0, 1.0), 80, 70, 40, 1)]
