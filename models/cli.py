@@ -230,7 +230,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         )
     scored = search.StudyScores(study, examples)
     report, entries, fronts = search_report.build(reader, bench, examples, trials, settings, not args.quiet, scored)
-    search.plot(fronts, trials, Path(args.report) / "search.png")
+    search.plot(fronts, trials, Path(args.report) / "search.png", int8)
     search_report.write(report, Path(args.report))
     if args.write_profile:
         write_profile(checkpoint.path, entries, int8=int8)

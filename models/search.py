@@ -317,8 +317,9 @@ class StudyScores(dict[SubnetConfig, tuple[float, float]]):
         self.study.set_user_attr(self.prefix + json.dumps(subnet.to_dict(), sort_keys=True), list(scores))
 
 
-def plot(fronts: dict[str, list[Measurement]], trials: list[Measurement], path) -> None:  # type: ignore[no-untyped-def]
-    """F1 vs latency: every trial, the joint front and the three baselines, from one run."""
+def plot(fronts: dict[str, list[Measurement]], trials: list[Measurement], path, int8: bool = True) -> None:  # type: ignore[no-untyped-def]
+    """F1 vs latency: every trial, the joint front and the three baselines, from one run
+    (`int8`: whether INT8 was in the searched space, for the legend)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -327,7 +328,7 @@ def plot(fronts: dict[str, list[Measurement]], trials: list[Measurement], path) 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     ax.scatter([m.latency_ms for m in trials], [m.f1 for m in trials], s=8, alpha=0.3, color="grey", label="trials")
     styles = {
-        "joint": ("o-", "tab:red", "joint front (width x depth x length, int8)"),
+        "joint": ("o-", "tab:red", f"joint front (width x depth x length{', int8' if int8 else ''})"),
         "grid": ("s--", "tab:blue", "width x depth grid alone"),
         "lengths": ("^--", "tab:green", "lengths alone (full width and depth)"),
         "full": ("*", "black", "full model"),
