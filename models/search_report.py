@@ -90,8 +90,8 @@ def rescore(
     just behind width 0.75 x depth 0.75 INT8). So the subset's next non-dominated ranks join the
     pool, except points it `outclassed` by REACH_F1, until the whole-split front, with the pool's
     contenders timed side by side, has `minimum` points.
-    The full model is always in the pool: it is the service's most accurate choice and the
-    speed-ups' reference. Returns the entries and the pool's side-by-side latencies.
+    The full model is always in the pool and timed: it is the service's most accurate choice and
+    the speed-ups' reference. Returns the entries and the pool's side-by-side latencies.
     """
     scores: dict[SubnetConfig, tuple[float, float]] = {}
     full = SubnetConfig(1.0, 1.0)
