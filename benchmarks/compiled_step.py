@@ -25,6 +25,7 @@ import torch
 from models import squad
 from models.checkpoint import DEFAULT_DIR
 from models.checkpoint import load as load_checkpoint
+from models.quantize import int8_enabled
 from models.reader import Reader
 from models.subnet import SubnetConfig
 from models.transformer import EAGER_STEPS, LayerSteps
@@ -38,17 +39,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=str(DEFAULT_DIR))
     parser.add_argument("--questions", type=int, default=200, help="eval questions per measurement (default 200)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--subnets", default=None, help="comma-separated ids (default: w100d100 and the profile)")
+    parser.add_argument(
+        "--subnets",
+        default=None,
+        help="comma-separated ids (default: w100d100 and the front this CPU serves: the INT8 one where INT8 pays, "
+        "else pareto_float)",
+    )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
 
-    checkpoint = load_checkpoint(args.checkpoint)
+    int8 = int8_enabled("auto")
+    checkpoint = load_checkpoint(args.checkpoint, int8=int8)
     began = time.perf_counter()
     if not checkpoint.model.compile_layers():
         raise SystemExit("error: the layer step did not compile on this machine (see the warning above)")
     compile_seconds = time.perf_counter() - began
     steps = {"eager": EAGER_STEPS, "compiled": checkpoint.model.encoder.steps}
-    ids = args.subnets.split(",") if args.subnets else ["w100d100", *(e.subnet.id for e in checkpoint.profile)]
+    served = checkpoint.profile if int8 else checkpoint.float_profile  # the front this CPU serves
+    ids = args.subnets.split(",") if args.subnets else ["w100d100", *(e.subnet.id for e in served)]
     subnets = [checkpoint.resolve(i) for i in dict.fromkeys(ids)]
     reader = Reader(checkpoint)
     windows = [reader.windows([e]) for e in squad.load_squad(DATA, limit=args.questions)]
