@@ -243,7 +243,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="search the F1/latency frontier over width x depth x lengths",
         description="NSGA-II (Optuna) over width, depth and per-layer keep ratios, maximising F1 on a fixed "
         "subset of the eval split and minimising measured batch-1 latency on this CPU. Resumable: the same "
-        "--storage and --study continue where a run stopped. The front is re-scored on the whole split and, "
+        "--storage and --study continue where a run stopped, trials and the report's whole-split scores alike. "
+        "The front is re-scored on the whole split and, "
         "with --write-profile, written to the checkpoint's profile.json for the service.",
     )
     p.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped one)")
