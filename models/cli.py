@@ -228,7 +228,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         settings["int8_why"] = (
             f"--int8 {args.int8}; one INT8 linear map runs at {settings['int8_speedup']}x the float one on this CPU"
         )
-    scored = search.StudyScores(study, examples)
+    scored = search.StudyScores(study, examples, compiled=args.compiled)
     report, entries, fronts = search_report.build(reader, bench, examples, trials, settings, not args.quiet, scored)
     search.plot(fronts, trials, Path(args.report) / "search.png", int8)
     search_report.write(report, Path(args.report))

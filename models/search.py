@@ -300,14 +300,16 @@ class StudyScores(dict[SubnetConfig, tuple[float, float]]):
 
     Re-scoring the front on the whole split is most of a search's time on a slow CPU; kept in the
     study, a report that was stopped part-way resumes from what it had scored. The attribute names
-    the eval questions (a hash of their ids), so another --data starts afresh; the study itself
+    the eval questions (a hash of their ids) and whether the layer steps were compiled (compiled
+    INT8 scores differ by tenths), so another --data or --compiled starts afresh; the study itself
     already refuses other weights.
     """
 
-    def __init__(self, study, examples: list[SquadExample]) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, study, examples: list[SquadExample], compiled: bool = False) -> None:  # type: ignore[no-untyped-def]
         super().__init__()
         self.study = study
-        self.prefix = "whole_split:" + hashlib.sha1("\n".join(e.qid for e in examples).encode()).hexdigest()[:12] + ":"
+        questions = hashlib.sha1("\n".join(e.qid for e in examples).encode()).hexdigest()[:12]
+        self.prefix = f"whole_split:{questions}:{'compiled' if compiled else 'eager'}:"
         for key, value in study.user_attrs.items():
             if key.startswith(self.prefix):
                 super().__setitem__(SubnetConfig.from_dict(json.loads(key.removeprefix(self.prefix))), tuple(value))

@@ -25,10 +25,10 @@ from models.subnet import SubnetConfig
 
 MAX_SHIPPED = 30
 MIN_SHIPPED = 10  # issue #4: a Pareto set of 10-30 configurations
-# A point from a later rank joins the pool unless a pool point outclasses it by this much subset F1:
-# on 200 questions two configurations' F1 difference moves by a point or two between the subset and
-# the whole split, not by three.
-REACH_F1 = 3.0
+# A point from a later rank joins the pool unless a pool point outclasses it by this much subset F1.
+# Between the 200-question subset and the whole split, a cheaper point's lead over a dearer one
+# moved by up to 5.2 F1 in session 14's float-only study (heavy length drops at width 0.25).
+REACH_F1 = 6.0
 
 
 def thin(front: list[search.Measurement], keep: int = MAX_SHIPPED) -> list[search.Measurement]:
@@ -60,15 +60,20 @@ def side_by_side(
 def outclassed(candidate: search.Measurement, others: list[search.Measurement], margin: float = 0.0) -> bool:
     """Whether another point beats `candidate` so plainly that re-timing cannot change it.
 
-    It must do no more arithmetic (MACs are exact, so drift cannot fake them), have been timed no
-    slower (MACs alone miss what dropping tokens costs) and score more than `margin` F1 higher.
+    It must do strictly less arithmetic in the same number format (MACs are exact, so drift cannot
+    fake them; an INT8 point is faster per MAC than a float one, and equal MACs, as width 0.25 x
+    depth 1 and width 0.5 x depth 0.5 have, leave only the noisy timing to decide), have been timed
+    no slower (MACs alone miss what dropping tokens costs) and score more than `margin` F1 higher.
     Used twice by `rescore`: with REACH_F1 on subset scores, to keep a later rank's hopeless
     points from the whole-split scoring (106 s for the full model on a 2-core AVX2 machine;
     session 13's float-only report ran over an hour without this), and with 0 on whole-split
     scores, to keep them from the side-by-side timing.
     """
     return any(
-        q.macs <= candidate.macs and q.latency_ms <= candidate.latency_ms and q.f1 > candidate.f1 + margin
+        q.subnet.quantized == candidate.subnet.quantized
+        and q.macs < candidate.macs
+        and q.latency_ms <= candidate.latency_ms
+        and q.f1 > candidate.f1 + margin
         for q in others
     )
 
@@ -91,12 +96,12 @@ def rescore(
     pool, except points it `outclassed` by REACH_F1, until the whole-split front, with the pool's
     contenders timed side by side, has `minimum` points.
     The full model is always in the pool and timed: it is the service's most accurate choice and
-    the speed-ups' reference. Returns the entries and the pool's side-by-side latencies.
+    the speed-ups' reference. Returns the entries and the contenders' side-by-side latencies.
     """
     scores: dict[SubnetConfig, tuple[float, float]] = {}
     full = SubnetConfig(1.0, 1.0)
-    pool = [m for m in trials if m.subnet == full][:1]
     ranks = search.pareto_ranks(trials)
+    pool = [m for rank in ranks for m in rank if m.subnet == full]  # its fastest measurement, as ranked
     front: list[search.Measurement] = []
     latency: dict[SubnetConfig, float] = {}
     for i, rank in enumerate(ranks):
