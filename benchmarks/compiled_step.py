@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: the layer step did not compile on this machine (see the warning above)")
     compile_seconds = time.perf_counter() - began
     steps = {"eager": EAGER_STEPS, "compiled": checkpoint.model.encoder.steps}
-    served = checkpoint.profile if int8 else checkpoint.float_profile  # the front this CPU serves
-    ids = args.subnets.split(",") if args.subnets else ["w100d100", *(e.subnet.id for e in served)]
+    ids = args.subnets.split(",") if args.subnets else ["w100d100", *(e.subnet.id for e in checkpoint.front(int8))]
     subnets = [checkpoint.resolve(i) for i in dict.fromkeys(ids)]
     reader = Reader(checkpoint)
     windows = [reader.windows([e]) for e in squad.load_squad(DATA, limit=args.questions)]

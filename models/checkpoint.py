@@ -74,6 +74,11 @@ class Checkpoint:
     # pay serves; the INT8 front's float points alone would leave it the full model and little else.
     float_profile: list[ProfileEntry] = field(default_factory=list)
 
+    def front(self, int8: bool) -> list[ProfileEntry]:
+        """The searched front a CPU serves: the INT8 one where INT8 pays, else the float-only one
+        (empty where that search never ran)."""
+        return self.profile if int8 else self.float_profile
+
     def resolve(self, subnet_id: str) -> SubnetConfig:
         """A sub-network by id: a Pareto id from either profile, or a width x depth id."""
         for entry in self.profile + self.float_profile:

@@ -70,7 +70,7 @@ def candidates_of(checkpoint: ckpt.Checkpoint, int8: bool = True) -> list[Candid
     """The shipped Pareto set, or without INT8 the float-only one (`pareto_float`); the width x
     depth grid (float, with training.json's scores) where the needed front was never searched. Not
     the INT8 front's float points: on an INT8 front they can be the full model alone."""
-    profile = checkpoint.profile if int8 else checkpoint.float_profile
+    profile = checkpoint.front(int8)
     if profile:
         return [Candidate(e.subnet, e.f1, e.macs) for e in profile]
     scores = checkpoint.training.get("grid_scores", {})

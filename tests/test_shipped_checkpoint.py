@@ -30,7 +30,7 @@ def test_the_fastest_frontier_point_reproduces_its_f1(shipped: checkpoint.Checkp
     float-only front, else the float grid's fastest pair (an INT8 eval of the whole split takes
     minutes on a CPU without an int8 kernel)."""
     assert 10 <= len(shipped.profile) <= 30
-    front = shipped.profile if int8_enabled("auto") else shipped.float_profile
+    front = shipped.front(int8_enabled("auto"))
     if front:
         assert 10 <= len(front) <= 30 and not any(e.subnet.quantized for e in shipped.float_profile)
         fastest = min(front, key=lambda e: e.latency_ms or float("inf"))
