@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from models.bert_weights import load_weights
 from models.config import ArchConfig
 from models.errors import CheckpointError, InvalidInput, InvalidSubnet
+from models.quantize import Int8Kernel, int8_kernel
 from models.squad import load_tokenizer
 from models.subnet import DEPTHS, WIDTHS, SubnetConfig
 from models.transformer import DynamicBertForQA
@@ -68,20 +69,29 @@ class Checkpoint:
     widths: tuple[float, ...]
     depths: tuple[float, ...]
     tokenizer: Any = None
-    profile: list[ProfileEntry] = field(default_factory=list)
+    # profile.json's searched fronts by key (`FRONT_KEYS`): one per INT8 kernel, and float-only.
+    fronts: dict[str, list[ProfileEntry]] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
-    # The front of a search without INT8 (`pareto_float`): what a CPU whose integer matmul does not
-    # pay serves; the INT8 front's float points alone would leave it the full model and little else.
-    float_profile: list[ProfileEntry] = field(default_factory=list)
 
     def front(self, int8: bool) -> list[ProfileEntry]:
-        """The searched front a CPU serves: the INT8 one where INT8 pays, else the float-only one
-        (empty where that search never ran)."""
-        return self.profile if int8 else self.float_profile
+        """The searched front a CPU serves: without INT8 the float-only one; with INT8 the one
+        searched on the kernel this CPU runs (`int8_kernel`: INT8 scores depend on the kernel's
+        weight bits, latencies on the kernel), else another kernel's INT8 front (scores within
+        tenths of a point; the service re-measures latencies at start-up). Empty where no such
+        search ran."""
+        if not int8:
+            return self.fronts.get(FRONT_KEYS[None], [])
+        int8_fronts = [self.fronts.get(FRONT_KEYS[int8_kernel()], [])]
+        int8_fronts += [front for key, front in self.fronts.items() if key != FRONT_KEYS[None]]
+        return next((front for front in int8_fronts if front), [])
+
+    def entries(self) -> list[ProfileEntry]:
+        """Every shipped front's entries, front after front."""
+        return [entry for front in self.fronts.values() for entry in front]
 
     def resolve(self, subnet_id: str) -> SubnetConfig:
         """A sub-network by id: a Pareto id from either profile, or a width x depth id."""
-        for entry in self.profile + self.float_profile:
+        for entry in self.entries():
             if entry.subnet.id == subnet_id:
                 return entry.subnet
         subnet = SubnetConfig.parse_id(subnet_id)
@@ -143,15 +153,17 @@ def save(
     return out_dir
 
 
-PROFILE_KEYS = {True: "pareto", False: "pareto_float"}  # searched with INT8 in the space, or without
+# profile.json's key for the front searched with each INT8 kernel (None: searched without INT8).
+# `pareto` is oneDNN's (AVX-512 VNNI, session 11), `pareto_fbgemm` FBGEMM's (AVX2, session 15).
+FRONT_KEYS: dict[Int8Kernel | None, str] = {"onednn": "pareto", "fbgemm": "pareto_fbgemm", None: "pareto_float"}
 
 
-def write_profile(out_dir: Path, profile: list[ProfileEntry], int8: bool = True) -> None:
-    """Replace one front in `out_dir`'s profile.json and keep the other: `pareto` (searched with
-    INT8, on a CPU where it pays) or `pareto_float` (searched without)."""
+def write_profile(out_dir: Path, profile: list[ProfileEntry], kernel: Int8Kernel | None = "onednn") -> None:
+    """Replace the front searched with `kernel` (None: without INT8) in `out_dir`'s profile.json
+    and keep the others."""
     path = out_dir / "profile.json"
     body = _read_json(path) if path.is_file() else {"pareto": []}
-    body[PROFILE_KEYS[int8]] = [entry.to_dict() for entry in profile]
+    body[FRONT_KEYS[kernel]] = [entry.to_dict() for entry in profile]
     path.write_text(json.dumps(body, indent=2) + "\n")
 
 
@@ -162,14 +174,15 @@ def _read_json(path: Path) -> Any:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def _read_profile(path: Path) -> tuple[list[ProfileEntry], list[ProfileEntry]]:
-    """The `pareto` front and the `pareto_float` one (empty where no float-only search ran)."""
+def _read_profile(path: Path) -> dict[str, list[ProfileEntry]]:
+    """The fronts by key: `pareto` always, the others where their search ran."""
     body = _read_json(path)
     if not isinstance(body, dict) or not isinstance(body.get("pareto"), list):
         raise CheckpointError(f"{path} must be an object with a 'pareto' list")
-    if not isinstance(body.get("pareto_float", []), list):
-        raise CheckpointError(f"{path}: 'pareto_float' must be a list")
-    return _read_entries(path, body, "pareto"), _read_entries(path, body, "pareto_float")
+    for key in FRONT_KEYS.values():
+        if not isinstance(body.get(key, []), list):
+            raise CheckpointError(f"{path}: {key!r} must be a list")
+    return {key: _read_entries(path, body, key) for key in FRONT_KEYS.values() if key in body}
 
 
 def _read_entries(path: Path, body: dict[str, Any], key: str) -> list[ProfileEntry]:
@@ -233,11 +246,10 @@ def load(path: Path | str | None = None, compiled: bool = False, int8: bool = Tr
         raise CheckpointError(
             f"tokenizer in {root} has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}"
         )
-    profile, float_profile = _read_profile(root / "profile.json")
-    checkpoint = Checkpoint(root, model, config, widths, depths, tokenizer, profile, float_profile=float_profile)
+    checkpoint = Checkpoint(root, model, config, widths, depths, tokenizer, _read_profile(root / "profile.json"))
     if (root / "training.json").is_file():
         checkpoint.training = _read_json(root / "training.json")
-    for entry in checkpoint.profile + checkpoint.float_profile:
+    for entry in checkpoint.entries():
         try:
             checkpoint.check(entry.subnet)
         except InvalidSubnet as exc:
@@ -258,8 +270,7 @@ def info(path: Path | str | None = None) -> dict[str, Any]:
             "depths": list(checkpoint.depths),
             "lengths": "per kept layer, ratios of the real input length, non-increasing",
         },
-        "pareto_ids": [entry.subnet.id for entry in checkpoint.profile],
-        "pareto_float_ids": [entry.subnet.id for entry in checkpoint.float_profile],
+        **{f"{key}_ids": [entry.subnet.id for entry in front] for key, front in checkpoint.fronts.items()},
         "size_on_disk_bytes": size,
         "sha256": checkpoint.fingerprint(),
         "training": {k: checkpoint.training[k] for k in ("recipe", "scores") if k in checkpoint.training},

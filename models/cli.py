@@ -203,7 +203,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     from models import search, search_report
     from models.checkpoint import write_profile
     from models.hardware import hardware_id
-    from models.quantize import int8_enabled, int8_speedup
+    from models.quantize import int8_enabled, int8_kernel, int8_speedup
     from models.reader import Reader
 
     int8 = int8_enabled(args.int8)
@@ -222,6 +222,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         "storage": storage,
         "hardware": hardware_id(),
         "int8_speedup": round(int8_speedup(), 3),
+        "int8_kernel": int8_kernel(),
         "int8_enabled": int8,
     }
     if not int8:
@@ -233,7 +234,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     search.plot(fronts, trials, Path(args.report) / "search.png", int8)
     search_report.write(report, Path(args.report))
     if args.write_profile:
-        write_profile(checkpoint.path, entries, int8=int8)
+        write_profile(checkpoint.path, entries, int8_kernel() if int8 else None)
     _emit({**report, "profile_written": bool(args.write_profile), "report": args.report})
 
 

@@ -1,8 +1,8 @@
 """INT8 linear maps for inference, and whether this CPU runs them fast enough to be worth it.
 
-The INT8 knob (issue #4) pays only where the CPU has an integer matmul kernel: the speed-ups in
-the README were measured on an AVX-512 VNNI CPU, and on an AVX2-only one the same configurations
-ran 40x slower than float. So the kernel is probed at start-up, not assumed.
+The INT8 knob (issue #4) pays only where the CPU has an integer matmul kernel: oneDNN's
+(`torch._int_mm`) is fast on AVX-512 VNNI and ran 40x slower than float on an AVX2-only AMD EPYC,
+where FBGEMM's is 1.3-1.9x faster than float. So the kernels are probed at start-up, not assumed.
 """
 
 from __future__ import annotations
@@ -10,15 +10,18 @@ from __future__ import annotations
 import functools
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 Int8Mode = Literal["auto", "on", "off"]
+Int8Kernel = Literal["onednn", "fbgemm"]
+FBGEMM_WEIGHT_LEVELS = 63  # see FbgemmInt8Linear
 MIN_INT8_SPEEDUP = 1.2  # below this, INT8 costs F1 for too little, and a noisy probe could flip
 PROBE_SHAPE = (128, 384, 1536)  # tokens, in, out: a full-width FFN up-projection of a typical window
 
@@ -43,32 +46,39 @@ def int8_weight_levels() -> int:
     raise RuntimeError("this CPU's int8 matmul (torch._int_mm) is not exact even with 7-bit weights")
 
 
-@dataclass(frozen=True)
-class Int8Linear:
-    """A linear map with INT8 weights (one scale per output row) and INT8 activations (one scale
-    per token, computed at each call), multiplied exactly in 32-bit integers (`torch._int_mm`).
+class Int8Linear(Protocol):
+    """A linear map with INT8 weights (one scale per output row) and INT8 activations (one scale per
+    token, computed at each call): `int8_linear` builds the kind this CPU runs fastest.
 
-    Why per token rather than torch's dynamic quantisation (one activation scale per call, 7 bits
-    on x86): one token with a large activation sets the scale for every other token of the call,
-    and so for every request batched with it. Per-token scales make a window's answer independent
-    of its batch; on the shipped checkpoint (whole eval split) width 0.75 INT8 scores 0.08 F1 below
-    width 0.75 float, against 1.41 with torch's kernel and 0.73 with one 8-bit scale per call.
+    Why per token rather than torch's dynamic quantisation (one activation scale per call): one
+    token with a large activation sets the scale for every other token of the call, and so for
+    every request batched with it (and for the padding). Per-token scales make a window's answer
+    independent of its batch; on the shipped checkpoint (whole eval split) width 0.75 INT8 scored
+    0.08 F1 below width 0.75 float, against 1.41 with torch's per-call scale (7-bit) and 0.73 with
+    one 8-bit scale per call.
     """
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """x (..., in) float32 -> (..., out) float32."""
+        ...
+
+
+@dataclass(frozen=True)
+class OneDnnInt8Linear:
+    """Per-token INT8 activations times per-row INT8 weights, summed exactly in 32-bit integers by
+    `torch._int_mm` (oneDNN): fast where oneDNN has an integer kernel for the CPU (VNNI, AMX)."""
 
     weight_t: Tensor  # (in, out) int8, transposed once for the matmul
     scale: Tensor  # (out,) float: the weight row's max |w| / levels
     bias: Tensor  # (out,)
 
     @classmethod
-    def of(cls, weight: Tensor, bias: Tensor) -> Int8Linear:
+    def of(cls, weight: Tensor, bias: Tensor) -> OneDnnInt8Linear:
         """Quantise (out, in) float weights; an all-zero row gets a tiny scale, not a division by 0."""
-        levels = int8_weight_levels()
-        scale = weight.detach().abs().amax(dim=1).clamp_min(1e-12) / levels
-        quantized = (weight.detach() * (1 / scale[:, None])).round().clamp(-levels, levels).to(torch.int8)
+        quantized, scale = _rows_to_int8(weight, int8_weight_levels())
         return cls(quantized.t().contiguous(), scale, bias.detach().clone())
 
     def __call__(self, x: Tensor) -> Tensor:
-        """x (..., in) float32 -> (..., out) float32."""
         rows = x.reshape(-1, x.shape[-1])
         amax = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
         # Multiply by 127 / amax rather than divide by amax / 127: the broadcast division is up to
@@ -78,33 +88,116 @@ class Int8Linear:
         return y.view(*x.shape[:-1], self.weight_t.shape[1])
 
 
+@dataclass(frozen=True)
+class FbgemmInt8Linear:
+    """The same per-token x per-row scheme on FBGEMM's prepacked INT8 linear, which has AVX2
+    integer kernels where oneDNN has none (session 15's AMD EPYC: 1.3-1.9x the float map).
+
+    FBGEMM takes one activation scale per call; dividing each token by its own max |x| first
+    makes one fixed scale (1/127: every row is now within [-1, 1]) a per-token scale, and the
+    output is multiplied back row by row: W (x / a) * a = W x. A scale from the call's min/max
+    (`quantized::linear_dynamic`) would still depend on the other rows of the batch. Weights keep
+    7 bits: AVX2 adds unsigned-byte x signed-byte products in pairs into 16 bits, which
+    255 * 127 * 2 overflows and 255 * 63 * 2 does not; 8-bit activations keep each token's
+    resolution.
+    """
+
+    packed: torch.ScriptObject  # FBGEMM's prepacked (in, out) weight, no bias
+    bias: Tensor  # (out,)
+    out_features: int
+
+    @classmethod
+    def of(cls, weight: Tensor, bias: Tensor) -> FbgemmInt8Linear:
+        quantized, scale = _rows_to_int8(weight, FBGEMM_WEIGHT_LEVELS)
+        with warnings.catch_warnings():  # quantised tensors are deprecated; FBGEMM's prepack still takes them
+            warnings.simplefilter("ignore", UserWarning)
+            zero = torch.zeros(len(scale), dtype=torch.long)
+            q = torch.quantize_per_channel(quantized.float() * scale[:, None], scale.double(), zero, 0, torch.qint8)
+            packed = torch.ops.quantized.linear_prepack(q, None)
+        return cls(packed, bias.detach().clone(), weight.shape[0])
+
+    def __call__(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        amax = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)  # 10x faster than vector_norm(inf)
+        # Fixed scale 1/127, zero point 128: the unsigned byte 128 + round(127 x / max |x|), the
+        # same integers as oneDNN's signed round(127 x / max |x|).
+        y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+            rows * amax.reciprocal(), 1 / 127, 128, self.packed
+        )
+        return y.mul_(amax).add_(self.bias).view(*x.shape[:-1], self.out_features)  # addcmul: 2x slower
+
+
+KERNELS: dict[Int8Kernel, Callable[[Tensor, Tensor], Int8Linear]] = {
+    "onednn": OneDnnInt8Linear.of,
+    "fbgemm": FbgemmInt8Linear.of,
+}
+
+
+def _rows_to_int8(weight: Tensor, levels: int) -> tuple[Tensor, Tensor]:
+    """(out, in) float weights as int8 in [-levels, levels] and one float scale per row; an
+    all-zero row gets a tiny scale, not a division by 0."""
+    scale = weight.detach().abs().amax(dim=1).clamp_min(1e-12) / levels
+    quantized = (weight.detach() * (1 / scale[:, None])).round().clamp(-levels, levels).to(torch.int8)
+    return quantized, scale
+
+
+def int8_linear(weight: Tensor, bias: Tensor, kernel: Int8Kernel | None = None) -> Int8Linear:
+    """The INT8 copy of y = x W^T + b, on `kernel` (default: `int8_kernel()`, this CPU's)."""
+    return KERNELS[kernel or int8_kernel()](weight, bias)
+
+
 def int8_speedup(threads: int | None = None) -> float:
-    """Float time / INT8 time of one linear map on this CPU at `threads` intra-op threads (default:
-    torch's current count). Measured once per count (see `_int8_speedup`)."""
-    return _int8_speedup(threads or torch.get_num_threads())
+    """Float time / INT8 time of one linear map on this CPU, on the kernel `int8_kernel` picks, at
+    `threads` intra-op threads (default: torch's current count). Measured once per count."""
+    speedups = kernel_speedups(threads)
+    return speedups[_pick(speedups)]
+
+
+def int8_kernel(threads: int | None = None) -> Int8Kernel:
+    """The INT8 kernel this CPU runs: oneDNN's where it pays (the README's VNNI profile was
+    measured on it), else FBGEMM where this torch has it, else oneDNN (then INT8 is off in `auto`)."""
+    return _pick(kernel_speedups(threads))
+
+
+def _pick(speedups: dict[Int8Kernel, float]) -> Int8Kernel:
+    if speedups["onednn"] >= MIN_INT8_SPEEDUP or "fbgemm" not in speedups:
+        return "onednn"
+    return "fbgemm"
+
+
+def kernel_speedups(threads: int | None = None) -> dict[Int8Kernel, float]:
+    """Float time / INT8 time of one linear map per available kernel (see `_kernel_speedups`)."""
+    return _kernel_speedups(threads or torch.get_num_threads())
 
 
 @functools.cache
-def _int8_speedup(threads: int) -> float:
-    """Float time / INT8 time of one linear map on this CPU at `threads` intra-op threads.
+def _kernel_speedups(threads: int) -> dict[Int8Kernel, float]:
+    """Float time / INT8 time of one linear map per kernel on this CPU at `threads` threads.
 
     Why measure instead of reading CPU flags: `torch._int_mm` is fast only where oneDNN has an
-    integer kernel for the CPU (VNNI, AMX). On the AVX2-only AMD EPYC of session 13 it ran a
-    reference loop 40-50x slower than the float matmul, so a profile measured on a VNNI machine
-    would have steered the service's tightest budgets to its slowest configurations. Median of
-    five runs of each after a warm-up, on `PROBE_SHAPE`; about 1 s on such a CPU, ~1 ms elsewhere.
+    integer kernel for the CPU (VNNI, AMX). On the AVX2-only AMD EPYC of sessions 13-15 it ran a
+    reference loop 40-50x slower than the float matmul (FBGEMM: 1.3-1.9x faster than float there),
+    so a profile measured on a VNNI machine would have steered the service's tightest budgets to
+    its slowest configurations. Median of five runs of each after a warm-up, on `PROBE_SHAPE`;
+    about 1 s on such a CPU, a few ms elsewhere.
     """
     g = torch.Generator().manual_seed(0)
     tokens, d_in, d_out = PROBE_SHAPE
     weight = torch.randn(d_out, d_in, generator=g) * 0.05
     bias = torch.zeros(d_out)
     x = torch.randn(tokens, d_in, generator=g)
-    int8 = Int8Linear.of(weight, bias)
+    kernels: list[Int8Kernel] = ["onednn"] + (
+        ["fbgemm"] if "fbgemm" in torch.backends.quantized.supported_engines else []
+    )
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            return _median_seconds(lambda: F.linear(x, weight, bias)) / _median_seconds(lambda: int8(x))
+            float_seconds = _median_seconds(lambda: F.linear(x, weight, bias))
+            linears = {k: KERNELS[k](weight, bias) for k in kernels}
+            return {
+                k: float_seconds / _median_seconds(lambda linear=linear: linear(x)) for k, linear in linears.items()
+            }
     finally:
         torch.set_num_threads(previous)
 

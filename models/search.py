@@ -16,6 +16,7 @@ import json
 import statistics
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -319,7 +320,7 @@ class StudyScores(dict[SubnetConfig, tuple[float, float]]):
         self.study.set_user_attr(self.prefix + json.dumps(subnet.to_dict(), sort_keys=True), list(scores))
 
 
-def plot(fronts: dict[str, list[Measurement]], trials: list[Measurement], path, int8: bool = True) -> None:  # type: ignore[no-untyped-def]
+def plot(fronts: dict[str, list[Measurement]], trials: list[Measurement], path: Path, int8: bool = True) -> None:
     """F1 vs latency: every trial, the joint front and the three baselines, from one run
     (`int8`: whether INT8 was in the searched space, for the legend)."""
     import matplotlib
@@ -347,5 +348,6 @@ def plot(fronts: dict[str, list[Measurement]], trials: list[Measurement], path, 
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)  # a new --report directory (session 15 lost a report to it)
     fig.savefig(path, dpi=110)
     plt.close(fig)

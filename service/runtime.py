@@ -134,8 +134,8 @@ class Runtime:
         event = {
             "event": "int8 off",
             "mode": self.settings.int8,
-            "dropped": [e.subnet.id for e in checkpoint.profile if e.subnet.quantized],
-            "front": "pareto_float" if checkpoint.float_profile else "width x depth grid",
+            "dropped": sorted({e.subnet.id for e in checkpoint.entries() if e.subnet.quantized}),
+            "front": ckpt.FRONT_KEYS[None] if checkpoint.front(False) else "width x depth grid",
         }
         if self.settings.int8 == "auto":
             event["int8_speedup"] = round(int8_speedup(), 3)

@@ -42,20 +42,34 @@ def test_profile_ids_resolve(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert checkpoint.info(root)["pareto_ids"] == [subnet.id]
 
 
-def test_the_float_front_is_written_beside_the_int8_one_and_reset_by_new_weights(
-    tiny_checkpoint: Path, tmp_path: Path
+def test_each_kernel_front_is_written_beside_the_others_and_reset_by_new_weights(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`dynaqa search --int8 off --write-profile` fills `pareto_float` and keeps `pareto` (and the
-    other way round); saving new weights into the directory drops both (they were measured on the old)."""
+    """`dynaqa search --write-profile` fills the front of the INT8 kernel it ran (`pareto` for
+    oneDNN, `pareto_fbgemm`) or, with INT8 off, `pareto_float`, and keeps the others; a CPU serves
+    its own kernel's INT8 front, another kernel's where its own was never searched; saving new
+    weights into the directory drops them all (they were measured on the old)."""
     root = copy(tiny_checkpoint, tmp_path)
-    q8, fast = SubnetConfig(0.5, 1.0, quantized=True), SubnetConfig(0.25, 0.5, (0.8, 0.6))
+    q8, fb, fast = (
+        SubnetConfig(0.5, 1.0, quantized=True),
+        SubnetConfig(0.75, 1.0, quantized=True),
+        SubnetConfig(0.25, 0.5, (0.8, 0.6)),
+    )
     checkpoint.write_profile(root, [ProfileEntry(q8, 60.0, 50.0, 100)])
-    checkpoint.write_profile(root, [ProfileEntry(fast, 40.0, 30.0, 50)], int8=False)
+    checkpoint.write_profile(root, [ProfileEntry(fast, 40.0, 30.0, 50)], None)
+    monkeypatch.setattr(checkpoint, "int8_kernel", lambda: "fbgemm")
     loaded = checkpoint.load(root)
-    assert [e.subnet for e in loaded.profile] == [q8] and [e.subnet for e in loaded.float_profile] == [fast]
+    assert [e.subnet for e in loaded.front(True)] == [q8]  # no FBGEMM front yet: oneDNN's
+    assert [e.subnet for e in loaded.front(False)] == [fast]
     assert loaded.resolve(fast.id) == fast and checkpoint.info(root)["pareto_float_ids"] == [fast.id]
+    checkpoint.write_profile(root, [ProfileEntry(fb, 61.0, 50.0, 150)], "fbgemm")
+    loaded = checkpoint.load(root)
+    assert [e.subnet for e in loaded.front(True)] == [fb] and [e.subnet for e in loaded.front(False)] == [fast]
+    assert checkpoint.info(root)["pareto_ids"] == [q8.id] and checkpoint.info(root)["pareto_fbgemm_ids"] == [fb.id]
+    monkeypatch.setattr(checkpoint, "int8_kernel", lambda: "onednn")
+    assert [e.subnet for e in loaded.front(True)] == [q8]
     checkpoint.save(loaded.model, root, root)
-    assert checkpoint.load(root).profile == [] and checkpoint.load(root).float_profile == []
+    assert checkpoint.load(root).entries() == []
 
 
 @pytest.mark.parametrize("name", ["config.json", "model.safetensors", "vocab.txt", "profile.json"])

@@ -1,5 +1,6 @@
 """The `dynaqa` command as a user runs it: JSON out, clear errors, exit status 2, no tracebacks."""
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -74,6 +75,33 @@ def test_bad_sub_networks_get_a_clear_error(tiny_checkpoint: Path, args: list[st
     result = dynaqa("eval", "--checkpoint", str(tiny_checkpoint), "--data", EVAL, "--limit", "2", *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_search_writes_its_report_into_a_new_directory_and_the_front_it_searched(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`dynaqa search --write-profile` end to end on a tiny study: the report and plot land in a
+    --report directory that did not exist (session 15 lost an hour's report to the plot), and with
+    --int8 off the front is written as `pareto_float`, the INT8 front kept."""
+    root = Path(shutil.copytree(tiny_checkpoint, tmp_path / "ckpt"))
+    squad = json.loads(gzip.decompress((DATA / "eval.json.gz").read_bytes()))
+    paragraph = squad["data"][0]["paragraphs"][0]
+    small = {
+        "version": squad["version"],
+        "data": [{"title": "t", "paragraphs": [{**paragraph, "qas": paragraph["qas"][:3]}]}],
+    }
+    data = tmp_path / "small.json"
+    data.write_text(json.dumps(small))
+    report = tmp_path / "new" / "report"
+    common = ["--checkpoint", str(root), "--data", str(data), "--subset", "2", "--out", str(tmp_path / "runs")]
+    result = dynaqa(
+        "search", *common, "--trials", "3", "--report", str(report), "--write-profile", "--int8", "off", "--quiet"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (report / "search.png").stat().st_size > 0 and json.loads((report / "search.json").read_text())["front"]
+    profile = json.loads((root / "profile.json").read_text())
+    assert profile["pareto"] == [] and profile["pareto_float"]
+    assert not any(entry["quantized"] for entry in profile["pareto_float"])
 
 
 def test_corrupt_weights_and_bad_files_get_a_clear_error(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -135,6 +135,9 @@ def test_the_shipped_front_is_judged_on_side_by_side_times() -> None:
     assert [e.subnet for e in entries] == [w25, w75q, full]
     assert [e.latency_ms for e in entries] == [12.0, 17.0, 40.0] and latency[full] == 40.0
     assert len(calls) == 2 and set(calls[-1]) == {full, w75q, w50, w25}  # widened once, everything re-timed
+    calls.clear()
+    entries, _ = search_report.rescore(whole_split.__getitem__, retime, trials, minimum=3, max_passes=1)
+    assert len(calls) == 1 and [e.subnet for e in entries] == [w75q, full]  # one pass: ships short
 
 
 def test_later_ranks_join_the_pool_only_within_reach() -> None:

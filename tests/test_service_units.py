@@ -729,7 +729,7 @@ def test_int8_off_serves_a_float_front(
     checkpoint.write_profile(root, [checkpoint.ProfileEntry(s, 50.0 - i, 40.0, 1000) for i, s in enumerate(profile)])
     if mode == "off with a float front":
         entries = [checkpoint.ProfileEntry(s, 49.0 - i, 40.0, 1000) for i, s in enumerate(floats)]
-        checkpoint.write_profile(root, entries, int8=False)
+        checkpoint.write_profile(root, entries, None)
     runtime = Runtime(Settings(checkpoint=root, int8=mode.split()[0]))
     with caplog.at_level("WARNING", logger="service.runtime"):
         runtime.load()
@@ -739,6 +739,6 @@ def test_int8_off_serves_a_float_front(
     assert ("int8 off" in caplog.text) == (mode != "on")
     assert ('"dropped": ["w50d100-q8"]' in caplog.text) == (mode != "on")
     assert runtime.reader is not None
-    assert len(runtime.reader.checkpoint.profile) == 3  # writing one front kept the other
+    assert len(runtime.reader.checkpoint.fronts["pareto"]) == 3  # writing one front kept the other
     packed = runtime.reader.checkpoint.model._packed or {}
     assert any(quantized for _, quantized in packed) == (mode == "on")

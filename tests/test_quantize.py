@@ -1,0 +1,56 @@
+"""INT8 linear maps: every kernel this torch has keeps per-token, per-row precision and answers a
+token the same whatever else is in its call; the probe picks the kernel that pays."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import quantize
+
+KERNELS = list(quantize.kernel_speedups())  # oneDNN always; FBGEMM where this torch has it (x86)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_each_kernel_is_close_to_the_float_map(kernel: quantize.Int8Kernel) -> None:
+    g = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(96, 1536, generator=g) * 0.05, torch.randn(96, generator=g)
+    x = torch.randn(7, 2, 1536, generator=g)
+    with torch.inference_mode():
+        y = quantize.int8_linear(weight, bias, kernel)(x)
+    exact = x @ weight.T + bias
+    assert y.shape == exact.shape and y.dtype == torch.float32
+    assert float((y - exact).abs().max() / exact.abs().max()) < 0.03
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_each_kernel_scales_per_token_and_per_row(kernel: quantize.Int8Kernel) -> None:
+    """A token 1000x quieter than its neighbour, and an output row 1000x smaller than the next,
+    keep their precision (one scale per call or per matrix would round them to zero); and a
+    token's result does not change with the rest of the call, bit for bit."""
+    g = torch.Generator().manual_seed(1)
+    weight = torch.randn(64, 256, generator=g)
+    weight[1] *= 1e-3
+    linear = quantize.int8_linear(weight, torch.zeros(64), kernel)
+    x = torch.randn(8, 256, generator=g)
+    x[1] *= 1e-3
+    with torch.inference_mode():
+        together = linear(x)
+        louder = linear(torch.cat([x[:2], 100 * x[2:]]))
+        alone = linear(x[1:2])
+    exact = x @ weight.T
+    relative = (together - exact).abs() / exact.abs().amax(dim=1, keepdim=True)
+    assert float(relative.max()) < 0.05
+    small_row = (together[:, 1] - exact[:, 1]).abs().max() / exact[:, 1].abs().max()
+    assert float(small_row) < 0.05
+    assert torch.equal(together[:2], louder[:2]) and torch.equal(together[1:2], alone)
+
+
+def test_the_probe_prefers_onednn_where_it_pays_else_fbgemm() -> None:
+    """oneDNN's kernel where it pays (the VNNI front was measured on it), FBGEMM where oneDNN's is
+    a reference loop (AVX2), oneDNN where FBGEMM is absent (INT8 is then off in `auto`)."""
+    assert quantize._pick({"onednn": 2.5, "fbgemm": 3.0}) == "onednn"
+    assert quantize._pick({"onednn": 0.03, "fbgemm": 1.6}) == "fbgemm"
+    assert quantize._pick({"onednn": 0.03}) == "onednn"
+    speedups = quantize.kernel_speedups()
+    assert quantize.int8_speedup() == speedups[quantize.int8_kernel()]
