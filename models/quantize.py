@@ -186,20 +186,30 @@ def _kernel_speedups(threads: int) -> dict[Int8Kernel, float]:
     weight = torch.randn(d_out, d_in, generator=g) * 0.05
     bias = torch.zeros(d_out)
     x = torch.randn(tokens, d_in, generator=g)
-    kernels: list[Int8Kernel] = ["onednn"] + (
-        ["fbgemm"] if "fbgemm" in torch.backends.quantized.supported_engines else []
-    )
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
             float_seconds = _median_seconds(lambda: F.linear(x, weight, bias))
-            linears = {k: KERNELS[k](weight, bias) for k in kernels}
+            linears = {k: KERNELS[k](weight, bias) for k in available_kernels()}
             return {
                 k: float_seconds / _median_seconds(lambda linear=linear: linear(x)) for k, linear in linears.items()
             }
     finally:
         torch.set_num_threads(previous)
+
+
+@functools.cache
+def available_kernels() -> tuple[Int8Kernel, ...]:
+    """oneDNN's always; FBGEMM's where this torch has it (x86 builds) and still builds its
+    prepacked weights, which take quantised tensors (deprecated since torch 2.13)."""
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        return ("onednn",)
+    try:
+        FbgemmInt8Linear.of(torch.ones(2, 2), torch.zeros(2))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return ("onednn",)
+    return ("onednn", "fbgemm")
 
 
 def _median_seconds(run: Callable[[], object], repeats: int = 5) -> float:
