@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--subnets",
         default=None,
-        help="comma-separated ids (default: w100d100 and the front this CPU serves: the INT8 one where INT8 pays, "
-        "else pareto_float)",
+        help="comma-separated ids (default: w100d100 and the front this CPU serves: its INT8 kernel's where INT8 "
+        "pays, else pareto_float)",
     )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)

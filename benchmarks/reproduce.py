@@ -1,11 +1,13 @@
 """Re-run `dynaqa eval --subnet ID` for every shipped score and compare, to 0.1 F1.
 
-The shipped checkpoint carries three sets of eval-split scores: profile.json's two fronts (`pareto`,
-searched with INT8, and `pareto_float`, searched without; what the service reports as expected F1)
-and training.json's grid_scores (the width x depth table of the README). This runs the public
-command, in a fresh process per configuration, and writes benchmarks/results/reproduce.md (or
---out); the exit status is 1 if any score is off by more than 0.1. `--fronts pareto_float` skips
-the INT8 front, whose whole-split evals take minutes each on a CPU without an int8 kernel.
+The shipped checkpoint carries these eval-split scores: profile.json's fronts (`pareto` and
+`pareto_fbgemm`, searched with INT8 on oneDNN's and FBGEMM's kernel, and `pareto_float`, searched
+without; what the service reports as expected F1) and training.json's grid_scores (the width x
+depth table of the README). This runs the public command, in a fresh process per configuration,
+and writes benchmarks/results/reproduce.md (or --out); the exit status is 1 if any score is off
+by more than 0.1. By default it checks the float front and this CPU's kernel's INT8 front: INT8
+scores depend on the kernel's weight bits, and oneDNN's whole-split evals take minutes each on
+a CPU without its integer kernel.
 """
 
 from __future__ import annotations

@@ -261,8 +261,9 @@ def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument(
         "--write-profile",
         action="store_true",
-        help="write the front into the checkpoint's profile.json: as 'pareto' with INT8 in the space, as "
-        "'pareto_float' without (what the service serves on CPUs where INT8 does not pay); the other is kept",
+        help="write the front into the checkpoint's profile.json: with INT8 in the space as the front of the "
+        "kernel it ran on ('pareto' for oneDNN, 'pareto_fbgemm' for FBGEMM), without as 'pareto_float' (what the "
+        "service serves on CPUs where INT8 does not pay); the others are kept",
     )
     p.add_argument(
         "--int8",

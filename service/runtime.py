@@ -67,9 +67,10 @@ class Job:
 
 
 def candidates_of(checkpoint: ckpt.Checkpoint, int8: bool = True) -> list[Candidate]:
-    """The shipped Pareto set, or without INT8 the float-only one (`pareto_float`); the width x
-    depth grid (float, with training.json's scores) where the needed front was never searched. Not
-    the INT8 front's float points: on an INT8 front they can be the full model alone."""
+    """The shipped Pareto set of this CPU's INT8 kernel (`Checkpoint.front`), or without INT8 the
+    float-only one (`pareto_float`); the width x depth grid (float, with training.json's scores)
+    where the needed front was never searched. Not the INT8 front's float points: on an INT8
+    front they can be the full model alone."""
     profile = checkpoint.front(int8)
     if profile:
         return [Candidate(e.subnet, e.f1, e.macs) for e in profile]
