@@ -90,7 +90,7 @@ class Checkpoint:
         return [entry for front in self.fronts.values() for entry in front]
 
     def resolve(self, subnet_id: str) -> SubnetConfig:
-        """A sub-network by id: a Pareto id from either profile, or a width x depth id."""
+        """A sub-network by id: a Pareto id from any shipped front, or a width x depth id."""
         for entry in self.entries():
             if entry.subnet.id == subnet_id:
                 return entry.subnet
