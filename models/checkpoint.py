@@ -74,16 +74,21 @@ class Checkpoint:
     training: dict[str, Any] = field(default_factory=dict)
 
     def front(self, int8: bool) -> list[ProfileEntry]:
-        """The searched front a CPU serves: without INT8 the float-only one; with INT8 the one
-        searched on the kernel this CPU runs (`int8_kernel`: INT8 scores depend on the kernel's
-        weight bits, latencies on the kernel), else another kernel's INT8 front (scores within
-        tenths of a point; the service re-measures latencies at start-up). Empty where no such
-        search ran."""
+        """The searched front a CPU serves (see `front_key`); empty where no such search ran."""
+        key = self.front_key(int8)
+        return self.fronts[key] if key else []
+
+    def front_key(self, int8: bool) -> str | None:
+        """profile.json's key of the front a CPU serves: without INT8 the float-only one; with
+        INT8 the one searched on the kernel this CPU runs (`int8_kernel`: INT8 scores depend on
+        the kernel's weight bits, latencies on the kernel), else another kernel's INT8 front
+        (scores within tenths of a point; the service re-measures latencies at start-up). None
+        where no such front is shipped."""
         if not int8:
-            return self.fronts.get(FRONT_KEYS[None], [])
-        int8_fronts = [self.fronts.get(FRONT_KEYS[int8_kernel()], [])]
-        int8_fronts += [front for key, front in self.fronts.items() if key != FRONT_KEYS[None]]
-        return next((front for front in int8_fronts if front), [])
+            keys = [FRONT_KEYS[None]]
+        else:
+            keys = [FRONT_KEYS[int8_kernel()], *(key for key in self.fronts if key != FRONT_KEYS[None])]
+        return next((key for key in keys if self.fronts.get(key)), None)
 
     def entries(self) -> list[ProfileEntry]:
         """Every shipped front's entries, front after front."""

@@ -21,7 +21,7 @@ import torch
 from models import checkpoint as ckpt
 from models.cost import macs
 from models.errors import InvalidInput
-from models.quantize import int8_enabled, int8_speedup
+from models.quantize import int8_enabled, int8_kernel, int8_speedup
 from models.reader import Reader
 from models.squad import Answer, SquadExample, Windows
 from models.subnet import SubnetConfig, grid
@@ -118,8 +118,7 @@ class Runtime:
         checkpoint = ckpt.load(self.settings.checkpoint, int8=int8)
         self.reader = Reader(checkpoint, max_length=self.settings.max_length, stride=self.settings.stride)
         candidates = candidates_of(checkpoint, int8)
-        if not int8:
-            self._log_int8_off(checkpoint)
+        self._log_int8(checkpoint, int8)
         if self.settings.pin_subnet:
             pinned = checkpoint.resolve(self.settings.pin_subnet)
             known = {c.subnet: c for c in candidates}
@@ -129,18 +128,22 @@ class Runtime:
             self.store = RedisState(self.settings.redis_url, self._count_state_error)
         self._candidates = candidates
 
-    def _log_int8_off(self, checkpoint: ckpt.Checkpoint) -> None:
-        """Say which front is served and why: on a CPU without a fast integer matmul the INT8
-        points would be calibrated at minutes each, then never chosen."""
-        event = {
-            "event": "int8 off",
+    def _log_int8(self, checkpoint: ckpt.Checkpoint, int8: bool) -> None:
+        """Say which front is served and why. INT8 off is a warning: on a CPU without a fast
+        integer matmul the INT8 points would be calibrated at minutes each, then never chosen.
+        INT8 on names the kernel, since the front searched on it is the one served."""
+        event: dict[str, object] = {
+            "event": f"int8 {'on' if int8 else 'off'}",
             "mode": self.settings.int8,
-            "dropped": sorted({e.subnet.id for e in checkpoint.entries() if e.subnet.quantized}),
-            "front": ckpt.FRONT_KEYS[None] if checkpoint.front(False) else "width x depth grid",
+            "front": checkpoint.front_key(int8) or "width x depth grid",
         }
-        if self.settings.int8 == "auto":
+        if self.settings.int8 == "auto" or int8:
             event["int8_speedup"] = round(int8_speedup(), 3)
-        log.warning(json.dumps(event))
+        if int8:
+            log.info(json.dumps({**event, "kernel": int8_kernel()}))
+        else:
+            event["dropped"] = sorted({e.subnet.id for e in checkpoint.entries() if e.subnet.quantized})
+            log.warning(json.dumps(event))
 
     def _count_state_error(self, operation: str) -> None:
         if self.metrics is not None:

@@ -731,12 +731,15 @@ def test_int8_off_serves_a_float_front(
         entries = [checkpoint.ProfileEntry(s, 49.0 - i, 40.0, 1000) for i, s in enumerate(floats)]
         checkpoint.write_profile(root, entries, None)
     runtime = Runtime(Settings(checkpoint=root, int8=mode.split()[0]))
-    with caplog.at_level("WARNING", logger="service.runtime"):
+    with caplog.at_level("INFO", logger="service.runtime"):
         runtime.load()
     served = [c.subnet for c in runtime._candidates]
     expected = {"on": profile, "off": grid(), "off with a float front": floats}[mode]
     assert served == expected
     assert ("int8 off" in caplog.text) == (mode != "on")
+    assert ('"event": "int8 on"' in caplog.text) == (mode == "on")
+    front = {"on": "pareto", "off": "width x depth grid", "off with a float front": "pareto_float"}[mode]
+    assert f'"front": "{front}"' in caplog.text
     assert ('"dropped": ["w50d100-q8"]' in caplog.text) == (mode != "on")
     assert runtime.reader is not None
     assert len(runtime.reader.checkpoint.fronts["pareto"]) == 3  # writing one front kept the other
