@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from models import checkpoint as ckpt
-from models.quantize import int8_kernel
+from models.quantize import int8_enabled, int8_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOLERANCE = 0.1
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     checkpoint = ckpt.load(args.checkpoint)
     fronts = {key: checkpoint.fronts.get(key, []) for key in ckpt.FRONT_KEYS.values()}
-    chosen = args.fronts.split(",") if args.fronts else [ckpt.FRONT_KEYS[None], ckpt.FRONT_KEYS[int8_kernel()]]
+    own = [ckpt.FRONT_KEYS[int8_kernel()]] if int8_enabled("auto") else []
+    chosen = args.fronts.split(",") if args.fronts else [ckpt.FRONT_KEYS[None], *own]
     if unknown := set(chosen) - set(fronts):
         parser.error(f"--fronts: unknown {sorted(unknown)}; choose from {sorted(fronts)}")
     claims = [(name, e.subnet.id, e.f1) for name in chosen for e in fronts[name]]

@@ -34,8 +34,9 @@ def int8_weight_levels() -> int:
     shifts activations to unsigned bytes and sums products in pairs of 16 bits: with 8-bit
     weights the sums overflow and every result is wrong (checked with ONEDNN_MAX_CPU_ISA=AVX2),
     with 7-bit weights they fit. Where oneDNN has no integer kernel at all (an AVX2-only AMD
-    EPYC, session 13) a reference loop multiplies exactly and 127 comes back; `int8_speedup`
-    is what says such a CPU should not use INT8. Probed once at the extremes, not read from flags.
+    EPYC, session 13) a reference loop multiplies exactly and 127 comes back; the kernel probe
+    (`kernel_speedups`) is what says such a CPU should use FBGEMM's kernel instead. Probed once
+    at the extremes, not read from flags.
     """
     x = torch.tensor([[127] * 64, [-127] * 64, [127, -127] * 32], dtype=torch.int8)
     for levels in (127, 63):
@@ -48,7 +49,8 @@ def int8_weight_levels() -> int:
 
 class Int8Linear(Protocol):
     """A linear map with INT8 weights (one scale per output row) and INT8 activations (one scale per
-    token, computed at each call): `int8_linear` builds the kind this CPU runs fastest.
+    token, computed at each call): `int8_linear` builds this CPU's kind (`int8_kernel`: oneDNN's
+    where it pays, else FBGEMM's).
 
     Why per token rather than torch's dynamic quantisation (one activation scale per call): one
     token with a large activation sets the scale for every other token of the call, and so for
@@ -109,18 +111,25 @@ class FbgemmInt8Linear:
     @classmethod
     def of(cls, weight: Tensor, bias: Tensor) -> FbgemmInt8Linear:
         quantized, scale = _rows_to_int8(weight, FBGEMM_WEIGHT_LEVELS)
-        with warnings.catch_warnings():  # quantised tensors are deprecated; FBGEMM's prepack still takes them
-            warnings.simplefilter("ignore", UserWarning)
-            zero = torch.zeros(len(scale), dtype=torch.long)
-            q = torch.quantize_per_channel(quantized.float() * scale[:, None], scale.double(), zero, 0, torch.qint8)
-            packed = torch.ops.quantized.linear_prepack(q, None)
+        engine = torch.backends.quantized.engine
+        # FBGEMM's packing whatever the process-wide engine says (oneDNN's packed weights have no
+        # such call); quantised tensors are deprecated, and FBGEMM's prepack still takes them.
+        torch.backends.quantized.engine = "fbgemm"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                zero = torch.zeros(len(scale), dtype=torch.long)
+                q = torch.quantize_per_channel(quantized.float() * scale[:, None], scale.double(), zero, 0, torch.qint8)
+                packed = torch.ops.quantized.linear_prepack(q, None)
+        finally:
+            torch.backends.quantized.engine = engine
         return cls(packed, bias.detach().clone(), weight.shape[0])
 
     def __call__(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, x.shape[-1])
         amax = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)  # 10x faster than vector_norm(inf)
         # Fixed scale 1/127, zero point 128: the unsigned byte 128 + round(127 x / max |x|), the
-        # same integers as oneDNN's signed round(127 x / max |x|).
+        # same integers as oneDNN's signed round(127 x / max |x|) up to rounding ties.
         y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
             rows * amax.reciprocal(), 1 / 127, 128, self.packed
         )
@@ -167,7 +176,7 @@ def _pick(speedups: dict[Int8Kernel, float]) -> Int8Kernel:
 
 def kernel_speedups(threads: int | None = None) -> dict[Int8Kernel, float]:
     """Float time / INT8 time of one linear map per available kernel (see `_kernel_speedups`)."""
-    return _kernel_speedups(threads or torch.get_num_threads())
+    return dict(_kernel_speedups(threads or torch.get_num_threads()))  # a copy: the cache stays as measured
 
 
 @functools.cache
@@ -201,12 +210,13 @@ def _kernel_speedups(threads: int) -> dict[Int8Kernel, float]:
 
 @functools.cache
 def available_kernels() -> tuple[Int8Kernel, ...]:
-    """oneDNN's always; FBGEMM's where this torch has it (x86 builds) and still builds its
-    prepacked weights, which take quantised tensors (deprecated since torch 2.13)."""
+    """oneDNN's always; FBGEMM's where this torch has it (x86 builds) and still builds and runs
+    its prepacked weights, which take quantised tensors (deprecated since torch 2.13)."""
     if "fbgemm" not in torch.backends.quantized.supported_engines:
         return ("onednn",)
     try:
-        FbgemmInt8Linear.of(torch.ones(2, 2), torch.zeros(2))
+        with torch.inference_mode():
+            FbgemmInt8Linear.of(torch.ones(2, 2), torch.zeros(2))(torch.ones(1, 2))
     except (AttributeError, RuntimeError, NotImplementedError):
         return ("onednn",)
     return ("onednn", "fbgemm")

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from models import cost, metric
 from models.errors import InvalidInput
+from models.quantize import int8_kernel
 from models.reader import Reader
 from models.squad import SquadExample, Windows
 from models.subnet import DEPTHS, WIDTHS, SubnetConfig, kept_layer_count
@@ -162,9 +163,10 @@ def run_study(  # type: ignore[no-untyped-def]
     INT8 out of the space and skips the twins (a CPU without a fast integer matmul, where each
     INT8 trial would take minutes to end up dominated).
 
-    A study remembers the weights it measured (sha256) and whether INT8 was in its space, and
-    resuming it on other weights or with the other INT8 choice is an error: retraining the
-    checkpoint and re-running the same command would otherwise mix stale scores into the new front."""
+    A study remembers the weights it measured (sha256), whether INT8 was in its space and on which
+    kernel, and resuming it on other weights, with the other INT8 choice or on another kernel is
+    an error: retraining the checkpoint and re-running the same command (or copying a study to a
+    CPU that runs the other kernel) would otherwise mix stale scores into the new front."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -183,8 +185,15 @@ def run_study(  # type: ignore[no-untyped-def]
             f"study {name!r} in {storage} was run with INT8 {'on' if not int8 else 'off'}: pass the same --int8 "
             "or a new --study"
         )
+    kernel = int8_kernel() if int8 else None
+    if study.trials and study.user_attrs.get("int8_kernel", kernel) != kernel:
+        raise InvalidInput(
+            f"study {name!r} in {storage} measured INT8 on {study.user_attrs['int8_kernel']}'s kernel, this CPU runs "
+            f"{kernel}'s (INT8 scores differ with the kernel's weight bits): pass a new --study or --out"
+        )
     study.set_user_attr("checkpoint", weights)
     study.set_user_attr("int8", int8)
+    study.set_user_attr("int8_kernel", kernel)
     layers = bench.reader.checkpoint.config.num_hidden_layers
     if not study.trials:
         for params in (p for family_params in baseline_params(layers).values() for p in family_params):

@@ -84,6 +84,8 @@ def test_search_writes_its_report_into_a_new_directory_and_the_front_it_searched
     --report directory that did not exist (session 15 lost an hour's report to the plot), and with
     --int8 off the front is written as `pareto_float`, the INT8 front kept."""
     root = Path(shutil.copytree(tiny_checkpoint, tmp_path / "ckpt"))
+    int8_front = [{"width": 0.5, "depth": 1.0, "quantized": True, "f1": 1.0, "exact_match": 0.5, "macs": 10}]
+    (root / "profile.json").write_text(json.dumps({"pareto": int8_front}))
     squad = json.loads(gzip.decompress((DATA / "eval.json.gz").read_bytes()))
     paragraph = squad["data"][0]["paragraphs"][0]
     small = {
@@ -100,7 +102,7 @@ def test_search_writes_its_report_into_a_new_directory_and_the_front_it_searched
     assert result.returncode == 0, result.stderr
     assert (report / "search.png").stat().st_size > 0 and json.loads((report / "search.json").read_text())["front"]
     profile = json.loads((root / "profile.json").read_text())
-    assert profile["pareto"] == [] and profile["pareto_float"]
+    assert profile["pareto"] == int8_front and profile["pareto_float"]
     assert not any(entry["quantized"] for entry in profile["pareto_float"])
 
 

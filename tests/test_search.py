@@ -66,10 +66,20 @@ def test_int8_twins_of_front_and_grid_are_measured_after_the_search(tiny_checkpo
     assert len(again.trials) == count
 
 
-def test_a_study_refuses_to_resume_on_other_weights(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_a_study_refuses_to_resume_on_other_weights_or_another_int8_kernel(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """INT8 scores differ with the kernel's weight bits: a study copied to a CPU that runs the
+    other kernel must not feed that kernel's front."""
     examples = squad.load_squad(DATA / "eval.json.gz", limit=2)
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    search.run_study(search.Bench(Reader(checkpoint.load(tiny_checkpoint)), examples), 1, storage, 1, "t", False)
+    bench = search.Bench(Reader(checkpoint.load(tiny_checkpoint)), examples)
+    search.run_study(bench, 1, storage, 1, "t", False)
+    other = "onednn" if search.int8_kernel() == "fbgemm" else "fbgemm"
+    monkeypatch.setattr(search, "int8_kernel", lambda: other)
+    with pytest.raises(InvalidInput, match="kernel"):
+        search.run_study(bench, 2, storage, 1, "t", False)
+    monkeypatch.undo()
     retrained = tmp_path / "retrained"
     shutil.copytree(tiny_checkpoint, retrained)
     model = checkpoint.load(retrained).model

@@ -191,12 +191,11 @@ def test_int8_falls_back_to_7_bit_weights_where_the_cpu_would_overflow() -> None
 
     script = (
         "import torch\n"
-        "from models.quantize import int8_weight_levels\n"
-        "from models.transformer import Projection\n"
+        "from models.quantize import int8_linear, int8_weight_levels\n"
         "w = torch.randn(96, 1536, generator=torch.Generator().manual_seed(0))\n"
         "x = torch.randn(7, 1536, generator=torch.Generator().manual_seed(1))\n"
         "with torch.inference_mode():\n"
-        "    y = Projection(w, torch.zeros(96)).quantized()(x)\n"
+        "    y = int8_linear(w, torch.zeros(96), 'onednn')(x)\n"
         "exact = x @ w.T\n"
         "q = torch.full((2, 64), 127, dtype=torch.int8)\n"
         "eight_bit_exact = torch.equal(torch._int_mm(q, q.t().contiguous()), q.int() @ q.int().t())\n"
