@@ -1,0 +1,187 @@
+"""Where a sub-network's batch-1 time goes on this CPU, by kind of operator, side by side.
+
+Why: a speed-up over the full model is capped by whatever a smaller width or INT8 does not
+shrink. Width shrinks the linear maps and the attention heads but not the LayerNorms, residuals or
+the per-call cost of each operator, and INT8 speeds only the linear maps while adding its own
+per-token scaling. This benchmark runs each configuration over the first `--questions` eval
+questions at batch 1 and their real lengths (as `dynaqa search` measures), under the torch
+profiler, and sums the operators' own CPU time by kind; what the profiler does not see (Python,
+module calls, the tokenised batch's assembly) is "outside operators". Rounds are interleaved and
+the median kept per configuration and kind, so this machine's drift hits all configurations alike.
+
+The profiler's own overhead inflates the many small operators a little: read the shares, and take
+speed-ups from `dynaqa search`'s side-by-side timing. Writes op_profile.{md,json} under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from models import squad
+from models.checkpoint import DEFAULT_DIR
+from models.checkpoint import load as load_checkpoint
+from models.quantize import int8_enabled, int8_kernel
+from models.reader import Reader
+from models.subnet import SubnetConfig
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"
+
+# Operator name -> kind. Names are torch's own (aten:: and quantized::); an operator not listed is
+# "other". Elementwise ops are shared by INT8's per-token scaling, residuals and masks, so they
+# are one kind: compare a configuration with its float twin to see what INT8 adds.
+KINDS: dict[str, str] = {
+    "quantized::linear_with_input_q_dq_qweight_dq_output_fp32": "linear maps (INT8)",
+    "aten::_int_mm": "linear maps (INT8)",
+    "aten::addmm": "linear maps (float)",
+    "aten::mm": "linear maps (float)",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "attention",
+    "aten::bmm": "attention",
+    "aten::_softmax": "attention",
+    "aten::gelu": "GELU",
+    "aten::native_layer_norm": "LayerNorm",
+    "aten::index": "token drop and restore",
+    "aten::index_put_": "token drop and restore",
+    "aten::_index_put_impl_": "token drop and restore",
+    "aten::topk": "token drop and restore",
+    "aten::index_select": "embeddings",
+    "aten::embedding": "embeddings",
+}
+ELEMENTWISE = {
+    "aten::abs",
+    "aten::amax",
+    "aten::mul",
+    "aten::mul_",
+    "aten::add",
+    "aten::add_",
+    "aten::div",
+    "aten::reciprocal",
+    "aten::clamp_min_",
+    "aten::sum",
+    "aten::where",
+    "aten::masked_fill",
+    "aten::copy_",
+}
+OUTSIDE = "outside operators (Python, module calls)"
+
+
+def kind_of(name: str) -> str:
+    if name in KINDS:
+        return KINDS[name]
+    return "elementwise" if name in ELEMENTWISE else "other operators"
+
+
+def profile_once(reader: Reader, windows: list[squad.Windows], subnet: SubnetConfig) -> dict[str, float]:
+    """Milliseconds per question by kind, one pass over `windows` under the profiler."""
+    for w in windows[:3]:  # untimed warm-up, as the search does
+        reader.logits(w, list(range(len(w))), subnet)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        began = time.perf_counter()
+        for w in windows:
+            reader.logits(w, list(range(len(w))), subnet)
+        wall = time.perf_counter() - began
+    per_kind: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        per_kind[kind_of(event.key)] += event.self_cpu_time_total / 1e3  # microseconds -> ms
+    per_kind[OUTSIDE] = max(0.0, 1e3 * wall - sum(per_kind.values()))
+    per_kind["total"] = 1e3 * wall
+    return {k: v / len(windows) for k, v in per_kind.items()}
+
+
+def markdown(report: dict) -> str:
+    ids = [r["config"] for r in report["rows"]]
+    kinds = [k for k in report["kinds"] if any(r["ms"].get(k, 0) >= 0.05 for r in report["rows"])]
+    lines = [
+        f"Batch 1, first {report['questions']} eval questions at their real lengths, {report['threads']} threads, "
+        f"INT8 kernel {report['int8_kernel']}; operators' own CPU time under the torch profiler, ms per question, "
+        f"median of {report['rounds']} interleaved rounds (share of the configuration's total in brackets).",
+        "",
+        "| kind | " + " | ".join(f"`{i}`" for i in ids) + " |",
+        "|---|" + "---:|" * len(ids),
+    ]
+    for kind in [*kinds, "total"]:
+        cells = []
+        for r in report["rows"]:
+            ms, total = r["ms"].get(kind, 0.0), r["ms"]["total"]
+            cells.append(f"{ms:.2f}" if kind == "total" else f"{ms:.2f} ({100 * ms / total:.0f}%)")
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    full = report["rows"][0]["ms"]["total"]
+    speedups = [f"{full / r['ms']['total']:.2f}x" for r in report["rows"]]
+    lines.append("| speed-up over the first | " + " | ".join(speedups) + " |")
+    ceilings = [f"{full / c:.2f}x" if (c := int8_ceiling(report["rows"], r)) else "" for r in report["rows"]]
+    if any(ceilings):
+        lines.append("| ... if INT8 cost only its maps | " + " | ".join(ceilings) + " |")
+        lines += [
+            "",
+            "The last row: an INT8 configuration's speed-up if everything but its linear maps took what its float "
+            "twin's takes (the twin's total, less its float maps, plus the INT8 maps): INT8's per-token scaling free.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def int8_ceiling(rows: list[dict], row: dict) -> float | None:
+    """ms per question of an INT8 row if INT8 added nothing but its maps; None without a float twin."""
+    twin = next((r for r in rows if r["config"] + "-q8" == row["config"]), None)
+    if twin is None:
+        return None
+    ms = twin["ms"]
+    return ms["total"] - ms.get("linear maps (float)", 0.0) + row["ms"].get("linear maps (INT8)", 0.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=str(DEFAULT_DIR))
+    parser.add_argument("--questions", type=int, default=100, help="eval questions per pass (default 100)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--subnets",
+        default="w100d100,w75d100,w75d100-q8,w50d100-q8",
+        help="comma-separated ids, the first is the reference (default: the full model, width 0.75 in float and "
+        "INT8, width 0.5 INT8); ids with lengths are looked up in the checkpoint's profile",
+    )
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+
+    int8 = int8_enabled("auto")
+    checkpoint = load_checkpoint(args.checkpoint, int8=int8)
+    subnets = [checkpoint.resolve(i) for i in dict.fromkeys(args.subnets.split(","))]
+    reader = Reader(checkpoint)
+    windows = [reader.windows([e]) for e in squad.load_squad(DATA, limit=args.questions)]
+    samples: dict[str, list[dict[str, float]]] = {s.id: [] for s in subnets}
+    for _ in range(args.rounds):
+        for subnet in subnets:
+            samples[subnet.id].append(profile_once(reader, windows, subnet))
+    kinds = sorted({k for runs in samples.values() for run in runs for k in run} - {"total", OUTSIDE})
+    kinds.append(OUTSIDE)
+    rows = [
+        {"config": i, "ms": {k: round(statistics.median(r.get(k, 0.0) for r in runs), 3) for k in [*kinds, "total"]}}
+        for i, runs in samples.items()
+    ]
+    report = {
+        "checkpoint": str(checkpoint.path),
+        "questions": len(windows),
+        "rounds": args.rounds,
+        "threads": torch.get_num_threads(),
+        "int8_kernel": int8_kernel() if int8 else None,
+        "kinds": kinds,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "op_profile.json").write_text(json.dumps(report, indent=1) + "\n")
+    text = markdown(report)
+    (out / "op_profile.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
