@@ -21,6 +21,7 @@ import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -74,6 +75,7 @@ OUTSIDE = "outside operators (Python, module calls)"
 
 
 def kind_of(name: str) -> str:
+    """The kind an operator's time is summed under."""
     if name in KINDS:
         return KINDS[name]
     return "elementwise" if name in ELEMENTWISE else "other operators"
@@ -96,7 +98,7 @@ def profile_once(reader: Reader, windows: list[squad.Windows], subnet: SubnetCon
     return {k: v / len(windows) for k, v in per_kind.items()}
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict[str, Any]) -> str:
     ids = [r["config"] for r in report["rows"]]
     kinds = [k for k in report["kinds"] if any(r["ms"].get(k, 0) >= 0.05 for r in report["rows"])]
     lines = [
@@ -127,7 +129,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def int8_ceiling(rows: list[dict], row: dict) -> float | None:
+def int8_ceiling(rows: list[dict[str, Any]], row: dict[str, Any]) -> float | None:
     """ms per question of an INT8 row if INT8 added nothing but its maps; None without a float twin."""
     twin = next((r for r in rows if r["config"] + "-q8" == row["config"]), None)
     if twin is None:
