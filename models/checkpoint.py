@@ -210,8 +210,8 @@ def _read_entries(path: Path, body: dict[str, Any], key: str) -> list[ProfileEnt
 
 def load(path: Path | str | None = None, compiled: bool = False, int8: bool = True) -> Checkpoint:
     """Load and validate a checkpoint directory; the model comes back in eval mode, packed, with
-    INT8 copies when `int8` (and with its layer step compiled when `compiled`: what serving, eval
-    and search use)."""
+    INT8 copies when `int8`, and with its layer steps compiled when `compiled` (opt-in everywhere:
+    `DYNAQA_COMPILE`, `--compiled`)."""
     root = Path(path) if path is not None else DEFAULT_DIR
     if not root.is_dir():
         raise CheckpointError(f"checkpoint directory {root} does not exist")

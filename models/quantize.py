@@ -2,7 +2,8 @@
 
 The INT8 knob (issue #4) pays only where the CPU has an integer matmul kernel: oneDNN's
 (`torch._int_mm`) is fast on AVX-512 VNNI and ran 40x slower than float on an AVX2-only AMD EPYC,
-where FBGEMM's is 1.3-1.9x faster than float. So the kernels are probed at start-up, not assumed.
+where FBGEMM's map alone is 1.3-1.9x faster than float (the probe's one shape has read 1.6-2.3x).
+So the kernels are probed at start-up, not assumed.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ class OneDnnInt8Linear:
 @dataclass(frozen=True)
 class FbgemmInt8Linear:
     """The same per-token x per-row scheme on FBGEMM's prepacked INT8 linear, which has AVX2
-    integer kernels where oneDNN has none (session 15's AMD EPYC: 1.3-1.9x the float map).
+    integer kernels where oneDNN has none (session 15's AMD EPYC: 1.3-1.9x the float map, before
+    the per-token scaling around it, which `benchmarks.op_profile` weighs).
 
     FBGEMM takes one activation scale per call; dividing each token by its own max |x| first
     makes one fixed scale (1/127: every row is now within [-1, 1]) a per-token scale, and the

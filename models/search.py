@@ -6,7 +6,8 @@ Optuna storage). Each trial runs one sub-network over a fixed subset of eval que
 (their real lengths, no padding) and measures F1 and the mean forward latency on this CPU; MACs
 are recorded too. Lengths are parametrised as per-layer keep factors in [0.5, 1] whose running
 product gives the keep ratios, so every sampled configuration is non-increasing by construction.
-After the search, the INT8 twin of every float configuration on the front is measured as well.
+After the search, the INT8 twin of every float configuration on the front and of every width x depth
+pair is measured as well.
 """
 
 from __future__ import annotations
@@ -266,11 +267,6 @@ def measurements(study) -> list[Measurement]:  # type: ignore[no-untyped-def]
         for t in study.trials
         if t.values is not None
     ]
-
-
-def front_from_study(study, bench: Bench) -> list[Measurement]:  # type: ignore[no-untyped-def]
-    """The study's non-dominated trials as measurements (deduplicated by sub-network)."""
-    return pareto_front(measurements(study))
 
 
 def fronts_by_family(trials: list[Measurement]) -> dict[str, list[Measurement]]:

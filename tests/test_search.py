@@ -47,7 +47,7 @@ def test_study_is_seeded_and_resumes(tiny_checkpoint: Path, tmp_path: Path) -> N
     first = len(searched(search.run_study(bench, 3, storage, seed=1, name="t", progress=False)))
     again = search.run_study(bench, 5, storage, seed=1, name="t", progress=False)  # continues, 2 more
     assert first == 3 and len(searched(again)) == 5
-    assert search.front_from_study(again, bench)
+    assert search.pareto_front(search.measurements(again))
 
 
 def test_int8_twins_of_front_and_grid_are_measured_after_the_search(tiny_checkpoint: Path, tmp_path: Path) -> None:
