@@ -14,7 +14,6 @@ benchmarks/results/compiled_step.{md,json}.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -22,31 +21,22 @@ from pathlib import Path
 
 import torch
 
-from models import squad
-from models.checkpoint import DEFAULT_DIR
+from benchmarks.questions import answer_all, eval_windows, parser, warm_up
 from models.checkpoint import load as load_checkpoint
 from models.quantize import int8_enabled
 from models.reader import Reader
 from models.subnet import SubnetConfig
 from models.transformer import EAGER_STEPS, LayerSteps
 
-RESULTS = Path(__file__).resolve().parent / "results"
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"
-
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=str(DEFAULT_DIR))
-    parser.add_argument("--questions", type=int, default=200, help="eval questions per measurement (default 200)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument(
-        "--subnets",
-        default=None,
-        help="comma-separated ids (default: w100d100 and the front this CPU serves: its INT8 kernel's where INT8 "
-        "pays, else pareto_float)",
-    )
-    parser.add_argument("--out", default=str(RESULTS))
-    args = parser.parse_args(argv)
+    args = parser(
+        __doc__,
+        questions=200,
+        subnets=None,
+        subnets_help="comma-separated ids (default: w100d100 and the front this CPU serves: its INT8 kernel's where "
+        "INT8 pays, else pareto_float)",
+    ).parse_args(argv)
 
     int8 = int8_enabled("auto")
     checkpoint = load_checkpoint(args.checkpoint, int8=int8)
@@ -58,15 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     ids = args.subnets.split(",") if args.subnets else ["w100d100", *(e.subnet.id for e in checkpoint.front(int8))]
     subnets = [checkpoint.resolve(i) for i in dict.fromkeys(ids)]
     reader = Reader(checkpoint)
-    windows = [reader.windows([e]) for e in squad.load_squad(DATA, limit=args.questions)]
+    windows = eval_windows(reader, args.questions)
 
     def mean_ms(subnet: SubnetConfig, step: LayerSteps) -> float:
         checkpoint.model.encoder.steps = step
-        for w in windows[:3]:  # untimed warm-up, as the search does
-            reader.logits(w, list(range(len(w))), subnet)
+        warm_up(reader, windows, subnet)
         began = time.perf_counter()
-        for w in windows:
-            reader.logits(w, list(range(len(w))), subnet)
+        answer_all(reader, windows, subnet)
         return 1000 * (time.perf_counter() - began) / len(windows)
 
     samples: dict[tuple[str, str], list[float]] = {(s.id, k): [] for s in subnets for k in steps}

@@ -15,7 +15,6 @@ speed-ups from `dynaqa search`'s side-by-side timing. Writes op_profile.{md,json
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -26,15 +25,12 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.questions import answer_all, eval_windows, parser, warm_up
 from models import squad
-from models.checkpoint import DEFAULT_DIR
 from models.checkpoint import load as load_checkpoint
-from models.cli import DEFAULT_EVAL
 from models.quantize import int8_enabled, int8_kernel
 from models.reader import Reader
 from models.subnet import SubnetConfig
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 # Operator name -> kind. Names are torch's own (aten:: and quantized::); an operator not listed is
 # "other". Elementwise ops are shared by INT8's per-token scaling, residuals and masks, so they
@@ -84,12 +80,10 @@ def kind_of(name: str) -> str:
 
 def profile_once(reader: Reader, windows: list[squad.Windows], subnet: SubnetConfig) -> dict[str, float]:
     """Milliseconds per question by kind, one pass over `windows` under the profiler."""
-    for w in windows[:3]:  # untimed warm-up, as the search does
-        reader.logits(w, list(range(len(w))), subnet)
+    warm_up(reader, windows, subnet)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         began = time.perf_counter()
-        for w in windows:
-            reader.logits(w, list(range(len(w))), subnet)
+        answer_all(reader, windows, subnet)
         wall = time.perf_counter() - began
     per_kind: dict[str, float] = defaultdict(float)
     for event in prof.key_averages():
@@ -159,18 +153,13 @@ def int8_ceiling(rows: list[dict[str, Any]], row: dict[str, Any]) -> float | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=str(DEFAULT_DIR))
-    parser.add_argument("--questions", type=int, default=100, help="eval questions per pass (default 100)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument(
-        "--subnets",
-        default="w100d100,w75d100,w75d100-q8,w50d100-q8",
-        help="comma-separated ids, the first is the reference (default: the full model, width 0.75 in float and "
-        "INT8, width 0.5 INT8); ids with lengths are looked up in the checkpoint's profile",
-    )
-    parser.add_argument("--out", default=str(RESULTS))
-    args = parser.parse_args(argv)
+    args = parser(
+        __doc__,
+        questions=100,
+        subnets="w100d100,w75d100,w75d100-q8,w50d100-q8",
+        subnets_help="comma-separated ids, the first is the reference (default: the full model, width 0.75 in float "
+        "and INT8, width 0.5 INT8); ids with lengths are looked up in the checkpoint's profile",
+    ).parse_args(argv)
 
     int8 = int8_enabled("auto")
     checkpoint = load_checkpoint(args.checkpoint, int8=int8)
@@ -178,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if not int8 and any(s.quantized for s in subnets):
         raise SystemExit("error: INT8 does not pay on this CPU (DYNAQA_INT8=auto turns it off): drop the -q8 ids")
     reader = Reader(checkpoint)
-    windows = [reader.windows([e]) for e in squad.load_squad(DEFAULT_EVAL, limit=args.questions)]
+    windows = eval_windows(reader, args.questions)
     samples: dict[str, list[dict[str, float]]] = {s.id: [] for s in subnets}
     for _ in range(args.rounds):
         for subnet in subnets:
