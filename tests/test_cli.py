@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -134,3 +135,32 @@ def test_empty_question_in_data_is_named(tiny_checkpoint: Path, tmp_path: Path) 
 def test_help_explains_lengths() -> None:
     result = dynaqa("eval", "--help")
     assert result.returncode == 0 and "ratios of each input's" in result.stdout
+
+
+def test_training_pauses_at_its_time_budget_and_runs_without_the_service(base_dir: Path, tmp_path: Path) -> None:
+    """`python -m models.cli` (no web stack, as on a lent GPU machine), the base model from
+    DYNAQA_BASE_MODEL instead of the PyPI package, and --max-minutes: exit status 3 with the
+    state saved, then the same command finishes the stage."""
+    base = tmp_path / "base"
+    base.mkdir()
+    for f in base_dir.iterdir():
+        (base / f.name).symlink_to(f)
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "models.cli", "train", "teacher", "--out", str(out), "--quiet"]
+    command += ["--data", str(DATA / "train.json.gz"), "--limit-train", "6", "--batch-size", "2", "--max-steps", "3"]
+    env = {**os.environ, "DYNAQA_BASE_MODEL": str(base)}
+
+    def train(*extra: str, environ: dict[str, str] = env) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=300, env=environ)
+
+    paused = train("--max-minutes", "0")
+    assert paused.returncode == 3, paused.stderr
+    assert json.loads(paused.stdout)["paused"] == {"stage": "teacher", "step": 1, "of": 3}
+    assert not (out / "1-teacher" / "training.json").exists() and (out / "1-teacher.work" / "state.pt").exists()
+    finished = train()
+    assert finished.returncode == 0, finished.stderr
+    stage = json.loads((out / "1-teacher" / "training.json").read_text())["stages"][-1]
+    assert stage["steps"] == 3 and '"event": "resumed", "step": 1' in finished.stderr
+    command[command.index(str(out))] = str(tmp_path / "other")  # a stage still to run reads the base model
+    missing = train(environ={**os.environ, "DYNAQA_BASE_MODEL": str(tmp_path / "nowhere")})
+    assert missing.returncode == 2 and "DYNAQA_BASE_MODEL" in missing.stderr and "Traceback" not in missing.stderr

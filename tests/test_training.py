@@ -2,6 +2,7 @@
 
 import json
 import random
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -126,6 +127,25 @@ def test_training_resumes_from_its_state_file(base_dir: Path, tmp_path: Path) ->
     assert torch.load(tmp_path / "r.pt", weights_only=False)["step"] == 4
     resumed = tiny_model(seed=5)  # a fresh process: nothing but the state file carries over
     train(resumed, data, recipe, finetune_loss(resumed), tmp_path / "r.pt", "r", progress=False)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_time_budget_pauses_after_a_step_and_the_resumed_run_ends_where_a_straight_one_does(
+    base_dir: Path, tmp_path: Path
+) -> None:
+    data = windows(base_dir)
+    recipe = Recipe(epochs=2, batch_size=4, lr=1e-3, save_every=50)
+    straight = tiny_model()
+    train(straight, data, recipe, finetune_loss(straight), tmp_path / "s.pt", "s", progress=False)
+    paused = tiny_model()
+    past = time.monotonic() - 1  # already out of time: one step, then the state is saved
+    report = train(paused, data, recipe, finetune_loss(paused), tmp_path / "p.pt", "p", progress=False, deadline=past)
+    assert report == {"paused_at": 1, "steps": 4}
+    assert torch.load(tmp_path / "p.pt", weights_only=False)["step"] == 1  # saved although save_every is 50
+    resumed = tiny_model(seed=5)
+    report = train(resumed, data, recipe, finetune_loss(resumed), tmp_path / "p.pt", "p", progress=False)
+    assert report["steps"] == 4 and "paused_at" not in report
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
 
