@@ -150,9 +150,10 @@ def train(
         if out_of_time:
             bar.close()
             log.info(json.dumps({"stage": desc, "event": "paused: time budget", "step": step + 1, "of": total}))
-            model.eval().to("cpu")
-            return {"paused_at": step + 1, "steps": total}
+            break
     model.eval().to("cpu")
+    if len(losses) < total:
+        return {"paused_at": len(losses), "steps": total}
     return {
         "recipe": asdict(recipe),
         "steps": total,
