@@ -114,8 +114,10 @@ def compare(trained: dict, baselines: dict[str, dict]) -> str:
     short = sorted(i for i, g in gains.items() if g < 10)
     lines += [
         "",
-        f"- full width and depth vs teacher: {rows['w100d100']['f1'] - teacher['f1']:+.2f} F1 (target: at most 1.0 below)",
-        f"- width 0.5 x depth 1.0 vs teacher: {rows['w50d100']['f1'] - teacher['f1']:+.2f} F1 (target: at most 4.0 below)",
+        f"- full width and depth vs teacher: {rows['w100d100']['f1'] - teacher['f1']:+.2f} F1"
+        " (target: at most 1.0 below)",
+        f"- width 0.5 x depth 1.0 vs teacher: {rows['w50d100']['f1'] - teacher['f1']:+.2f} F1"
+        " (target: at most 4.0 below)",
         f"- pairs below full size at least 10 F1 above {names[0]}: {len(gains) - len(short)} of {len(gains)}"
         + (f" (short: {', '.join(short)})" if short else ""),
     ]
