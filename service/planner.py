@@ -328,6 +328,12 @@ def quality_floor(candidates: list[Candidate], share: float) -> list[Candidate]:
     return [c for c in candidates if c.expected_f1 is None or c.expected_f1 >= floor]
 
 
+def accuracy(candidate: Candidate) -> tuple[float, int]:
+    """How the planner ranks accuracy: expected F1 when known, then MACs (a larger sub-network of
+    one checkpoint is the more accurate one)."""
+    return (candidate.expected_f1 if candidate.expected_f1 is not None else -1.0, candidate.macs)
+
+
 def pareto(candidates: list[Candidate], latency: LatencyModel, min_speedup: float = 1.1) -> list[Candidate]:
     """Most accurate first; drop any candidate not at least `min_speedup` times faster than a more
     accurate one (on this machine).
@@ -340,9 +346,6 @@ def pareto(candidates: list[Candidate], latency: LatencyModel, min_speedup: floa
     almost no budget the more accurate one misses, yet is picked whenever the ranking says so (the
     session-6 load test served the F1-16 point 66 times at 2x).
     """
-
-    def accuracy(c: Candidate) -> tuple[float, int]:
-        return (c.expected_f1 if c.expected_f1 is not None else -1.0, c.macs)
 
     def seconds(c: Candidate) -> float:
         return sum(latency.predict(c.subnet.id, tokens, 1).mean_s for tokens in latency.tokens)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from models import checkpoint
 from models.bert_weights import base_model_dir
 from models.config import ArchConfig
 from models.transformer import DynamicBertForQA
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "squad"
+# The checkpoint the server tests run: the shipped one unless DYNAQA_TEST_CHECKPOINT names another.
+SERVED_CHECKPOINT = Path(os.environ.get("DYNAQA_TEST_CHECKPOINT", str(checkpoint.DEFAULT_DIR)))
 TINY = ArchConfig(
     vocab_size=30522,  # the real WordPiece vocabulary, so the real tokenizer fits the tiny model
     hidden_size=32,
@@ -58,8 +62,6 @@ def base_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) -> Path:
     """A complete checkpoint directory holding the tiny model and the real tokenizer."""
-    from models import checkpoint
-
     return checkpoint.save(tiny_model(), tmp_path_factory.mktemp("ckpt") / "tiny", base_dir)
 
 
@@ -67,3 +69,17 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) ->
 def latency_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One latency-profile cache for the server processes of the whole run: one calibration."""
     return tmp_path_factory.mktemp("latency-cache")
+
+
+@pytest.fixture(scope="session")
+def most_accurate_id() -> str:
+    """The sub-network a loose budget gets from `dynaqa serve` on SERVED_CHECKPOINT (INT8 `auto`):
+    the most accurate candidate of the front this CPU serves, which the planner always keeps. On an
+    INT8 front that can be the INT8 full model rather than the float one."""
+    from models.quantize import int8_enabled
+    from service.planner import accuracy
+    from service.runtime import candidates_of
+
+    int8 = int8_enabled("auto")
+    served = candidates_of(checkpoint.load(SERVED_CHECKPOINT, int8=False), int8)
+    return max(served, key=accuracy).subnet.id
