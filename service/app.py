@@ -18,12 +18,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import InvalidInput
+from models.subnet import SubnetConfig
 from service import budget as budgets
-from service.errors import PayloadTooLarge, ServiceError
+from service.errors import NotReady, PayloadTooLarge, ServiceError
 from service.logs import request_id
 from service.middleware import Admission, BodyLimit, error_response, request_id_of, service_error_response
 from service.runtime import Result, Runtime
-from service.schemas import ErrorResponse, QARequest, QAResponse, SubnetInfo
+from service.schemas import ErrorResponse, ModelInfo, QARequest, QAResponse, ServedSubnet, SubnetInfo
 from service.settings import Settings
 
 log = logging.getLogger("dynaqa.access")
@@ -173,22 +174,46 @@ def create_app(settings: Settings) -> FastAPI:
                 }
             )
         )
-        subnet = result.candidate.subnet
         return QAResponse(
             answer=result.answer.text,
             score=result.answer.score,
             start=result.answer.start,
             end=result.answer.end,
-            subnet=SubnetInfo(
-                id=subnet.id,
-                width=subnet.width,
-                depth=subnet.depth,
-                lengths=list(subnet.lengths) if subnet.lengths else None,
-            ),
+            subnet=SubnetInfo(**_subnet_fields(result.candidate.subnet)),
             expected_f1=result.candidate.expected_f1,
             latency_ms=round(result.latency_s * 1000, 3),
             budget_ms=budget.ms,
             budget_met=result.budget_met,
+        )
+
+    @app.get(
+        "/v1/model",
+        response_model=ModelInfo,
+        responses={503: {"model": ErrorResponse, "description": "Not calibrated yet (see Retry-After)"}},
+        summary="What this replica serves: the checkpoint, the front and its sub-networks",
+    )
+    async def model(rt: RuntimeDep) -> ModelInfo:
+        """The sub-networks the planner chooses from on this replica, most accurate first. They
+        depend on the CPU (with `DYNAQA_INT8=auto`, INT8 is served only where it pays) and on its
+        calibration (the planner drops points not at least 1.1x faster than a more accurate one)."""
+        planner = rt.planner
+        if planner is None:
+            raise NotReady("the replica is still calibrating", retry_after_s=2.0)
+        reserves = set(planner.reserves)
+        return ModelInfo(
+            checkpoint=str(settings.checkpoint),
+            int8=rt.int8,
+            front=rt.front,
+            level=rt.level,
+            subnets=[
+                ServedSubnet(
+                    **_subnet_fields(c.subnet),
+                    expected_f1=c.expected_f1,
+                    macs=c.macs,
+                    role="reserve" if c in reserves else "candidate",
+                )
+                for c in planner.served
+            ],
         )
 
     @app.get("/v2/health/live", summary="The process is up")
@@ -211,6 +236,15 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _subnet_fields(subnet: SubnetConfig) -> dict[str, Any]:
+    return {
+        "id": subnet.id,
+        "width": subnet.width,
+        "depth": subnet.depth,
+        "lengths": list(subnet.lengths) if subnet.lengths else None,
+    }
 
 
 async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Result]) -> Result | None:

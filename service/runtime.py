@@ -101,6 +101,8 @@ class Runtime:
         self.controller: Controller | None = None
         self.reader: Reader | None = None
         self.calibration_source = ""
+        self.int8 = False  # whether INT8 sub-networks are served (`load`)
+        self.front = ""  # profile.json's key of the served front, or "width x depth grid"
         self.failed: str | None = None  # why start-up failed, if it did
         self._tasks: list[asyncio.Task[None]] = []
         self._candidates: list[Candidate] = []
@@ -118,7 +120,8 @@ class Runtime:
         checkpoint = ckpt.load(self.settings.checkpoint, int8=int8)
         self.reader = Reader(checkpoint, max_length=self.settings.max_length, stride=self.settings.stride)
         candidates = candidates_of(checkpoint, int8)
-        self._log_int8(checkpoint, int8)
+        self.int8, self.front = int8, checkpoint.front_key(int8) or "width x depth grid"
+        self._log_int8(checkpoint)
         if self.settings.pin_subnet:
             pinned = checkpoint.resolve(self.settings.pin_subnet)
             known = {c.subnet: c for c in candidates}
@@ -128,18 +131,18 @@ class Runtime:
             self.store = RedisState(self.settings.redis_url, self._count_state_error)
         self._candidates = candidates
 
-    def _log_int8(self, checkpoint: ckpt.Checkpoint, int8: bool) -> None:
+    def _log_int8(self, checkpoint: ckpt.Checkpoint) -> None:
         """Say which front is served and why. INT8 off is a warning: on a CPU without a fast
         integer matmul the INT8 points would be calibrated at minutes each, then never chosen.
         INT8 on names the kernel, since the front searched on it is the one served."""
         event: dict[str, object] = {
-            "event": f"int8 {'on' if int8 else 'off'}",
+            "event": f"int8 {'on' if self.int8 else 'off'}",
             "mode": self.settings.int8,
-            "front": checkpoint.front_key(int8) or "width x depth grid",
+            "front": self.front,
         }
-        if self.settings.int8 == "auto" or int8:
+        if self.settings.int8 == "auto" or self.int8:
             event["int8_speedup"] = round(int8_speedup(), 3)
-        if int8:
+        if self.int8:
             log.info(json.dumps({**event, "kernel": int8_kernel()}))
         else:
             event["dropped"] = sorted({e.subnet.id for e in checkpoint.entries() if e.subnet.quantized})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -40,6 +42,22 @@ class QAResponse(BaseModel):
     latency_ms: float = Field(description="Time from arrival to response.")
     budget_ms: float = Field(description="The latency budget applied, after clamping.")
     budget_met: bool
+
+
+class ServedSubnet(SubnetInfo):
+    expected_f1: float | None = Field(description="F1 on the eval split (null if unmeasured).")
+    macs: int = Field(description="Multiply-accumulates of one 384-token window.")
+    role: Literal["candidate", "reserve"] = Field(
+        description="`reserve`: below the quality floor, chosen only when no candidate fits the budget."
+    )
+
+
+class ModelInfo(BaseModel):
+    checkpoint: str = Field(description="The served checkpoint's directory.")
+    int8: bool = Field(description="Whether INT8 sub-networks are served (DYNAQA_INT8, and in `auto` this CPU).")
+    front: str = Field(description="profile.json's front served, or `width x depth grid` where none was searched.")
+    level: float = Field(description="The controller's degradation level now: 0 lets every candidate be chosen.")
+    subnets: list[ServedSubnet] = Field(description="What the planner chooses from, most accurate first.")
 
 
 class ErrorBody(BaseModel):

@@ -94,12 +94,35 @@ def test_every_plan_leaves_the_network_its_allowance(client: TestClient) -> None
     assert clear.status_code == 200  # type: ignore[attr-defined]
 
 
+def test_model_info_lists_what_the_planner_chooses_from(client: TestClient) -> None:
+    """The tiny checkpoint ships no searched front: the width x depth grid, the full model first,
+    and a loose budget gets that first sub-network."""
+    info = client.get("/v1/model").json()
+    planner = client.app.state.runtime.planner  # type: ignore[attr-defined]
+    assert info["front"] == "width x depth grid" and info["level"] == client.app.state.runtime.level  # type: ignore[attr-defined]
+    assert [s["id"] for s in info["subnets"]] == [c.subnet.id for c in planner.served]
+    assert info["subnets"][0]["id"] == "w100d100" and info["subnets"][0]["role"] == "candidate"
+    assert all(s["macs"] > 0 for s in info["subnets"])
+    assert ask(client, {"X-Latency-Budget-Ms": "5000"}).json()["subnet"]["id"] == "w100d100"  # type: ignore[attr-defined]
+
+
+def test_model_info_is_503_until_calibrated(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Without its lifespan the app never calibrates: the model endpoint says so, with Retry-After."""
+    settings = Settings(checkpoint=tiny_checkpoint, cache_dir=tmp_path)
+    response = TestClient(create_app(settings)).get("/v1/model")
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert "calibrating" in response.json()["error"]["message"]
+
+
 def test_lenient_impossible_budget_gets_the_fastest_answer(client: TestClient) -> None:
+    """It gets the sub-network the strict refusal names as the quickest for this input."""
     misses = client.app.state.runtime.misses  # type: ignore[attr-defined]
+    refusal = ask(client, {"X-Latency-Budget-Ms": "0.01", "Prefer": "handling=strict"})
+    quickest = refusal.json()["error"]["message"].split("sub-network (")[1].split(")")[0]  # type: ignore[attr-defined]
     response = ask(client, {"X-Latency-Budget-Ms": "0.01"})
     body = response.json()  # type: ignore[attr-defined]
     assert response.status_code == 200 and body["budget_met"] is False  # type: ignore[attr-defined]
-    assert body["subnet"]["id"] == client.app.state.runtime.planner.fastest.subnet.id  # type: ignore[attr-defined]
+    assert body["subnet"]["id"] == quickest
     # a budget below the idle floor is the caller's choice, not load: the controller ignores it
     assert client.app.state.runtime.misses == misses  # type: ignore[attr-defined]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -14,10 +13,9 @@ import httpx
 import pytest
 
 from loadtest.processes import Redis, Server
-from models import checkpoint, metric, squad
-from tests.conftest import DATA
+from models import metric, squad
+from tests.conftest import DATA, SERVED_CHECKPOINT, most_accurate_id
 
-CHECKPOINT = Path(os.environ.get("DYNAQA_TEST_CHECKPOINT", str(checkpoint.DEFAULT_DIR)))
 EXAMPLES = squad.load_squad(DATA / "eval.json.gz", limit=400)[::10]  # 40 questions over several articles
 
 
@@ -32,7 +30,7 @@ def redis() -> Iterator[Redis]:
 def first(redis: Redis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, int]]:
     """The first replica: calibrates (readiness false meanwhile) and shares its profile in Redis."""
     tmp = tmp_path_factory.mktemp("first")
-    server = Server(CHECKPOINT, tmp / "log.jsonl", redis_url=redis.url, cache_dir=tmp / "cache")
+    server = Server(SERVED_CHECKPOINT, tmp / "log.jsonl", redis_url=redis.url, cache_dir=tmp / "cache")
     server.wait_live()
     ready_status = httpx.get(server.url + "/v2/health/ready").status_code
     server.wait_ready()
@@ -52,7 +50,7 @@ def test_readiness_is_false_until_calibrated(first: tuple[Server, int]) -> None:
     assert body["ready"] is True and body["calibration"] == "measured"
 
 
-def test_answers_eval_questions_correctly_with_a_loose_budget(first: tuple[Server, int], most_accurate_id: str) -> None:
+def test_answers_eval_questions_correctly_with_a_loose_budget(first: tuple[Server, int]) -> None:
     server, _ = first
     full_quality(server)
     predictions, subnets = {}, set()
@@ -69,7 +67,7 @@ def test_answers_eval_questions_correctly_with_a_loose_budget(first: tuple[Serve
         predictions[example.qid] = body["answer"]
         subnets.add(body["subnet"]["id"])
     scores = metric.score({e.qid: e.answers for e in EXAMPLES}, predictions)
-    assert subnets == {most_accurate_id}
+    assert subnets == {most_accurate_id(server.url)}
     assert scores["f1"] >= 50, scores
 
 
@@ -108,7 +106,7 @@ def full_quality(server: Server, timeout: float = 30) -> None:
     raise AssertionError("the degradation level did not return to 0")
 
 
-def test_a_tight_budget_gets_a_smaller_subnet(first: tuple[Server, int], most_accurate_id: str) -> None:
+def test_a_tight_budget_gets_a_smaller_subnet(first: tuple[Server, int]) -> None:
     server, _ = first
     full_quality(server)
     example = EXAMPLES[0]
@@ -121,7 +119,24 @@ def test_a_tight_budget_gets_a_smaller_subnet(first: tuple[Server, int], most_ac
     tight_ms = min(1.5 * floor_ms, 0.5 * loose["latency_ms"])
     tight = post(server, example, {"X-Latency-Budget-Ms": f"{tight_ms:.1f}"})
     assert tight.status_code == 200
-    assert loose["subnet"]["id"] == most_accurate_id and tight.json()["subnet"]["id"] != most_accurate_id
+    best = most_accurate_id(server.url)
+    assert loose["subnet"]["id"] == best and tight.json()["subnet"]["id"] != best
+
+
+def test_model_info_lists_the_served_front_most_accurate_first(first: tuple[Server, int]) -> None:
+    """`/v1/model` names a front shipped in profile.json and serves its most accurate point first
+    (the planner never drops it); every other sub-network comes from that front, candidates before
+    reserves."""
+    server, _ = first
+    info = httpx.get(server.url + "/v1/model").json()
+    front = json.loads((SERVED_CHECKPOINT / "profile.json").read_text())[info["front"]]
+    f1 = {entry["id"]: entry["f1"] for entry in front}
+    ids = [s["id"] for s in info["subnets"]]
+    assert ids[0] == max(f1, key=f1.__getitem__) and set(ids) <= set(f1)
+    assert info["int8"] == any(entry["quantized"] for entry in front)
+    assert [s["expected_f1"] for s in info["subnets"]] == [f1[i] for i in ids]
+    roles = [s["role"] for s in info["subnets"]]
+    assert roles == sorted(roles) and roles[0] == "candidate"  # "candidate" < "reserve"
 
 
 def test_strict_and_lenient_differ_only_when_the_budget_cannot_be_met(first: tuple[Server, int]) -> None:
@@ -139,7 +154,9 @@ def test_strict_and_lenient_differ_only_when_the_budget_cannot_be_met(first: tup
 def test_second_replica_skips_calibration_and_a_flood_gets_503(
     redis: Redis, first: tuple[Server, int], tmp_path: Path
 ) -> None:
-    second = Server(CHECKPOINT, tmp_path / "log.jsonl", redis_url=redis.url, cache_dir=tmp_path / "cache", max_queue=2)
+    second = Server(
+        SERVED_CHECKPOINT, tmp_path / "log.jsonl", redis_url=redis.url, cache_dir=tmp_path / "cache", max_queue=2
+    )
     try:
         second.wait_ready(timeout=60)
         assert httpx.get(second.url + "/v2/health/ready").json()["calibration"] == "state:redis"
@@ -168,7 +185,7 @@ def test_second_replica_skips_calibration_and_a_flood_gets_503(
 
 def test_redis_going_away_never_fails_a_request_or_readiness(tmp_path: Path, latency_cache: Path) -> None:
     redis = Redis()
-    server = Server(CHECKPOINT, tmp_path / "log.jsonl", redis_url=redis.url, cache_dir=latency_cache)
+    server = Server(SERVED_CHECKPOINT, tmp_path / "log.jsonl", redis_url=redis.url, cache_dir=latency_cache)
     try:
         server.wait_ready()
         assert post(server, EXAMPLES[2], {"X-Latency-Budget-Ms": "20000"}).status_code == 200

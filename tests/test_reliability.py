@@ -21,12 +21,11 @@ from hypothesis import HealthCheck, settings
 
 from loadtest import openloop, overload
 from loadtest.processes import Server
-from models import checkpoint, squad
+from models import squad
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import DATA
+from tests.conftest import DATA, SERVED_CHECKPOINT, most_accurate_id
 
-CHECKPOINT = Path(os.environ.get("DYNAQA_TEST_CHECKPOINT", str(checkpoint.DEFAULT_DIR)))
 CONTEXT = "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy."
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
 
@@ -34,7 +33,7 @@ SCHEMA = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, latency_cache: Path) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("reliability")
-    process = Server(CHECKPOINT, tmp / "log.jsonl", cache_dir=latency_cache, max_queue=16)
+    process = Server(SERVED_CHECKPOINT, tmp / "log.jsonl", cache_dir=latency_cache, max_queue=16)
     process.wait_ready()
     yield process
     assert process.stopped_cleanly()
@@ -113,10 +112,10 @@ def test_odd_but_valid_input_is_answered(server: Server, name: str, question: st
 
 def test_no_admin_or_file_endpoints() -> None:
     paths = set(create_app(Settings()).openapi()["paths"])
-    assert paths == {"/v1/qa", "/v2/health/live", "/v2/health/ready", "/metrics"}
+    assert paths == {"/v1/qa", "/v1/model", "/v2/health/live", "/v2/health/ready", "/metrics"}
 
 
-def test_overload_is_refused_fast_bounded_and_recovers(server: Server, most_accurate_id: str) -> None:
+def test_overload_is_refused_fast_bounded_and_recovers(server: Server) -> None:
     report = overload.measure(server.url, server.process.pid, factor=10, seconds=30)
     assert report["process_alive"]
     assert set(report["statuses"]) <= {200, 503, 504}, report
@@ -126,7 +125,7 @@ def test_overload_is_refused_fast_bounded_and_recovers(server: Server, most_accu
     assert report["refusal_ms_p99_at_most"] is not None
     assert report["queue_depth_max_seen"] <= 16
     assert report["rss_mib_peak"] < 2048, report  # well inside the pod's 2.5 GiB memory limit
-    assert report["after_recovery_subnet"] == most_accurate_id
+    assert report["after_recovery_subnet"] == most_accurate_id(server.url)
     print(json.dumps(report))
 
 
@@ -172,7 +171,7 @@ def metrics(server: Server) -> dict[str, float]:
 def test_a_bad_checkpoint_exits_non_zero_and_is_never_ready(tmp_path: Path, damage: str) -> None:
     root = tmp_path / "ckpt"
     if damage == "corrupt weights":
-        shutil.copytree(CHECKPOINT, root)
+        shutil.copytree(SERVED_CHECKPOINT, root)
         (root / "model.safetensors").write_bytes(b"\x00" * 1024)
     env = {**os.environ, "DYNAQA_CHECKPOINT": str(root), "DYNAQA_PORT": "0"}
     result = subprocess.run(
@@ -183,7 +182,7 @@ def test_a_bad_checkpoint_exits_non_zero_and_is_never_ready(tmp_path: Path, dama
 
 
 def test_sigterm_under_load_drains_without_losing_requests(tmp_path: Path, latency_cache: Path) -> None:
-    server = Server(CHECKPOINT, tmp_path / "log.jsonl", cache_dir=latency_cache, max_queue=64)
+    server = Server(SERVED_CHECKPOINT, tmp_path / "log.jsonl", cache_dir=latency_cache, max_queue=64)
     server.wait_ready()
     examples = squad.load_squad(DATA / "eval.json.gz", limit=100)
     readiness: list[int] = []

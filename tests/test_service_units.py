@@ -252,6 +252,20 @@ def test_a_point_below_the_quality_floor_answers_only_what_nothing_else_can() ->
     assert len(Planner([*base.candidates], base.latency, min_f1_share=0.5).candidates) == 3  # none below 40
 
 
+def test_the_floor_is_the_quickest_last_resort_for_this_input() -> None:
+    """The reserve is the fastest point overall, but its correction (it ran 2.5x slower than
+    calibrated) puts its tail at 32.5 ms, above mid's 23 ms: the floor is mid's, and a strict budget
+    between the two fits mid instead of being refused against the reserve's tail."""
+    base = make_planner()
+    planner = Planner([*base.candidates], base.latency, safety_factor=1.0, tail_sigmas=3.0, min_f1_share=0.8)
+    _, mid, small = (c.subnet for c in base.candidates)
+    planner.corrections[small.id].ratio = 2.5
+    floor = planner.choose(0.005, 0.0, 0.0, tokens=100, windows=1)
+    assert isinstance(floor, Infeasible) and floor.fastest.subnet == mid and math.isclose(floor.floor_s, 0.023)
+    choice = planner.choose(0.025, 0.0, 0.0, tokens=100, windows=1)
+    assert isinstance(choice, Choice) and choice.candidate.subnet == mid
+
+
 def test_the_most_accurate_reserve_that_fits_answers_before_the_fastest() -> None:
     """Two points below the floor: F1 36 at 10 ms and F1 17 at 8 ms per 100 tokens (25% faster, so
     both stay on the front). With 13 ms left the F1-36 one ends in time and answers; with 9 ms left
