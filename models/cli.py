@@ -233,6 +233,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         "int8_speedup": round(int8_speedup(), 3),
         "int8_kernel": int8_kernel(),
         "int8_enabled": int8,
+        "timing_rounds": args.timing_rounds or search_report.TIMING_ROUNDS,
     }
     if not int8:
         settings["int8_why"] = (
@@ -281,9 +282,27 @@ def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="INT8 configurations in the space: auto (only where this CPU's INT8 kernel is at least 1.2x the "
         "float matmul: oneDNN's where it pays, else FBGEMM's, 1.3-1.9x on AVX2), on, or off",
     )
+    p.add_argument(
+        "--timing-rounds",
+        type=_positive_int,
+        default=None,
+        help="side-by-side rounds when the front and the full model are timed again (median kept; default 2, "
+        "as the shipped fronts were timed). Each round re-times every point (5-6 min per pass on a 2-core "
+        "AVX2 machine); more rounds steady the speed-ups where the machine's speed drifts",
+    )
     p.add_argument("--quiet", action="store_true")
     _add_compiled(p)
     p.set_defaults(func=cmd_search)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 1")
+    return value
 
 
 def _non_negative(text: str) -> float:

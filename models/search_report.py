@@ -33,7 +33,7 @@ REACH_F1 = 6.0
 # re-times a growing pool (5-6 min per rank), and timing noise reshuffled near-ties as fast as
 # widening added points (session 14's float-only report: 5 passes, 38 min, never 10 points).
 MAX_TIMING_PASSES = 3
-TIMING_ROUNDS = 2  # side-by-side rounds per timing pass; the median is kept
+TIMING_ROUNDS = 2  # side-by-side rounds per timing pass, the median kept (`dynaqa search --timing-rounds`)
 
 
 def thin(front: list[search.Measurement], keep: int = MAX_SHIPPED) -> list[search.Measurement]:
@@ -53,6 +53,8 @@ def side_by_side(
     machine's speed drifts by tens of percent over a run; speed-ups are ratios, so the full model
     and the front are timed again here, round-robin, close together in time.
     """
+    if rounds < 1:
+        raise ValueError(f"side-by-side timing needs at least one round, not {rounds}")
     times: dict[SubnetConfig, list[float]] = {s: [] for s in subnets}
     with tqdm(total=rounds * len(times), desc="side-by-side timing", unit="config", disable=not progress) as bar:
         for _ in range(rounds):
@@ -165,6 +167,7 @@ def build(
     study, so a report stopped part-way resumes); what is scored here is added to it."""
     fronts = search.fronts_by_family(trials)
     full = SubnetConfig(1.0, 1.0)
+    rounds = int(settings.get("timing_rounds", TIMING_ROUNDS))
     whole_split = {} if whole_split is None else whole_split
 
     def score(subnet: SubnetConfig) -> tuple[float, float]:
@@ -173,7 +176,7 @@ def build(
         return whole_split[subnet]
 
     def retime(subnets: list[SubnetConfig]) -> dict[SubnetConfig, float]:
-        return side_by_side(bench, subnets, progress=progress)
+        return side_by_side(bench, subnets, rounds, progress=progress)
 
     entries, latency = rescore(score, retime, trials, progress=progress)
     full_f1, full_em = whole_split[full]
@@ -199,7 +202,7 @@ def build(
         "baseline_fronts": {name: [_point(m) for m in fronts[name]] for name in ("grid", "lengths")},
         "int8": int8_effect(bench, entries) if settings.get("int8_enabled", True) else [],
         "checks": checks,
-        "timing_rounds": TIMING_ROUNDS,
+        "timing_rounds": rounds,
     }
     return report, entries, fronts
 

@@ -98,10 +98,13 @@ def test_search_writes_its_report_into_a_new_directory_and_the_front_it_searched
     report = tmp_path / "new" / "report"
     common = ["--checkpoint", str(root), "--data", str(data), "--subset", "2", "--out", str(tmp_path / "runs")]
     result = dynaqa(
-        "search", *common, "--trials", "3", "--report", str(report), "--write-profile", "--int8", "off", "--quiet"
-    )
+        "search", *common, "--trials", "3", "--report", str(report), "--write-profile", "--int8", "off", "--quiet",
+        "--timing-rounds", "3",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert (report / "search.png").stat().st_size > 0 and json.loads((report / "search.json").read_text())["front"]
+    written = json.loads((report / "search.json").read_text())
+    assert (report / "search.png").stat().st_size > 0 and written["front"] and written["timing_rounds"] == 3
+    assert "median of 3 rounds" in (report / "search.md").read_text()
     profile = json.loads((root / "profile.json").read_text())
     assert profile["pareto"] == int8_front and profile["pareto_float"]
     assert not any(entry["quantized"] for entry in profile["pareto_float"])
@@ -130,6 +133,11 @@ def test_empty_question_in_data_is_named(tiny_checkpoint: Path, tmp_path: Path) 
     (tmp_path / "d.json").write_text(json.dumps(data))
     result = dynaqa("eval", "--checkpoint", str(tiny_checkpoint), "--data", str(tmp_path / "d.json"))
     assert result.returncode == 2 and "question is empty" in result.stderr
+
+
+def test_search_refuses_zero_timing_rounds_before_loading_anything() -> None:
+    result = dynaqa("search", "--timing-rounds", "0")
+    assert result.returncode == 2 and "0 is not a whole number >= 1" in result.stderr
 
 
 def test_help_explains_lengths() -> None:
