@@ -279,7 +279,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--int8",
         choices=["auto", "on", "off"],
         default="auto",
-        help="INT8 configurations in the space: auto (only where this CPU's INT8 kernel is at least 1.2x the "
+        help="INT8 configurations in the space: auto (only where this CPU's INT8 kernel is at least 1.1x the "
         "float matmul: oneDNN's where it pays, else FBGEMM's, 1.3-1.9x on AVX2), on, or off",
     )
     p.add_argument(

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     int8: Int8Mode = Field(
         "auto",
         description="Serve the profile's INT8 configurations: auto (only where this CPU's INT8 kernel is at "
-        "least 1.2x the float matmul, probed at start-up: oneDNN's where it pays, as on AVX-512 VNNI, else "
+        "least 1.1x the float matmul, probed at start-up: oneDNN's where it pays, as on AVX-512 VNNI, else "
         "FBGEMM's, 1.3-1.9x on AVX2), on, or off. "
         "A pinned sub-network is served as named.",
     )

@@ -3,6 +3,9 @@ token the same whatever else is in its call; the probe picks the kernel that pay
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -54,3 +57,21 @@ def test_the_probe_prefers_onednn_where_it_pays_else_fbgemm() -> None:
     assert quantize._pick({"onednn": 0.03}) == "onednn"
     speedups = quantize.kernel_speedups()
     assert quantize.int8_speedup() == speedups[quantize.int8_kernel()]
+
+
+def test_the_probe_interleaves_and_drops_a_hopeless_kernel_after_the_warm_up() -> None:
+    """A run 50x slower than the first (oneDNN's reference loop on AVX2 is 40x) is not timed past
+    the warm-up; the others run every round, alternating."""
+    calls: list[str] = []
+
+    def run(name: str, seconds: float) -> Callable[[], None]:
+        def step() -> None:
+            calls.append(name)
+            time.sleep(seconds)
+
+        return step
+
+    runs = {"float": run("float", 0.001), "slow": run("slow", 0.05), "fast": run("fast", 0.001)}
+    medians = quantize._interleaved_medians(runs, rounds=6, warmup=2)
+    assert calls.count("slow") == 2 and calls.count("float") == calls.count("fast") == 8
+    assert calls[-2:] == ["float", "fast"] and medians["slow"] > 4 * medians["float"]
