@@ -280,15 +280,15 @@ def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         choices=["auto", "on", "off"],
         default="auto",
         help="INT8 configurations in the space: auto (only where this CPU's INT8 kernel is at least 1.1x the "
-        "float matmul: oneDNN's where it pays, else FBGEMM's, 1.3-1.9x on AVX2), on, or off",
+        "float matmul: oneDNN's where it pays, else FBGEMM's, which the probe reads at 1.16-1.6x on AVX2), on, or off",
     )
     p.add_argument(
         "--timing-rounds",
         type=_positive_int,
         default=None,
         help="side-by-side rounds when the front and the full model are timed again (median kept; default 2, "
-        "as the shipped fronts were timed). Each round re-times every point (5-6 min per pass on a 2-core "
-        "AVX2 machine); more rounds steady the speed-ups where the machine's speed drifts",
+        "as the shipped fronts were timed). Each round re-times every point of the pool once: 2-3 min per "
+        "round on a 2-core AVX2 machine; more rounds steady the speed-ups where the machine's speed drifts",
     )
     p.add_argument("--quiet", action="store_true")
     _add_compiled(p)

@@ -2,7 +2,8 @@
 
 The INT8 knob (issue #4) pays only where the CPU has an integer matmul kernel: oneDNN's
 (`torch._int_mm`) is fast on AVX-512 VNNI and ran 40x slower than float on an AVX2-only AMD EPYC,
-where FBGEMM's map alone is 1.3-1.9x faster than float (the probe's one shape has read 1.6-2.3x).
+where FBGEMM's map alone is 1.3-1.9x faster than float in scratch timings of 9 shapes (the
+probe's one shape, interleaved with float, reads 1.16-1.60x).
 So the kernels are probed at start-up, not assumed.
 """
 
@@ -216,7 +217,10 @@ def _kernel_speedups(threads: int) -> dict[Int8Kernel, float]:
 def _interleaved_medians(
     runs: dict[str, Callable[[], object]], rounds: int = 15, warmup: int = 3, hopeless: float = 4.0
 ) -> dict[str, float]:
-    """Median seconds of each run over `rounds` round-robin rounds, after `warmup` untimed ones.
+    """Median seconds of each run over `rounds` round-robin rounds, after `warmup` rounds that are
+    not counted, except to spare the rounds a run whose every warm-up took over `hopeless` times
+    the first run's slowest (oneDNN's reference loop on AVX2: 40x float, 50 ms a call): its
+    median is over its warm-ups, enough to say it does not pay.
 
     Round-robin because the first probe (float, then each kernel, five runs each) read FBGEMM at
     1.34-2.11x in 8 fresh processes on one idle 2-core AVX2 VM, and `dynaqa search --int8 auto`
@@ -224,22 +228,27 @@ def _interleaved_medians(
     started disagreed the same way. Measured one after the other, float and INT8 each saw a
     different machine, and float's weights stayed hot in cache as they never are in the model.
     Interleaved, the same VM reads 1.16-1.60x: lower, and still spread from process to process,
-    which is why `MIN_INT8_SPEEDUP` sits below that range. A run
-    over `hopeless` times the first's (oneDNN's reference loop on AVX2: 40x) leaves the rounds
-    after the warm-up; its median is over what it ran, enough to say it does not pay.
+    which is why `MIN_INT8_SPEEDUP` sits below that range.
     """
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    active = list(runs)
-    for round_ in range(warmup + rounds):
+    warm: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(warmup):
+        for name, run in runs.items():
+            warm[name].append(_seconds(run))
+    first = max(next(iter(warm.values())))
+    times = {name: t for name, t in warm.items() if min(t) > hopeless * first}
+    active = [name for name in runs if name not in times]
+    for name in active:
+        times[name] = []
+    for _ in range(rounds):
         for name in active:
-            began = time.perf_counter()
-            runs[name]()
-            if round_ >= warmup - 1:  # the last warm-up round is kept to judge hopeless runs
-                times[name].append(time.perf_counter() - began)
-        if round_ == warmup - 1:
-            first = next(iter(runs))
-            active = [n for n in active if times[n][0] <= hopeless * times[first][0]]
+            times[name].append(_seconds(runs[name]))
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _seconds(run: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    run()
+    return time.perf_counter() - began
 
 
 @functools.cache

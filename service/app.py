@@ -197,22 +197,25 @@ def create_app(settings: Settings) -> FastAPI:
         depend on the CPU (with `DYNAQA_INT8=auto`, INT8 is served only where it pays) and on its
         calibration (the planner drops points not at least 1.1x faster than a more accurate one)."""
         planner = rt.planner
-        if planner is None:
+        if rt.failed:
+            raise NotReady(f"start-up failed: {rt.failed}")
+        if planner is None or rt.reader is None:
             raise NotReady("the replica is still calibrating", retry_after_s=2.0)
-        reserves = set(planner.reserves)
+        first_reserve = len(planner.candidates)
         return ModelInfo(
-            checkpoint=str(settings.checkpoint),
-            int8=rt.int8,
+            checkpoint=rt.reader.checkpoint.path.name,
+            int8=any(c.subnet.quantized for c in planner.served),
             front=rt.front,
             level=rt.level,
             subnets=[
                 ServedSubnet(
                     **_subnet_fields(c.subnet),
+                    quantized=c.subnet.quantized,
                     expected_f1=c.expected_f1,
                     macs=c.macs,
-                    role="reserve" if c in reserves else "candidate",
+                    role="reserve" if i >= first_reserve else "candidate",
                 )
-                for c in planner.served
+                for i, c in enumerate(planner.served)
             ],
         )
 

@@ -1,8 +1,9 @@
-"""Start-up calibration: measure every candidate on this machine, or reuse a shared measurement.
+"""Start-up calibration: measure every candidate on this machine, or reuse a shared measurement;
+and `DYNAQA_INT8=auto`'s decision, made once per hardware.
 
-The result is keyed by the checkpoint's weights hash and the hardware (CPU model, cores, torch
-version and threads), and looked up first in fleet state (Redis), then in the on-disk cache; a
-replica that finds it skips calibrating altogether.
+The latency profile is keyed by the checkpoint's weights hash and the hardware (CPU model, cores,
+torch version and threads), and looked up first in fleet state (Redis), then in the on-disk
+cache; a replica that finds it skips calibrating altogether.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ import json
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from models.hardware import hardware_id
+from models.quantize import int8_enabled, int8_kernel, int8_speedup
 from models.transformer import DynamicBertForQA
 from service.planner import Candidate, LatencyModel, Point
 from service.state import StateStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TOKENS = (64, 128, 256, 384)
 BATCHES = (1, 4)
@@ -71,31 +75,77 @@ def load_or_measure(
 ) -> tuple[LatencyModel, str, float]:
     """(latency model, where it came from: state/disk/measured, seconds spent measuring)."""
     key = profile_key(checkpoint_sha, candidates, max_length, model.compiled)
+    began = time.perf_counter()
+    latency, source = recorded(
+        "latency profile",
+        cache_dir / f"latency-{key}.json",
+        key,
+        store,
+        lambda: measure(model, candidates, max_length, repeats).to_dict(),
+        LatencyModel.from_dict,
+    )
+    return latency, source, time.perf_counter() - began if source == "measured" else 0.0
+
+
+def int8_decision(store: StateStore, cache_dir: Path) -> tuple[dict[str, Any], str]:
+    """`DYNAQA_INT8=auto`'s decision for this hardware, and where it came from: the first replica's,
+    from fleet state or the disk cache, else probed here (`models.quantize`) and recorded.
+
+    Why one decision per hardware rather than one probe per process: the probe's reading of the
+    same AVX2 VM spreads over 1.16-1.60x from process to process, and on CI two replicas of one
+    machine served different fronts (INT8 and float), so the second could not reuse the first's
+    latency profile. A fleet of identical nodes now serves one front; `DYNAQA_INT8=on|off` decides
+    by hand, and clearing the key (or the cache file) probes again."""
+    key = "int8-" + hashlib.sha256(hardware_id().encode()).hexdigest()[:24]
+
+    def probe() -> dict[str, Any]:
+        return {
+            "int8": int8_enabled("auto"),
+            "int8_speedup": round(int8_speedup(), 3),
+            "kernel": int8_kernel(),
+            "hardware": hardware_id(),
+        }
+
+    def parse(data: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(data.get("int8"), bool):
+            raise ValueError("no boolean 'int8'")
+        return data
+
+    return recorded("INT8 decision", cache_dir / f"{key}.json", key, store, probe, parse)
+
+
+def recorded(
+    what: str,
+    path: Path,
+    key: str,
+    store: StateStore,
+    compute: Callable[[], dict[str, Any]],
+    parse: Callable[[dict[str, Any]], T],
+) -> tuple[T, str]:
+    """`parse` of what fleet state holds under `key`, else of the disk cache at `path` (shared
+    again), else of `compute()`, recorded in both; with where it came from: `state:KIND`, `disk` or
+    `measured`. Unreadable or malformed records (an older format) are computed anew."""
     shared = store.load_profile(key)
     if shared is not None:
         try:
-            return LatencyModel.from_dict(shared), f"state:{store.kind}", 0.0
-        except (ValueError, KeyError, TypeError) as exc:  # malformed or older format: measure anew
-            log.warning(json.dumps({"event": "ignoring bad shared latency profile", "error": str(exc)}))
-    path = cache_dir / f"latency-{key}.json"
+            return parse(shared), f"state:{store.kind}"
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning(json.dumps({"event": f"ignoring bad shared {what}", "error": str(exc)}))
     if path.is_file():
         try:
             data: dict[str, Any] = json.loads(path.read_text())
-            latency = LatencyModel.from_dict(data)
+            value = parse(data)
             store.save_profile(key, data)
-            return latency, "disk", 0.0
+            return value, "disk"
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning(json.dumps({"event": "ignoring bad latency cache", "path": str(path), "error": str(exc)}))
-    began = time.perf_counter()
-    latency = measure(model, candidates, max_length, repeats)
-    seconds = time.perf_counter() - began
-    data = latency.to_dict()
+            log.warning(json.dumps({"event": f"ignoring bad cached {what}", "path": str(path), "error": str(exc)}))
+    data = compute()
     store.save_profile(key, data)
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(path)
-    except OSError as exc:  # a read-only file system only costs the next start a calibration
-        log.warning(json.dumps({"event": "cannot cache latency profile", "path": str(path), "error": str(exc)}))
-    return latency, "measured", seconds
+    except OSError as exc:  # a read-only file system only costs the next start the work again
+        log.warning(json.dumps({"event": f"cannot cache {what}", "path": str(path), "error": str(exc)}))
+    return parse(data), "measured"

@@ -144,7 +144,8 @@ class Choice:
 
 @dataclass(frozen=True)
 class Infeasible:
-    """Nothing fits. `floor_s`: what the fastest candidate needs on an idle server."""
+    """Nothing fits. `floor_s`: what `fastest`, the sub-network quickest for this input, needs on
+    an idle server."""
 
     reason: str  # "floor" (below the idle floor) or "load" (queue wait makes it impossible)
     floor_s: float
@@ -234,11 +235,6 @@ class Planner:
         # Every sub-network this planner can choose, most accurate first (read per request by `rank`).
         self.served = self.candidates + self.reserves
 
-    @property
-    def fastest(self) -> Candidate:
-        """The fastest sub-network there is: the last reserve if any, else the last candidate."""
-        return (self.reserves or self.candidates)[-1]
-
     def rank(self, candidate: Candidate) -> int:
         """Position in order of accuracy (0 = most accurate); the reserves come after every candidate."""
         return self.served.index(candidate)
@@ -266,9 +262,16 @@ class Planner:
         others_slack_s: float = math.inf,
     ) -> Choice | Infeasible:
         """Most accurate candidate allowed at `level` whose tail fits the remaining budget less the
-        plan margin, and the slack of the queued work it will overtake; else the fastest candidate,
-        then the most accurate reserve, whose tail fits the remaining budget (the margin never turns
-        a feasible request away, and the quality floor never makes a budget missed)."""
+        plan margin, and the slack of the queued work it will overtake; else the most accurate last
+        resort whose tail fits the remaining budget (the margin never turns a feasible request
+        away, and the quality floor never makes a budget missed).
+
+        The last resorts are the last candidate (the front's fastest above the quality floor), the
+        reserves, and whatever sub-network is quickest for this input if none of those is: with
+        their own corrections (and token counts) the front's order can change, and on CI a strict
+        budget just above the last reserve's tail, named as the floor, was answered by a quicker
+        candidate. The floor is that quickest sub-network's tail: a budget under it fits nothing,
+        and on an idle server one over it fits something."""
         remaining = budget_s - elapsed_s - queue_wait_s
         allowed = self.candidates[min(level, len(self.candidates) - 1) :]
         limit = min(remaining - self.margin.margin_s, others_slack_s)
@@ -276,15 +279,14 @@ class Planner:
             tail = self.tail_s(candidate, tokens, windows)
             if tail <= limit:
                 return Choice(candidate, tail, True)
-        last_resorts = [(self.tail_s(c, tokens, windows), c) for c in (self.candidates[-1], *self.reserves)]
-        for tail, last_resort in last_resorts:
-            if tail <= remaining:
-                return Choice(last_resort, tail, True)
-        # The floor is the quickest last resort for this input, not the last reserve's: with their
-        # own corrections and token counts their order can differ from the front's overall one (a
-        # strict budget just above the last reserve's floor then fit a faster candidate, on CI).
-        floor, fastest = min(last_resorts, key=lambda pair: pair[0])
-        return Infeasible("floor" if budget_s < floor else "load", floor, fastest)
+        tails = [self.tail_s(c, tokens, windows) for c in self.served]
+        quickest = min(range(len(tails)), key=tails.__getitem__)
+        first_resort = len(self.candidates) - 1
+        for i in range(min(quickest, first_resort), len(tails)):  # most accurate first
+            if (i >= first_resort or i == quickest) and tails[i] <= remaining:
+                return Choice(self.served[i], tails[i], True)
+        floor = tails[quickest]
+        return Infeasible("floor" if budget_s < floor else "load", floor, self.served[quickest])
 
     def accuracy_lost(self, better: Candidate, served: Candidate) -> float:
         """Expected F1 lost by serving `served` instead of `better`; without expected F1s, 2.5

@@ -15,13 +15,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
 from models import checkpoint as ckpt
 from models.cost import macs
 from models.errors import InvalidInput
-from models.quantize import int8_enabled, int8_kernel, int8_speedup
+from models.quantize import int8_kernel, int8_speedup
 from models.reader import Reader
 from models.squad import Answer, SquadExample, Windows
 from models.subnet import SubnetConfig, grid
@@ -101,8 +102,10 @@ class Runtime:
         self.controller: Controller | None = None
         self.reader: Reader | None = None
         self.calibration_source = ""
-        self.int8 = False  # whether INT8 sub-networks are served (`load`)
-        self.front = ""  # profile.json's key of the served front, or "width x depth grid"
+        self.int8 = False  # whether INT8 weights were built (`load`): on, or `auto` where INT8 pays
+        self.int8_source = ""  # where `auto`'s decision came from: state:KIND, disk or measured
+        self.int8_probe: dict[str, Any] = {}  # that decision: int8, int8_speedup, kernel, hardware
+        self.front = ""  # profile.json's key of the served front, "width x depth grid", or "pinned"
         self.failed: str | None = None  # why start-up failed, if it did
         self._tasks: list[asyncio.Task[None]] = []
         self._candidates: list[Candidate] = []
@@ -116,20 +119,30 @@ class Runtime:
         clear error and a non-zero exit instead of a replica that is never ready."""
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
-        int8 = bool(self.settings.pin_subnet) or int8_enabled(self.settings.int8)
+        if self.settings.redis_url:
+            self.store = RedisState(self.settings.redis_url, self._count_state_error)
+        int8 = bool(self.settings.pin_subnet) or self._int8()
         checkpoint = ckpt.load(self.settings.checkpoint, int8=int8)
         self.reader = Reader(checkpoint, max_length=self.settings.max_length, stride=self.settings.stride)
         candidates = candidates_of(checkpoint, int8)
         self.int8, self.front = int8, checkpoint.front_key(int8) or "width x depth grid"
         self._log_int8(checkpoint)
         if self.settings.pin_subnet:
+            self.front = "pinned"
             pinned = checkpoint.resolve(self.settings.pin_subnet)
             known = {c.subnet: c for c in candidates}
             candidates = [known.get(pinned) or Candidate(pinned, None, macs(checkpoint.config, pinned, 384))]
         self.metrics = Metrics(self.settings.slo_thresholds_ms, [c.subnet.id for c in candidates])
-        if self.settings.redis_url:
-            self.store = RedisState(self.settings.redis_url, self._count_state_error)
         self._candidates = candidates
+
+    def _int8(self) -> bool:
+        """`on` and `off` decide; `auto` takes this hardware's recorded decision, else probes
+        (`calibration.int8_decision`)."""
+        if self.settings.int8 != "auto":
+            return self.settings.int8 == "on"
+        decision, self.int8_source = calibration.int8_decision(self.store, self.settings.cache_dir)
+        self.int8_probe = decision
+        return bool(decision["int8"])
 
     def _log_int8(self, checkpoint: ckpt.Checkpoint) -> None:
         """Say which front is served and why. INT8 off is a warning: on a CPU without a fast
@@ -140,7 +153,9 @@ class Runtime:
             "mode": self.settings.int8,
             "front": self.front,
         }
-        if self.settings.int8 == "auto" or self.int8:
+        if self.settings.int8 == "auto":  # the recorded decision's probe, maybe another replica's
+            event |= {"int8_speedup": self.int8_probe.get("int8_speedup"), "decided": self.int8_source}
+        elif self.int8:
             event["int8_speedup"] = round(int8_speedup(), 3)
         if self.int8:
             log.info(json.dumps({**event, "kernel": int8_kernel()}))

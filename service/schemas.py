@@ -45,6 +45,7 @@ class QAResponse(BaseModel):
 
 
 class ServedSubnet(SubnetInfo):
+    quantized: bool = Field(description="INT8 linear maps (the `-q8` ids).")
     expected_f1: float | None = Field(description="F1 on the eval split (null if unmeasured).")
     macs: int = Field(description="Multiply-accumulates of one 384-token window.")
     role: Literal["candidate", "reserve"] = Field(
@@ -53,9 +54,12 @@ class ServedSubnet(SubnetInfo):
 
 
 class ModelInfo(BaseModel):
-    checkpoint: str = Field(description="The served checkpoint's directory.")
-    int8: bool = Field(description="Whether INT8 sub-networks are served (DYNAQA_INT8, and in `auto` this CPU).")
-    front: str = Field(description="profile.json's front served, or `width x depth grid` where none was searched.")
+    checkpoint: str = Field(description="The served checkpoint's directory name.")
+    int8: bool = Field(description="Whether any served sub-network is INT8 (DYNAQA_INT8; in `auto`, this CPU).")
+    front: str = Field(
+        description="profile.json's front served; `width x depth grid` where none was searched; `pinned` "
+        "under DYNAQA_PIN_SUBNET."
+    )
     level: float = Field(description="The controller's degradation level now: 0 lets every candidate be chosen.")
     subnets: list[ServedSubnet] = Field(description="What the planner chooses from, most accurate first.")
 

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
         "auto",
         description="Serve the profile's INT8 configurations: auto (only where this CPU's INT8 kernel is at "
         "least 1.1x the float matmul, probed at start-up: oneDNN's where it pays, as on AVX-512 VNNI, else "
-        "FBGEMM's, 1.3-1.9x on AVX2), on, or off. "
+        "FBGEMM's, which the probe reads at 1.16-1.6x on AVX2), on, or off. "
         "A pinned sub-network is served as named.",
     )
     model_nice: int = Field(

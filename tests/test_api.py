@@ -100,6 +100,7 @@ def test_model_info_lists_what_the_planner_chooses_from(client: TestClient) -> N
     info = client.get("/v1/model").json()
     planner = client.app.state.runtime.planner  # type: ignore[attr-defined]
     assert info["front"] == "width x depth grid" and info["level"] == client.app.state.runtime.level  # type: ignore[attr-defined]
+    assert info["checkpoint"] == "tiny" and info["int8"] is False
     assert [s["id"] for s in info["subnets"]] == [c.subnet.id for c in planner.served]
     assert info["subnets"][0]["id"] == "w100d100" and info["subnets"][0]["role"] == "candidate"
     assert all(s["macs"] > 0 for s in info["subnets"])
@@ -118,7 +119,11 @@ def test_lenient_impossible_budget_gets_the_fastest_answer(client: TestClient) -
     """It gets the sub-network the strict refusal names as the quickest for this input."""
     misses = client.app.state.runtime.misses  # type: ignore[attr-defined]
     refusal = ask(client, {"X-Latency-Budget-Ms": "0.01", "Prefer": "handling=strict"})
-    quickest = refusal.json()["error"]["message"].split("sub-network (")[1].split(")")[0]  # type: ignore[attr-defined]
+    message = refusal.json()["error"]["message"]  # type: ignore[attr-defined]
+    quickest = message.split("sub-network (")[1].split(")")[0]
+    tokens = int(message.split("for this input (")[1].split(" tokens")[0])
+    planner = client.app.state.runtime.planner  # type: ignore[attr-defined]
+    assert quickest == min(planner.served, key=lambda c: planner.tail_s(c, tokens)).subnet.id
     response = ask(client, {"X-Latency-Budget-Ms": "0.01"})
     body = response.json()  # type: ignore[attr-defined]
     assert response.status_code == 200 and body["budget_met"] is False  # type: ignore[attr-defined]

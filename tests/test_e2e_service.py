@@ -114,8 +114,9 @@ def test_a_tight_budget_gets_a_smaller_subnet(first: tuple[Server, int]) -> None
     floor_probe = post(server, example, {"X-Latency-Budget-Ms": "0.5", "Prefer": "handling=strict"})
     assert floor_probe.status_code == 400 and "needs for this input" in floor_probe.json()["error"]["message"]
     floor_ms = float(floor_probe.json()["error"]["message"].split(" ms is below ")[1].split(" ms")[0])
-    # Tight: near the fastest candidate's floor, and at most half what the full model just took (the
-    # floor carries the fastest candidate's online correction, which earlier tests' load can inflate).
+    # Tight: near the floor (the quickest sub-network's tail for this input), and at most half what the
+    # full model just took (the floor carries that sub-network's online correction, which earlier tests'
+    # load can inflate).
     tight_ms = min(1.5 * floor_ms, 0.5 * loose["latency_ms"])
     tight = post(server, example, {"X-Latency-Budget-Ms": f"{tight_ms:.1f}"})
     assert tight.status_code == 200
@@ -133,7 +134,9 @@ def test_model_info_lists_the_served_front_most_accurate_first(first: tuple[Serv
     f1 = {entry["id"]: entry["f1"] for entry in front}
     ids = [s["id"] for s in info["subnets"]]
     assert ids[0] == max(f1, key=f1.__getitem__) and set(ids) <= set(f1)
-    assert info["int8"] == any(entry["quantized"] for entry in front)
+    assert info["checkpoint"] == SERVED_CHECKPOINT.name
+    assert info["int8"] == any(s["quantized"] for s in info["subnets"])
+    assert all(s["quantized"] == s["id"].endswith("-q8") for s in info["subnets"])
     assert [s["expected_f1"] for s in info["subnets"]] == [f1[i] for i in ids]
     roles = [s["role"] for s in info["subnets"]]
     assert roles == sorted(roles) and roles[0] == "candidate"  # "candidate" < "reserve"
@@ -160,6 +163,11 @@ def test_second_replica_skips_calibration_and_a_flood_gets_503(
     try:
         second.wait_ready(timeout=60)
         assert httpx.get(second.url + "/v2/health/ready").json()["calibration"] == "state:redis"
+        # the first replica's INT8 decision too: one front for the fleet, whatever this probe reads
+        logs = [json.loads(line) for line in second.log_path.read_text().splitlines() if line.startswith("{")]
+        assert next(e for e in logs if e.get("event", "").startswith("int8 "))["decided"] == "state:redis"
+        served = [httpx.get(s.url + "/v1/model").json() for s in (first[0], second)]
+        assert [(info["front"], info["subnets"]) for info in served] == [(served[0]["front"], served[0]["subnets"])] * 2
 
         async def flood() -> list[httpx.Response]:
             example = max(EXAMPLES, key=lambda e: len(e.context))

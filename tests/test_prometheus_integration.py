@@ -4,7 +4,6 @@ recording rule and every KEDA / prometheus-adapter query through its HTTP API.""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import time
@@ -16,11 +15,10 @@ import pytest
 import yaml
 
 from loadtest.processes import Server, free_port
-from models import checkpoint, squad
-from tests.conftest import DATA
+from models import squad
+from tests.conftest import DATA, SERVED_CHECKPOINT
 
 REPO = Path(__file__).resolve().parent.parent
-CHECKPOINT = Path(os.environ.get("DYNAQA_TEST_CHECKPOINT", str(checkpoint.DEFAULT_DIR)))
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +26,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, latency_cache: Path) -> Iter
     binary = shutil.which("prometheus")
     assert binary, "prometheus is missing (Debian package prometheus; .ci/run installs it)"
     tmp = tmp_path_factory.mktemp("prom")
-    server = Server(CHECKPOINT, tmp / "service.jsonl", cache_dir=latency_cache, max_queue=16, controller_interval_s=0.5)
+    server = Server(
+        SERVED_CHECKPOINT, tmp / "service.jsonl", cache_dir=latency_cache, max_queue=16, controller_interval_s=0.5
+    )
     rule = yaml.safe_load((REPO / "deploy" / "k8s" / "base" / "prometheusrule.yaml").read_text())["spec"]
     for group in rule["groups"]:
         group["interval"] = "1s"  # the same rules, evaluated every second for a short test

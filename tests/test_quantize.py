@@ -60,8 +60,8 @@ def test_the_probe_prefers_onednn_where_it_pays_else_fbgemm() -> None:
 
 
 def test_the_probe_interleaves_and_drops_a_hopeless_kernel_after_the_warm_up() -> None:
-    """A run 50x slower than the first (oneDNN's reference loop on AVX2 is 40x) is not timed past
-    the warm-up; the others run every round, alternating."""
+    """A run 50x slower than the first (oneDNN's reference loop on AVX2 is 40x) in every warm-up
+    round is not timed past the warm-up; the others run every round, alternating."""
     calls: list[str] = []
 
     def run(name: str, seconds: float) -> Callable[[], None]:

@@ -122,6 +122,11 @@ def test_the_full_model_is_rescored_even_when_the_subset_ranks_it_late() -> None
     assert [e.f1 for e in entries] == [64.6, 68.5, 68.9]
 
 
+def test_side_by_side_timing_needs_a_round() -> None:
+    with pytest.raises(ValueError, match="at least one round"):
+        search_report.side_by_side(None, [SubnetConfig(1.0, 1.0)], rounds=0)  # type: ignore[arg-type]
+
+
 def test_the_shipped_front_is_judged_on_side_by_side_times() -> None:
     """The study timed w75-q8 slow and w50 fast, once each; timed again side by side, w50 is
     slower than w75-q8 and less accurate: it does not ship, and the pool widens to the next rank."""

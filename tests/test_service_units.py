@@ -239,7 +239,7 @@ def test_a_point_below_the_quality_floor_answers_only_what_nothing_else_can() ->
     planner = Planner([*base.candidates], base.latency, safety_factor=1.0, tail_sigmas=3.0, min_f1_share=0.8)
     big, mid, small = (c.subnet for c in base.candidates)
     assert [c.subnet for c in planner.candidates] == [big, mid] and len(planner.reserves) == 1
-    assert planner.fastest.subnet == small and planner.rank(planner.reserves[0]) == 2
+    assert planner.reserves[-1].subnet == small and planner.rank(planner.reserves[0]) == 2
     # tails at 100 tokens: mid 23 ms, small 13 ms. Queued work's slack (5 ms) fits neither: mid,
     # the fastest candidate, still ends within the budget, so the reserve is not used
     choice = planner.choose(0.2, 0.0, 0.0, tokens=100, windows=1, others_slack_s=0.005)
@@ -252,18 +252,31 @@ def test_a_point_below_the_quality_floor_answers_only_what_nothing_else_can() ->
     assert len(Planner([*base.candidates], base.latency, min_f1_share=0.5).candidates) == 3  # none below 40
 
 
-def test_the_floor_is_the_quickest_last_resort_for_this_input() -> None:
+def test_the_floor_is_the_quickest_sub_network_for_this_input() -> None:
     """The reserve is the fastest point overall, but its correction (it ran 2.5x slower than
-    calibrated) puts its tail at 32.5 ms, above mid's 23 ms: the floor is mid's, and a strict budget
-    between the two fits mid instead of being refused against the reserve's tail."""
+    calibrated) puts its tail at 32.5 ms, above mid's 23 ms: the floor is mid's. A 30 ms budget
+    with 10 ms of queue is then a matter of load, not below the floor (the reserve's tail said so)."""
     base = make_planner()
     planner = Planner([*base.candidates], base.latency, safety_factor=1.0, tail_sigmas=3.0, min_f1_share=0.8)
     _, mid, small = (c.subnet for c in base.candidates)
     planner.corrections[small.id].ratio = 2.5
     floor = planner.choose(0.005, 0.0, 0.0, tokens=100, windows=1)
     assert isinstance(floor, Infeasible) and floor.fastest.subnet == mid and math.isclose(floor.floor_s, 0.023)
-    choice = planner.choose(0.025, 0.0, 0.0, tokens=100, windows=1)
+    loaded = planner.choose(0.03, 0.0, 0.01, tokens=100, windows=1)
+    assert isinstance(loaded, Infeasible) and loaded.reason == "load"
+
+
+def test_a_candidate_quicker_than_every_last_resort_answers_when_they_cannot() -> None:
+    """No quality floor: small (the last candidate) ran 5x slower than calibrated, 65 ms, so mid
+    (23 ms) is quickest. With 25 ms left but 5 ms of queued slack, nothing fits the first pass;
+    mid still ends in time and answers, where the last candidate alone would have been refused."""
+    planner = make_planner()
+    _, mid, small = (c.subnet for c in planner.candidates)
+    planner.corrections[small.id].ratio = 5.0
+    choice = planner.choose(0.025, 0.0, 0.0, tokens=100, windows=1, others_slack_s=0.005)
     assert isinstance(choice, Choice) and choice.candidate.subnet == mid
+    floor = planner.choose(0.02, 0.0, 0.0, tokens=100, windows=1)
+    assert isinstance(floor, Infeasible) and floor.fastest.subnet == mid and floor.reason == "floor"
 
 
 def test_the_most_accurate_reserve_that_fits_answers_before_the_fastest() -> None:
@@ -277,7 +290,7 @@ def test_the_most_accurate_reserve_that_fits_answers_before_the_fastest() -> Non
         latency.points[subnet.id] = {(t, b): Point(per100 * t / 100 * b, 0.0) for t in (100, 400) for b in (1, 4)}
     candidates = [*base.candidates[:2], Candidate(mid36, 36.0, 2), Candidate(junk, 17.0, 1)]
     planner = Planner(candidates, latency, safety_factor=1.0, tail_sigmas=3.0, min_f1_share=0.7)
-    assert [c.subnet for c in planner.reserves] == [mid36, junk] and planner.fastest.subnet == junk
+    assert [c.subnet for c in planner.reserves] == [mid36, junk]
     choice = planner.choose(0.2, 0.0, 0.187, tokens=100, windows=1)
     assert isinstance(choice, Choice) and choice.candidate.subnet == mid36
     choice = planner.choose(0.2, 0.0, 0.191, tokens=100, windows=1)
