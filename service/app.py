@@ -203,7 +203,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise NotReady("the replica is still calibrating", retry_after_s=2.0)
         first_reserve = len(planner.candidates)
         return ModelInfo(
-            checkpoint=rt.reader.checkpoint.path.name,
+            checkpoint=rt.reader.checkpoint.path.resolve().name,
             int8=any(c.subnet.quantized for c in planner.served),
             front=rt.front,
             level=rt.level,

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import torch
 
 from models.hardware import hardware_id
-from models.quantize import int8_enabled, int8_kernel, int8_speedup
+from models.quantize import MIN_INT8_SPEEDUP, PROBE_SHAPE, int8_enabled, int8_kernel, int8_speedup
 from models.transformer import DynamicBertForQA
 from service.planner import Candidate, LatencyModel, Point
 from service.state import StateStore
@@ -75,16 +75,18 @@ def load_or_measure(
 ) -> tuple[LatencyModel, str, float]:
     """(latency model, where it came from: state/disk/measured, seconds spent measuring)."""
     key = profile_key(checkpoint_sha, candidates, max_length, model.compiled)
-    began = time.perf_counter()
-    latency, source = recorded(
-        "latency profile",
-        cache_dir / f"latency-{key}.json",
-        key,
-        store,
-        lambda: measure(model, candidates, max_length, repeats).to_dict(),
-        LatencyModel.from_dict,
-    )
-    return latency, source, time.perf_counter() - began if source == "measured" else 0.0
+    seconds = 0.0
+
+    def timed() -> dict[str, Any]:
+        nonlocal seconds
+        began = time.perf_counter()
+        data = measure(model, candidates, max_length, repeats).to_dict()
+        seconds = time.perf_counter() - began
+        return data
+
+    path = cache_dir / f"latency-{key}.json"
+    latency, source = recorded("latency profile", path, key, store, timed, LatencyModel.from_dict)
+    return latency, source, seconds
 
 
 def int8_decision(store: StateStore, cache_dir: Path) -> tuple[dict[str, Any], str]:
@@ -94,9 +96,13 @@ def int8_decision(store: StateStore, cache_dir: Path) -> tuple[dict[str, Any], s
     Why one decision per hardware rather than one probe per process: the probe's reading of the
     same AVX2 VM spreads over 1.16-1.60x from process to process, and on CI two replicas of one
     machine served different fronts (INT8 and float), so the second could not reuse the first's
-    latency profile. A fleet of identical nodes now serves one front; `DYNAQA_INT8=on|off` decides
-    by hand, and clearing the key (or the cache file) probes again."""
-    key = "int8-" + hashlib.sha256(hardware_id().encode()).hexdigest()[:24]
+    latency profile. Replicas of one hardware now agree on INT8 on or off (replicas starting
+    together too: the first record stays); the kernel is still each process's own probe, which
+    no CPU seen so far reads near its line (oneDNN 0.03x on AVX2, far above 1.1x on VNNI), and a
+    replica whose kernel differs from the record's says so. The key holds the threshold and the
+    probe's shape, so changing either probes again; `DYNAQA_INT8=on|off` decides by hand."""
+    text = f"{hardware_id()}|min={MIN_INT8_SPEEDUP}|probe={PROBE_SHAPE}"
+    key = "int8-" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def probe() -> dict[str, Any]:
         return {
@@ -122,25 +128,28 @@ def recorded(
     compute: Callable[[], dict[str, Any]],
     parse: Callable[[dict[str, Any]], T],
 ) -> tuple[T, str]:
-    """`parse` of what fleet state holds under `key`, else of the disk cache at `path` (shared
-    again), else of `compute()`, recorded in both; with where it came from: `state:KIND`, `disk` or
-    `measured`. Unreadable or malformed records (an older format) are computed anew."""
+    """`parse` of what fleet state holds under `key`, else of the disk cache at `path`, else of
+    `compute()`; with where it came from: `state:KIND`, `disk` or `measured`. What came from disk
+    or was computed is claimed in fleet state, where a record another replica made meanwhile
+    wins (then `state:KIND`); what was computed and kept is cached on disk. Unreadable or
+    malformed records (an older format) are computed anew and replace the shared one."""
     shared = store.load_profile(key)
     if shared is not None:
         try:
-            return parse(shared), f"state:{store.kind}"
-        except (ValueError, KeyError, TypeError) as exc:
+            return parse(_object(shared)), f"state:{store.kind}"
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning(json.dumps({"event": f"ignoring bad shared {what}", "error": str(exc)}))
     if path.is_file():
         try:
-            data: dict[str, Any] = json.loads(path.read_text())
-            value = parse(data)
-            store.save_profile(key, data)
-            return value, "disk"
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            cached = _object(json.loads(path.read_text()))
+            parse(cached)
+            return _claimed(what, key, store, cached, "disk", parse)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning(json.dumps({"event": f"ignoring bad cached {what}", "path": str(path), "error": str(exc)}))
     data = compute()
-    store.save_profile(key, data)
+    value, source = _claimed(what, key, store, data, "measured", parse)
+    if source != "measured":  # another replica's record won: the next start reads it from there
+        return value, source
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -148,4 +157,31 @@ def recorded(
         tmp.replace(path)
     except OSError as exc:  # a read-only file system only costs the next start the work again
         log.warning(json.dumps({"event": f"cannot cache {what}", "path": str(path), "error": str(exc)}))
-    return parse(data), "measured"
+    return value, source
+
+
+def _claimed(
+    what: str,
+    key: str,
+    store: StateStore,
+    data: dict[str, Any],
+    source: str,
+    parse: Callable[[dict[str, Any]], T],
+) -> tuple[T, str]:
+    """`data` claimed in fleet state, or the record another replica claimed first; `data` saved
+    over a record that does not parse."""
+    kept = store.claim_profile(key, data)
+    if kept is data:
+        return parse(data), source
+    try:
+        return parse(_object(kept)), f"state:{store.kind}"
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning(json.dumps({"event": f"ignoring bad shared {what}", "error": str(exc)}))
+        store.save_profile(key, data)
+        return parse(data), source
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON object was expected, not {type(data).__name__}")
+    return data

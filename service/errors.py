@@ -20,7 +20,7 @@ class InvalidBudget(ServiceError):
 
 
 class BudgetBelowFloor(ServiceError):
-    """Strict budget below what the fastest sub-network needs even on an idle server."""
+    """Strict budget below what the sub-network quickest for the input needs even on an idle server."""
 
     status = 400
     outcome = "rejected"

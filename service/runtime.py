@@ -126,9 +126,10 @@ class Runtime:
         self.reader = Reader(checkpoint, max_length=self.settings.max_length, stride=self.settings.stride)
         candidates = candidates_of(checkpoint, int8)
         self.int8, self.front = int8, checkpoint.front_key(int8) or "width x depth grid"
-        self._log_int8(checkpoint)
         if self.settings.pin_subnet:
             self.front = "pinned"
+        self._log_int8(checkpoint)
+        if self.settings.pin_subnet:
             pinned = checkpoint.resolve(self.settings.pin_subnet)
             known = {c.subnet: c for c in candidates}
             candidates = [known.get(pinned) or Candidate(pinned, None, macs(checkpoint.config, pinned, 384))]
@@ -142,6 +143,8 @@ class Runtime:
             return self.settings.int8 == "on"
         decision, self.int8_source = calibration.int8_decision(self.store, self.settings.cache_dir)
         self.int8_probe = decision
+        if decision["int8"] and decision.get("kernel") != int8_kernel():
+            log.warning(json.dumps({"event": "int8 kernel differs from the recorded decision's", **decision}))
         return bool(decision["int8"])
 
     def _log_int8(self, checkpoint: ckpt.Checkpoint) -> None:
@@ -153,7 +156,7 @@ class Runtime:
             "mode": self.settings.int8,
             "front": self.front,
         }
-        if self.settings.int8 == "auto":  # the recorded decision's probe, maybe another replica's
+        if self.int8_source:  # `auto`'s recorded decision, maybe another replica's
             event |= {"int8_speedup": self.int8_probe.get("int8_speedup"), "decided": self.int8_source}
         elif self.int8:
             event["int8_speedup"] = round(int8_speedup(), 3)
@@ -381,7 +384,7 @@ class Runtime:
         elif budget.strict and decision.reason == "floor":
             network_ms = self.settings.network_ms
             raise BudgetBelowFloor(
-                f"budget {budget.ms:g} ms is below {decision.floor_s * 1000 + network_ms:.1f} ms: what the fastest "
+                f"budget {budget.ms:g} ms is below {decision.floor_s * 1000 + network_ms:.1f} ms: what the quickest "
                 f"sub-network ({decision.fastest.subnet.id}) needs for this input ({tokens} tokens, {rows} "
                 f"window(s)) on an idle server, {decision.floor_s * 1000:.1f} ms, plus {network_ms:g} ms for the "
                 "network (DYNAQA_NETWORK_MS)"

@@ -55,7 +55,9 @@ class ServedSubnet(SubnetInfo):
 
 class ModelInfo(BaseModel):
     checkpoint: str = Field(description="The served checkpoint's directory name.")
-    int8: bool = Field(description="Whether any served sub-network is INT8 (DYNAQA_INT8; in `auto`, this CPU).")
+    int8: bool = Field(
+        description="Whether any served sub-network is INT8 (DYNAQA_INT8; in `auto`, this hardware's decision)."
+    )
     front: str = Field(
         description="profile.json's front served; `width x depth grid` where none was searched; `pinned` "
         "under DYNAQA_PIN_SUBNET."

@@ -23,7 +23,9 @@ class Settings(BaseSettings):
     checkpoint: Path | None = Field(None, description="Checkpoint directory; default: the shipped one.")
     redis_url: str | None = Field(None, description="Redis for fleet state; unset keeps state in-process.")
     replica_id: str | None = Field(None, description="Name of this replica in fleet state (default: host:pid).")
-    cache_dir: Path = Field(Path("/tmp/dynaqa"), description="Where calibrated latency profiles are cached.")
+    cache_dir: Path = Field(
+        Path("/tmp/dynaqa"), description="Where calibrated latency profiles and the INT8 decision are cached."
+    )
 
     default_budget_ms: float = Field(1000.0, gt=0, description="Budget when a request names none.")
     min_budget_ms: float = Field(1.0, gt=0, description="Budgets are clamped up to this.")
@@ -57,8 +59,9 @@ class Settings(BaseSettings):
     int8: Int8Mode = Field(
         "auto",
         description="Serve the profile's INT8 configurations: auto (only where this CPU's INT8 kernel is at "
-        "least 1.1x the float matmul, probed at start-up: oneDNN's where it pays, as on AVX-512 VNNI, else "
-        "FBGEMM's, which the probe reads at 1.16-1.6x on AVX2), on, or off. "
+        "least 1.1x the float matmul, probed by the first replica of this hardware and recorded in fleet "
+        "state and DYNAQA_CACHE_DIR: oneDNN's where it pays, as on AVX-512 VNNI, else FBGEMM's, which the "
+        "probe reads at 1.16-1.6x on AVX2), on, or off. "
         "A pinned sub-network is served as named.",
     )
     model_nice: int = Field(

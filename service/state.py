@@ -25,6 +25,7 @@ class StateStore(Protocol):
 
     def load_profile(self, key: str) -> dict[str, Any] | None: ...
     def save_profile(self, key: str, profile: dict[str, Any]) -> None: ...
+    def claim_profile(self, key: str, profile: dict[str, Any]) -> dict[str, Any]: ...
     def publish(self, replica: str, info: dict[str, Any], ttl_s: float) -> None: ...
     def fleet(self) -> dict[str, dict[str, Any]]: ...
     def healthy(self) -> bool: ...
@@ -44,6 +45,10 @@ class LocalState:
 
     def save_profile(self, key: str, profile: dict[str, Any]) -> None:
         self._profiles[key] = profile
+
+    def claim_profile(self, key: str, profile: dict[str, Any]) -> dict[str, Any]:
+        """Record `profile` unless one is recorded already; return the one that stays."""
+        return self._profiles.setdefault(key, profile)
 
     def profiles(self) -> dict[str, dict[str, Any]]:
         return dict(self._profiles)
@@ -112,6 +117,22 @@ class RedisState:
             self._call("save_profile", lambda: self._redis.set(f"{PREFIX}:profile:{key}", json.dumps(profile)))
         except self._errors:
             pass
+
+    def claim_profile(self, key: str, profile: dict[str, Any]) -> dict[str, Any]:
+        """Record `profile` unless another replica recorded one first (SET NX), and return the one
+        that stays: replicas that start together and each measured then agree on the first's."""
+        name = f"{PREFIX}:profile:{key}"
+        try:
+            if not self._call("claim_profile", lambda: self._redis.set(name, json.dumps(profile), nx=True)):
+                theirs = self.load_profile(key)
+                if theirs is None:  # not a JSON object: replace it
+                    self._call("save_profile", lambda: self._redis.set(name, json.dumps(profile)))
+                else:
+                    profile = theirs
+        except self._errors:
+            pass
+        self._local.save_profile(key, profile)
+        return profile
 
     def publish(self, replica: str, info: dict[str, Any], ttl_s: float) -> None:
         self._local.publish(replica, info, ttl_s)

@@ -74,9 +74,9 @@ def latency_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def most_accurate_id(url: str) -> str:
     """The sub-network a loose budget gets from the server at `url`: the first of what `/v1/model`
-    says it chooses from. Asked, not recomputed here: with INT8 `auto` each process measures
-    whether INT8 pays on this CPU, and near the threshold the test process and the server can
-    disagree (CI: this process served the float front, the server the INT8 one)."""
+    says it chooses from. Asked, not recomputed here: the server takes `auto`'s INT8 decision from
+    what its hardware recorded, or probes, and a probe in this process can read otherwise (CI:
+    this process computed the float front, the server served the INT8 one)."""
     response = httpx.get(url + "/v1/model", timeout=10)
     response.raise_for_status()
     return str(response.json()["subnets"][0]["id"])

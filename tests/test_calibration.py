@@ -1,13 +1,16 @@
-"""Start-up records shared by a fleet: the INT8 decision (and, through the same lookup, the
-latency profile), with the real INT8 probe and the in-process state store."""
+"""Start-up records shared by a fleet (the INT8 decision, the latency profile) and the lookup
+they share: the real INT8 probe, the in-process store and a real Redis."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import redis
+
+from loadtest.processes import Redis
 from service import calibration
-from service.state import LocalState
+from service.state import LocalState, RedisState
 
 
 def test_the_int8_decision_is_probed_once_then_recorded(tmp_path: Path) -> None:
@@ -33,3 +36,45 @@ def test_fleet_state_overrides_this_process_probe(tmp_path: Path) -> None:
     cached.unlink()
     decision, source = calibration.int8_decision(store, tmp_path)
     assert source == "measured" and store.load_profile(key) == decision and cached.is_file()
+
+
+def test_a_record_comes_from_state_then_disk_then_is_computed(tmp_path: Path) -> None:
+    """The lookup both start-up records share; an unreadable cache file is computed anew, never a
+    failed start."""
+    computed: list[dict[str, int]] = []
+
+    def compute() -> dict[str, int]:
+        computed.append({"n": len(computed)})
+        return computed[-1]
+
+    def look(store: LocalState) -> tuple[int, str]:
+        return calibration.recorded("test record", tmp_path / "r.json", "k", store, compute, lambda d: int(d["n"]))
+
+    assert look(LocalState()) == (0, "measured") and json.loads((tmp_path / "r.json").read_text()) == {"n": 0}
+    store = LocalState()
+    assert look(store) == (0, "disk") and store.load_profile("k") == {"n": 0}  # shared again
+    assert look(store) == (0, "state:local")
+    for junk in ("null", "[1]", "{", '{"m": 1}'):
+        (tmp_path / "r.json").write_text(junk)
+        value, source = look(LocalState())
+        assert source == "measured" and value == len(computed) - 1
+    assert json.loads((tmp_path / "r.json").read_text()) == computed[-1]
+
+
+def test_replicas_starting_together_keep_the_first_record(tmp_path: Path) -> None:
+    """Two replicas found nothing and each measured: over real Redis the second claims the first's
+    record and takes it; a record that is not a JSON object is replaced."""
+    server = Redis()
+    try:
+        first, second = (RedisState(server.url, lambda operation: None) for _ in range(2))
+        assert first.claim_profile("k", {"int8": True}) == {"int8": True}
+        assert second.claim_profile("k", {"int8": False}) == {"int8": True}
+        assert second.load_profile("k") == {"int8": True}
+        redis.Redis.from_url(server.url).set("dynaqa:profile:j", "[]")
+        assert second.claim_profile("j", {"int8": False}) == {"int8": False}
+        assert first.load_profile("j") == {"int8": False}
+        decision, source = calibration.int8_decision(second, tmp_path)  # nothing recorded yet: probed
+        assert source == "measured"
+        assert calibration.int8_decision(first, tmp_path / "other") == (decision, "state:redis")
+    finally:
+        server.stop()
