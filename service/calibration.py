@@ -142,12 +142,11 @@ def recorded(
     if path.is_file():
         try:
             cached = _object(json.loads(path.read_text()))
-            parse(cached)
-            return _claimed(what, key, store, cached, "disk", parse)
+            return _claimed(what, key, store, cached, parse(cached), "disk", parse)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning(json.dumps({"event": f"ignoring bad cached {what}", "path": str(path), "error": str(exc)}))
     data = compute()
-    value, source = _claimed(what, key, store, data, "measured", parse)
+    value, source = _claimed(what, key, store, data, parse(data), "measured", parse)
     if source != "measured":  # another replica's record won: the next start reads it from there
         return value, source
     try:
@@ -165,20 +164,21 @@ def _claimed(
     key: str,
     store: StateStore,
     data: dict[str, Any],
+    value: T,
     source: str,
     parse: Callable[[dict[str, Any]], T],
 ) -> tuple[T, str]:
-    """`data` claimed in fleet state, or the record another replica claimed first; `data` saved
-    over a record that does not parse."""
+    """`data` (parsed: `value`) claimed in fleet state, or the record another replica claimed
+    first; `data` saved over a record that does not parse."""
     kept = store.claim_profile(key, data)
     if kept is data:
-        return parse(data), source
+        return value, source
     try:
         return parse(_object(kept)), f"state:{store.kind}"
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning(json.dumps({"event": f"ignoring bad shared {what}", "error": str(exc)}))
         store.save_profile(key, data)
-        return parse(data), source
+        return value, source
 
 
 def _object(data: Any) -> dict[str, Any]:

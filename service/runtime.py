@@ -125,9 +125,8 @@ class Runtime:
         checkpoint = ckpt.load(self.settings.checkpoint, int8=int8)
         self.reader = Reader(checkpoint, max_length=self.settings.max_length, stride=self.settings.stride)
         candidates = candidates_of(checkpoint, int8)
-        self.int8, self.front = int8, checkpoint.front_key(int8) or "width x depth grid"
-        if self.settings.pin_subnet:
-            self.front = "pinned"
+        self.int8 = int8
+        self.front = "pinned" if self.settings.pin_subnet else checkpoint.front_key(int8) or "width x depth grid"
         self._log_int8(checkpoint)
         if self.settings.pin_subnet:
             pinned = checkpoint.resolve(self.settings.pin_subnet)

@@ -107,6 +107,14 @@ def test_model_info_lists_what_the_planner_chooses_from(client: TestClient) -> N
     assert ask(client, {"X-Latency-Budget-Ms": "5000"}).json()["subnet"]["id"] == "w100d100"  # type: ignore[attr-defined]
 
 
+def test_a_pinned_replica_says_so(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    settings = Settings(checkpoint=tiny_checkpoint, cache_dir=tmp_path, pin_subnet="w50d75")
+    with TestClient(create_app(settings)) as pinned:
+        wait_ready(pinned)
+        info = pinned.get("/v1/model").json()
+    assert info["front"] == "pinned" and [s["id"] for s in info["subnets"]] == ["w50d75"]
+
+
 def test_model_info_is_503_until_calibrated(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """Without its lifespan the app never calibrates: the model endpoint says so, with Retry-After."""
     settings = Settings(checkpoint=tiny_checkpoint, cache_dir=tmp_path)
