@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -31,6 +32,7 @@ from models.subnet import DEPTHS, WIDTHS, SubnetConfig, kept_layer_count
 
 FACTOR_STEP = 0.05
 WARMUP = 3  # questions run untimed before each measurement
+TIMING_BLOCK = 10  # questions per configuration's turn in side-by-side timing (`Bench.blocked_pass`)
 
 
 @dataclass(frozen=True)
@@ -50,25 +52,57 @@ class Bench:
         self.examples = examples
         self.windows: list[Windows] = [reader.windows([e]) for e in examples]
 
+    def warm_up(self, subnet: SubnetConfig, questions: int = WARMUP) -> None:
+        """Untimed forwards: a configuration's first forwards pay for allocations (and for
+        building its INT8 modules) that the service pays once at start-up; timed, they would
+        make whichever configuration a process measures first look slower."""
+        for i in range(min(questions, len(self.windows))):
+            self.forward(i, subnet)
+
+    def forward(self, index: int, subnet: SubnetConfig) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
+        """Seconds one question's forward took (batch 1, its real length) and its span logits."""
+        windows = self.windows[index]
+        began = time.perf_counter()
+        start, end = self.reader.logits(windows, list(range(len(windows))), subnet)
+        return time.perf_counter() - began, start, end
+
     def measure(self, subnet: SubnetConfig) -> Measurement:
         self.reader.checkpoint.check(subnet)
-        # Untimed warm-up: a configuration's first forwards pay for allocations (and for building
-        # its INT8 modules) that the service pays once at start-up; timed, they would make
-        # whichever configuration a process measures first (the full model) look slower.
-        for windows in self.windows[:WARMUP]:
-            self.reader.logits(windows, list(range(len(windows))), subnet)
+        self.warm_up(subnet)
         predictions, seconds, macs = {}, [], []
-        for example, windows in zip(self.examples, self.windows, strict=True):
-            rows = list(range(len(windows)))
-            began = time.perf_counter()
-            start, end = self.reader.logits(windows, rows, subnet)
-            seconds.append(time.perf_counter() - began)
-            predictions[example.qid] = self.reader.decode(example, windows, rows, start, end).text
+        for i, (example, windows) in enumerate(zip(self.examples, self.windows, strict=True)):
+            took, start, end = self.forward(i, subnet)
+            seconds.append(took)
+            predictions[example.qid] = self.reader.decode(example, windows, list(range(len(windows))), start, end).text
             macs += [cost.macs(self.reader.checkpoint.config, subnet, n) for n in windows.lengths()]
         scores = metric.score({e.qid: e.answers for e in self.examples}, predictions)
         return Measurement(
             subnet, scores["f1"], scores["exact_match"], 1000 * statistics.fmean(seconds), statistics.fmean(macs)
         )
+
+    def blocked_pass(
+        self, subnets: list[SubnetConfig], block: int = TIMING_BLOCK, bar: tqdm | None = None
+    ) -> dict[SubnetConfig, float]:
+        """Mean ms per question of each configuration over the whole subset, timed in turns of
+        `block` questions: every configuration runs the same block, then the next block.
+
+        Why blocks: this VM's speed drifts by tens of percent within a minute, so whole passes
+        timed one after the other (4-11 s each) gave the same two configurations ratios from
+        1.31x to 1.93x in different runs; in blocks of 10 questions (under a second per turn)
+        the ratio held within 0.06 across fresh processes. Not one question per turn: the
+        previous configuration's weights would then always be in the cache, as they are not
+        in steady serving. Each turn starts with one untimed question for the same reason.
+        `bar` advances by one per block.
+        """
+        seconds: dict[SubnetConfig, list[float]] = {s: [] for s in subnets}
+        for begin in range(0, len(self.windows), block):
+            for subnet in subnets:
+                self.forward(begin, subnet)
+                questions = range(begin, min(begin + block, len(self.windows)))
+                seconds[subnet] += [self.forward(i, subnet)[0] for i in questions]
+            if bar is not None:
+                bar.update()
+        return {s: 1000 * statistics.fmean(t) for s, t in seconds.items()}
 
 
 def subnet_from_trial(trial, num_layers: int, allow_lengths: bool = True, int8: bool = True) -> SubnetConfig:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ profile.json, with those latencies (the speed-ups).
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -47,20 +48,26 @@ def thin(front: list[search.Measurement], keep: int = MAX_SHIPPED) -> list[searc
 def side_by_side(
     bench: search.Bench, subnets: list[SubnetConfig], rounds: int = TIMING_ROUNDS, progress: bool = False
 ) -> dict[SubnetConfig, float]:
-    """Batch-1 latency of each configuration, measured in interleaved rounds (median per config).
+    """Batch-1 latency of each configuration: the median over `rounds` blocked passes
+    (`search.Bench.blocked_pass`: every configuration runs the same few questions in turn).
 
     The study measures each configuration once, minutes apart from the full model, and this
     machine's speed drifts by tens of percent over a run; speed-ups are ratios, so the full model
-    and the front are timed again here, round-robin, close together in time.
+    and the front are timed again here, close together in time.
     """
     if rounds < 1:
         raise ValueError(f"side-by-side timing needs at least one round, not {rounds}")
+    for subnet in subnets:
+        bench.reader.checkpoint.check(subnet)
+        bench.warm_up(subnet)
     times: dict[SubnetConfig, list[float]] = {s: [] for s in subnets}
-    with tqdm(total=rounds * len(times), desc="side-by-side timing", unit="config", disable=not progress) as bar:
+    blocks = rounds * math.ceil(len(bench.windows) / search.TIMING_BLOCK)
+    with tqdm(
+        total=blocks, desc=f"side-by-side timing, {len(subnets)} configs", unit="block", disable=not progress
+    ) as bar:
         for _ in range(rounds):
-            for subnet in times:
-                times[subnet].append(bench.measure(subnet).latency_ms)
-                bar.update()
+            for subnet, ms in bench.blocked_pass(subnets, bar=bar).items():
+                times[subnet].append(ms)
     return {s: statistics.median(t) for s, t in times.items()}
 
 
@@ -139,15 +146,18 @@ def rescore(
 
 
 def int8_effect(bench: search.Bench, entries: list[ProfileEntry]) -> list[dict[str, Any]]:
-    """Each shipped configuration measured with and without INT8 linear layers (search subset);
-    a configuration shipped in both forms is one row."""
+    """Each shipped configuration with and without INT8 linear layers (search subset): F1 from a
+    pass of each, latency from the two timed side by side (their ratio is what the row says); a
+    configuration shipped in both forms is one row."""
     rows = []
     bases = dict.fromkeys(dataclasses.replace(e.subnet, quantized=False) for e in entries)  # ordered, unique
     for base in bases:
-        pair = {}
-        for quantized in (False, True):
-            m = bench.measure(dataclasses.replace(base, quantized=quantized))
-            pair["int8" if quantized else "float"] = {"f1": round(m.f1, 2), "latency_ms": round(m.latency_ms, 2)}
+        twins = {"float": base, "int8": dataclasses.replace(base, quantized=True)}
+        latency = side_by_side(bench, list(twins.values()), rounds=1)
+        pair = {
+            kind: {"f1": round(bench.measure(twin).f1, 2), "latency_ms": round(latency[twin], 2)}
+            for kind, twin in twins.items()
+        }
         rows.append({"config": base.id, **pair})
     return rows
 

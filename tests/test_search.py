@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models import checkpoint, search, search_report, squad
-from models.errors import InvalidInput
+from models.errors import InvalidInput, InvalidSubnet
 from models.reader import Reader
 from models.subnet import SubnetConfig
 from tests.conftest import DATA
@@ -125,6 +125,39 @@ def test_the_full_model_is_rescored_even_when_the_subset_ranks_it_late() -> None
 def test_side_by_side_timing_needs_a_round() -> None:
     with pytest.raises(ValueError, match="at least one round"):
         search_report.side_by_side(None, [SubnetConfig(1.0, 1.0)], rounds=0)  # type: ignore[arg-type]
+
+
+class RecordingReader(Reader):
+    """The real reader, noting which configuration ran which question, in order."""
+
+    calls: list[tuple[str, int]]
+
+    def logits(self, windows, indices, subnet):  # type: ignore[no-untyped-def]
+        self.calls.append((subnet.id, self.question[id(windows)]))
+        return super().logits(windows, indices, subnet)
+
+
+def test_side_by_side_times_every_configuration_on_the_same_block_in_turn(tiny_checkpoint: Path) -> None:
+    """Drift must hit every configuration alike: each runs the same few questions (after one
+    untimed) before the next block starts, and the median over rounds comes back per config."""
+    reader = RecordingReader(checkpoint.load(tiny_checkpoint))
+    bench = search.Bench(reader, squad.load_squad(DATA / "eval.json.gz", limit=12))
+    reader.question = {id(w): i for i, w in enumerate(bench.windows)}
+    full, narrow = SubnetConfig(1.0, 1.0), SubnetConfig(0.5, 0.5)
+    reader.calls = []
+    ms = bench.blocked_pass([full, narrow], block=5)
+    assert set(ms) == {full, narrow} and all(v > 0 for v in ms.values())
+    turns = [(0, range(5)), (5, range(5, 10)), (10, range(10, 12))]
+    expected = [(s.id, q) for first, block in turns for s in (full, narrow) for q in (first, *block)]
+    assert reader.calls == expected
+    reader.calls = []
+    latency = search_report.side_by_side(bench, [full, narrow], rounds=3)
+    assert set(latency) == {full, narrow} and all(v > 0 for v in latency.values())
+    warm_ups = 2 * search.WARMUP
+    blocks = -(-12 // search.TIMING_BLOCK)
+    assert len(reader.calls) == warm_ups + 3 * 2 * (12 + blocks)  # rounds x configs x (timed + 1 per block)
+    with pytest.raises(InvalidSubnet):
+        search_report.side_by_side(bench, [SubnetConfig(1.0, 1.0, (1.0,))], rounds=1)  # wrong length count
 
 
 def test_the_shipped_front_is_judged_on_side_by_side_times() -> None:
