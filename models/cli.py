@@ -215,13 +215,14 @@ def cmd_search(args: argparse.Namespace) -> None:
     from models.quantize import int8_enabled, int8_kernel, int8_speedup
     from models.reader import Reader
 
-    int8 = int8_enabled(args.int8)
+    storage = args.storage or f"sqlite:///{Path(args.out) / 'search.db'}"
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    resumed = search.recorded_int8(storage, args.study) if args.int8 == "auto" else None
+    int8 = int8_enabled(args.int8) if resumed is None else resumed
     checkpoint = ckpt.load(args.checkpoint, compiled=args.compiled, int8=int8)
     reader = Reader(checkpoint)
     examples = squad.load_squad(args.data)
     bench = search.Bench(reader, examples[args.subset_offset : args.subset_offset + args.subset])
-    storage = args.storage or f"sqlite:///{Path(args.out) / 'search.db'}"
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     study = search.run_study(bench, args.trials, storage, args.seed, args.study, not args.quiet, int8)
     trials = search.measurements(study)
     settings = {
@@ -280,15 +281,17 @@ def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         choices=["auto", "on", "off"],
         default="auto",
         help="INT8 configurations in the space: auto (only where this CPU's INT8 kernel is at least 1.1x the "
-        "float matmul: oneDNN's where it pays, else FBGEMM's, which the probe reads at 1.16-1.6x on AVX2), on, or off",
+        "float matmul: oneDNN's where it pays, else FBGEMM's, which the probe reads at 1.16-1.6x on AVX2; a study "
+        "being resumed keeps the choice it started with), on, or off",
     )
     p.add_argument(
         "--timing-rounds",
         type=_positive_int,
         default=None,
-        help="side-by-side rounds when the front and the full model are timed again (median kept; default 2, "
-        "as the shipped fronts were timed). Each round re-times every point of the pool once: 2-3 min per "
-        "round on a 2-core AVX2 machine; more rounds steady the speed-ups where the machine's speed drifts",
+        help="side-by-side rounds when the front and the full model are timed again (median kept; default 3, "
+        "as the shipped fronts were timed). Each round times every point of the pool on the whole subset, "
+        "in turns of 10 questions per configuration: about 4 min per round for 16 points on a 2-core AVX2 "
+        "machine",
     )
     p.add_argument("--quiet", action="store_true")
     _add_compiled(p)

@@ -86,12 +86,14 @@ class Bench:
         """Mean ms per question of each configuration over the whole subset, timed in turns of
         `block` questions: every configuration runs the same block, then the next block.
 
-        Why blocks: this VM's speed drifts by tens of percent within a minute, so whole passes
-        timed one after the other (4-11 s each) gave the same two configurations ratios from
-        1.31x to 1.93x in different runs; in blocks of 10 questions (under a second per turn)
-        the ratio held within 0.06 across fresh processes. Not one question per turn: the
-        previous configuration's weights would then always be in the cache, as they are not
-        in steady serving. Each turn starts with one untimed question for the same reason.
+        Why blocks: this VM's speed drifts, at times by tens of percent for seconds on end, and
+        a whole pass per turn (4-11 s) lets one such episode land on one configuration: session
+        17's report read width 0.75 INT8 at 1.31x the full model, scratch runs of whole-pass
+        turns 1.51x and 1.93x, while `benchmarks.timing_stability` on a quiet machine reads
+        1.54-1.65x either way. A turn of 10 questions is under a second, so an episode spans
+        every configuration's turn alike. Not one question per turn: the previous
+        configuration's weights would then always fill the cache, as they do not in steady
+        serving; each turn starts with one untimed question for the same reason.
         `bar` advances by one per block.
         """
         seconds: dict[SubnetConfig, list[float]] = {s: [] for s in subnets}
@@ -160,15 +162,23 @@ def pareto_ranks(measurements: list[Measurement]) -> list[list[Measurement]]:
 
 
 LENGTH_FACTORS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
+# Keep factors of the late-drop seeds: full length through the first half of the layers, then
+# fewer tokens. On this model a drop after layer 1 costs F1 fast (10% of the tokens: -7.6 on 300
+# questions) while 30% after layer 4 costs nothing measurable, and NSGA-II's uniform factors in
+# [0.5, 1] almost never sample three 1.0s in a row (about 0.6% of draws).
+LATE_DROPS = ((0.7, 1.0, 1.0), (1.0, 0.7, 0.75), (0.8, 0.8, 0.8))
+LATE_DROP_WIDTHS = (1.0, 0.75, 0.5)
 
 
 def baseline_params(num_layers: int) -> dict[str, list[dict[str, object]]]:
     """Trial parameters of the one-dimensional baselines, by family.
 
     "grid": DynaBERT's 12 width x depth pairs at full length; "lengths": full width and depth with
-    one keep factor at every layer (Dynamic-TinyBERT's geometric length decay). All lie inside the
-    joint space, so they are enqueued as the study's first trials: measured in the same run as the
-    search, and the seeds NSGA-II's first generation breeds from.
+    one keep factor at every layer (Dynamic-TinyBERT's geometric length decay); "late drops":
+    widths 1, 0.75 and 0.5 at full depth keeping every token through the first half of the layers
+    (`LATE_DROPS`). All lie inside the joint space, so they are enqueued as the study's first
+    trials: measured in the same run as the search, and the seeds NSGA-II's first generation
+    breeds from.
     """
     full = {f"keep{i}": 1.0 for i in range(num_layers)}
     grid = [{"width": w, "depth": d, "int8": False, **full} for w in WIDTHS for d in DEPTHS]
@@ -176,7 +186,19 @@ def baseline_params(num_layers: int) -> dict[str, list[dict[str, object]]]:
         {"width": 1.0, "depth": 1.0, "int8": False, **{f"keep{i}": f for i in range(num_layers)}}
         for f in LENGTH_FACTORS
     ]
-    return {"grid": grid, "lengths": lengths}
+    half = num_layers - num_layers // 2
+    late = [
+        {
+            "width": w,
+            "depth": 1.0,
+            "int8": False,
+            **full,
+            **{f"keep{i}": f for i, f in zip(range(half, num_layers), factors)},
+        }
+        for w in LATE_DROP_WIDTHS
+        for factors in LATE_DROPS
+    ]
+    return {"grid": grid, "lengths": lengths, "late drops": late}
 
 
 def family(subnet: SubnetConfig) -> set[str]:
@@ -189,6 +211,21 @@ def family(subnet: SubnetConfig) -> set[str]:
         if subnet.lengths is None:
             names.add("full")
     return names
+
+
+def recorded_int8(storage: str, name: str) -> bool | None:
+    """Whether the study `name` in `storage` has INT8 in its space; None if it has no trials yet.
+
+    `--int8 auto` resumes a study with the choice it was started with: the probe behind auto
+    reads FBGEMM on this CPU at 1.16-1.6x, so a later process could decide otherwise and find the
+    study it was asked to continue refused."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # no such study in the storage
+        return None
+    return bool(study.user_attrs.get("int8", True)) if study.trials else None
 
 
 def run_study(  # type: ignore[no-untyped-def]
@@ -230,9 +267,9 @@ def run_study(  # type: ignore[no-untyped-def]
     study.set_user_attr("int8", int8)
     study.set_user_attr("int8_kernel", kernel)
     layers = bench.reader.checkpoint.config.num_hidden_layers
-    if not study.trials:
-        for params in (p for family_params in baseline_params(layers).values() for p in family_params):
-            study.enqueue_trial(params)
+    # Seeds a resumed study lacks (seeds added since it started) run next; those it has are skipped.
+    for params in (p for family_params in baseline_params(layers).values() for p in family_params):
+        study.enqueue_trial(params, skip_if_exists=True)
 
     def objective(trial) -> tuple[float, float]:  # type: ignore[no-untyped-def]
         m = bench.measure(subnet_from_trial(trial, layers, int8=int8))

@@ -34,7 +34,7 @@ REACH_F1 = 6.0
 # re-times a growing pool (5-6 min per rank), and timing noise reshuffled near-ties as fast as
 # widening added points (session 14's float-only report: 5 passes, 38 min, never 10 points).
 MAX_TIMING_PASSES = 3
-TIMING_ROUNDS = 2  # side-by-side rounds per timing pass, the median kept (`dynaqa search --timing-rounds`)
+TIMING_ROUNDS = 3  # side-by-side rounds per timing pass, the median kept (`dynaqa search --timing-rounds`)
 
 
 def thin(front: list[search.Measurement], keep: int = MAX_SHIPPED) -> list[search.Measurement]:
@@ -46,10 +46,14 @@ def thin(front: list[search.Measurement], keep: int = MAX_SHIPPED) -> list[searc
 
 
 def side_by_side(
-    bench: search.Bench, subnets: list[SubnetConfig], rounds: int = TIMING_ROUNDS, progress: bool = False
+    bench: search.Bench,
+    subnets: list[SubnetConfig],
+    rounds: int = TIMING_ROUNDS,
+    progress: bool = False,
+    block: int = search.TIMING_BLOCK,
 ) -> dict[SubnetConfig, float]:
     """Batch-1 latency of each configuration: the median over `rounds` blocked passes
-    (`search.Bench.blocked_pass`: every configuration runs the same few questions in turn).
+    (`search.Bench.blocked_pass`: every configuration runs the same `block` questions in turn).
 
     The study measures each configuration once, minutes apart from the full model, and this
     machine's speed drifts by tens of percent over a run; speed-ups are ratios, so the full model
@@ -213,6 +217,7 @@ def build(
         "int8": int8_effect(bench, entries) if settings.get("int8_enabled", True) else [],
         "checks": checks,
         "timing_rounds": rounds,
+        "timing_block": search.TIMING_BLOCK,
     }
     return report, entries, fronts
 
@@ -227,8 +232,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Full model: F1 {full['f1']:.2f} / EM {full['exact_match']:.2f} (whole split), "
         f"{full['latency_ms']:.2f} ms per question (batch 1, subset of {report['subset']}). Latencies in this "
-        "table: the full model and the front timed again side by side, round-robin, "
-        f"median of {report.get('timing_rounds', TIMING_ROUNDS)} rounds.",
+        "table: the full model and the front timed again side by side "
+        f"({_timing(report)}).",
         "",
         "| config | F1 | EM | MACs/window (M) | latency ms | speed-up | F1 loss |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -260,6 +265,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"- points on the shipped front: {c['front_points']} (issue #4 asks for {MIN_SHIPPED}-{MAX_SHIPPED})",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _timing(report: dict[str, Any]) -> str:
+    """How the report's side-by-side latencies were taken (reports before blocks record no block)."""
+    rounds = report.get("timing_rounds", TIMING_ROUNDS)
+    if "timing_block" in report:
+        return f"in turns of {report['timing_block']} questions per configuration, median of {rounds} rounds"
+    return f"round-robin over whole passes, median of {rounds} rounds"
 
 
 def write(report: dict[str, Any], out: Path) -> None:

@@ -108,6 +108,10 @@ def test_search_writes_its_report_into_a_new_directory_and_the_front_it_searched
     profile = json.loads((root / "profile.json").read_text())
     assert profile["pareto"] == int8_front and profile["pareto_float"]
     assert not any(entry["quantized"] for entry in profile["pareto_float"])
+    # Resumed with the default `--int8 auto`: the study keeps INT8 off, whatever this CPU's probe reads.
+    result = dynaqa("search", *common, "--trials", "4", "--report", str(report), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((report / "search.json").read_text())["int8_enabled"] is False
 
 
 def test_corrupt_weights_and_bad_files_get_a_clear_error(tiny_checkpoint: Path, tmp_path: Path) -> None:

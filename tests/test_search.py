@@ -97,7 +97,7 @@ def test_without_int8_the_study_samples_floats_only_and_resumes_only_so(tiny_che
     storage = f"sqlite:///{tmp_path / 's.db'}"
     study = search.run_study(bench, 30, storage, seed=4, name="t", progress=False, int8=False)
     subnets = [m.subnet for m in search.measurements(study)]
-    assert len(subnets) == 30 and not any(s.quantized for s in subnets)  # 22 baselines, 8 sampled
+    assert len(subnets) == 30 and not any(s.quantized for s in subnets)  # the first 30 of 31 seeds
     with pytest.raises(InvalidInput, match="INT8 off"):
         search.run_study(bench, 31, storage, seed=4, name="t", progress=False, int8=True)
 
@@ -272,14 +272,20 @@ def test_baselines_are_measured_first_and_reported(tiny_checkpoint: Path, tmp_pa
     reader = Reader(checkpoint.load(tiny_checkpoint))
     examples = squad.load_squad(DATA / "eval.json.gz", limit=4)
     bench = search.Bench(reader, examples)
-    study = search.run_study(bench, 26, f"sqlite:///{tmp_path / 's.db'}", seed=2, name="b", progress=False)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    search.run_study(bench, 2, storage, seed=2, name="b", progress=False)  # stopped with seeds still queued
+    study = search.run_study(bench, 33, storage, seed=2, name="b", progress=False)
     trials = search.measurements(study)
-    grid, lengths = trials[:12], trials[12:22]
+    grid, lengths, late = trials[:12], trials[12:22], trials[22:31]
+    assert len({t.subnet for t in trials[:31]}) == 31  # resuming queued no seed twice
     assert all(t.subnet.lengths is None and not t.subnet.quantized for t in grid)
     assert len({(t.subnet.width, t.subnet.depth) for t in grid}) == 12
     assert all((t.subnet.width, t.subnet.depth) == (1.0, 1.0) and t.subnet.lengths for t in lengths)
     firsts = [t.subnet.lengths[0] for t in lengths]  # type: ignore[index]
     assert firsts == sorted(firsts, reverse=True) and len(set(firsts)) == 10
+    assert {t.subnet.width for t in late} == {1.0, 0.75, 0.5} and all(t.subnet.depth == 1.0 for t in late)
+    half = reader.checkpoint.config.num_hidden_layers // 2  # the tiny model's layers: the first half keeps every token
+    assert all(set(t.subnet.lengths[:half]) == {1.0} and t.subnet.lengths[-1] < 1 for t in late)  # type: ignore[index]
 
     report, entries, fronts = search_report.build(reader, bench, examples, trials, {"subset": 4})
     assert [m.subnet.id for m in fronts["full"]] == ["w100d100"]
