@@ -23,7 +23,7 @@ from typing import Any
 from benchmarks.questions import parser
 from models import search, search_report, squad
 from models.checkpoint import load as load_checkpoint
-from models.cli import DEFAULT_EVAL
+from models.cli import DEFAULT_EVAL, positive_int
 from models.reader import Reader
 
 
@@ -68,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         subnets_help="comma-separated ids, the first is the reference (default: the full model, widths 0.75 and "
         "0.5 in INT8)",
     )
-    p.add_argument("--processes", type=int, default=4, help="fresh processes (default 4)")
-    p.add_argument("--block", type=int, default=search.TIMING_BLOCK, help="questions per turn (default: the search's)")
+    p.add_argument("--processes", type=positive_int, default=4, help="fresh processes (default 4)")
+    p.add_argument(
+        "--block", type=positive_int, default=search.TIMING_BLOCK, help="questions per turn (default: the search's)"
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     ids = args.subnets.split(",")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for i in range(args.processes):
         print(f"process {i + 1} of {args.processes} ...", file=sys.stderr)
-        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)  # its errors stay visible
         runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
     report = {"subnets": ids, "questions": args.questions, "rounds": args.rounds, "block": args.block, "runs": runs}
     report["spread"] = {turn: {i: spread([run[turn][i] for run in runs]) for i in ids[1:]} for turn in runs[0]}

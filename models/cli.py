@@ -215,14 +215,16 @@ def cmd_search(args: argparse.Namespace) -> None:
     from models.quantize import int8_enabled, int8_kernel, int8_speedup
     from models.reader import Reader
 
-    storage = args.storage or f"sqlite:///{Path(args.out) / 'search.db'}"
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    resumed = search.recorded_int8(storage, args.study) if args.int8 == "auto" else None
+    database = Path(args.out) / "search.db"
+    storage = args.storage or f"sqlite:///{database}"
+    existing = args.storage is not None or database.exists()  # nothing is created before the checkpoint loads
+    resumed = search.recorded_int8(storage, args.study) if args.int8 == "auto" and existing else None
     int8 = int8_enabled(args.int8) if resumed is None else resumed
     checkpoint = ckpt.load(args.checkpoint, compiled=args.compiled, int8=int8)
     reader = Reader(checkpoint)
     examples = squad.load_squad(args.data)
     bench = search.Bench(reader, examples[args.subset_offset : args.subset_offset + args.subset])
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     study = search.run_study(bench, args.trials, storage, args.seed, args.study, not args.quiet, int8)
     trials = search.measurements(study)
     settings = {
@@ -237,8 +239,9 @@ def cmd_search(args: argparse.Namespace) -> None:
         "timing_rounds": args.timing_rounds or search_report.TIMING_ROUNDS,
     }
     if not int8:
+        why = "the resumed study started without INT8" if resumed is False else f"--int8 {args.int8}"
         settings["int8_why"] = (
-            f"--int8 {args.int8}; one INT8 linear map runs at {settings['int8_speedup']}x the float one on this CPU"
+            f"{why}; one INT8 linear map runs at {settings['int8_speedup']}x the float one on this CPU"
         )
     scored = search.StudyScores(study, examples, compiled=args.compiled)
     report, entries, fronts = search_report.build(reader, bench, examples, trials, settings, not args.quiet, scored)
@@ -286,7 +289,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument(
         "--timing-rounds",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="side-by-side rounds when the front and the full model are timed again (median kept; default 3, "
         "as the shipped fronts were timed). Each round times every point of the pool on the whole subset, "
@@ -298,7 +301,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.set_defaults(func=cmd_search)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:

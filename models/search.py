@@ -18,8 +18,8 @@ import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -29,6 +29,9 @@ from models.quantize import int8_kernel
 from models.reader import Reader
 from models.squad import SquadExample, Windows
 from models.subnet import DEPTHS, WIDTHS, SubnetConfig, kept_layer_count
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FACTOR_STEP = 0.05
 WARMUP = 3  # questions run untimed before each measurement
@@ -52,11 +55,11 @@ class Bench:
         self.examples = examples
         self.windows: list[Windows] = [reader.windows([e]) for e in examples]
 
-    def warm_up(self, subnet: SubnetConfig, questions: int = WARMUP) -> None:
+    def warm_up(self, subnet: SubnetConfig) -> None:
         """Untimed forwards: a configuration's first forwards pay for allocations (and for
         building its INT8 modules) that the service pays once at start-up; timed, they would
         make whichever configuration a process measures first look slower."""
-        for i in range(min(questions, len(self.windows))):
+        for i in range(min(WARMUP, len(self.windows))):
             self.forward(i, subnet)
 
     def forward(self, index: int, subnet: SubnetConfig) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
@@ -166,6 +169,8 @@ LENGTH_FACTORS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
 # fewer tokens. On this model a drop after layer 1 costs F1 fast (10% of the tokens: -7.6 on 300
 # questions) while 30% after layer 4 costs nothing measurable, and NSGA-II's uniform factors in
 # [0.5, 1] almost never sample three 1.0s in a row (about 0.6% of draws).
+# They apply from the first layer of the second half on (layers 4-6 of 6; a model with fewer
+# layers in its second half takes the first factors only).
 LATE_DROPS = ((0.7, 1.0, 1.0), (1.0, 0.7, 0.75), (0.8, 0.8, 0.8))
 LATE_DROP_WIDTHS = (1.0, 0.75, 0.5)
 
@@ -228,6 +233,18 @@ def recorded_int8(storage: str, name: str) -> bool | None:
     return bool(study.user_attrs.get("int8", True)) if study.trials else None
 
 
+def queued_or_measured(study) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    """The fixed parameters of the study's enqueued trials that completed or still wait to run.
+
+    Not Optuna's `enqueue_trial(skip_if_exists=True)`: it also counts a trial that failed (Ctrl-C
+    marks the running one failed) or was left running by a killed process, so that seed would
+    never be measured."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING))
+    return [t.system_attrs["fixed_params"] for t in trials if "fixed_params" in t.system_attrs]
+
+
 def run_study(  # type: ignore[no-untyped-def]
     bench: Bench, trials: int, storage: str, seed: int, name: str, progress: bool = True, int8: bool = True
 ):
@@ -267,9 +284,12 @@ def run_study(  # type: ignore[no-untyped-def]
     study.set_user_attr("int8", int8)
     study.set_user_attr("int8_kernel", kernel)
     layers = bench.reader.checkpoint.config.num_hidden_layers
-    # Seeds a resumed study lacks (seeds added since it started) run next; those it has are skipped.
+    # Seeds a resumed study lacks (added since it started, or lost to an interrupted trial) are
+    # queued to run next, within --trials; those measured or already queued are not queued twice.
+    have = queued_or_measured(study)
     for params in (p for family_params in baseline_params(layers).values() for p in family_params):
-        study.enqueue_trial(params, skip_if_exists=True)
+        if params not in have:
+            study.enqueue_trial(params)
 
     def objective(trial) -> tuple[float, float]:  # type: ignore[no-untyped-def]
         m = bench.measure(subnet_from_trial(trial, layers, int8=int8))

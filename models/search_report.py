@@ -65,12 +65,12 @@ def side_by_side(
         bench.reader.checkpoint.check(subnet)
         bench.warm_up(subnet)
     times: dict[SubnetConfig, list[float]] = {s: [] for s in subnets}
-    blocks = rounds * math.ceil(len(bench.windows) / search.TIMING_BLOCK)
+    blocks = rounds * math.ceil(len(bench.windows) / block)
     with tqdm(
         total=blocks, desc=f"side-by-side timing, {len(subnets)} configs", unit="block", disable=not progress
     ) as bar:
         for _ in range(rounds):
-            for subnet, ms in bench.blocked_pass(subnets, bar=bar).items():
+            for subnet, ms in bench.blocked_pass(subnets, block, bar).items():
                 times[subnet].append(ms)
     return {s: statistics.median(t) for s, t in times.items()}
 
@@ -107,7 +107,7 @@ def rescore(
     """The front to ship, judged on the whole split and on latencies timed side by side.
 
     `score` gives a configuration's whole-split F1 and EM; `retime` times configurations
-    side by side (round-robin) and returns their latencies. The subset's front is a noisy judge
+    side by side (`side_by_side`) and returns their latencies. The subset's front is a noisy judge
     twice over: 200 questions can rank width 0.75 above the full model, and the study times each
     configuration once, minutes apart (session 10's first report shipped two points that the
     side-by-side times showed dominated, and had dropped width 0.5 INT8, which the subset ranked
@@ -151,8 +151,9 @@ def rescore(
 
 def int8_effect(bench: search.Bench, entries: list[ProfileEntry]) -> list[dict[str, Any]]:
     """Each shipped configuration with and without INT8 linear layers (search subset): F1 from a
-    pass of each, latency from the two timed side by side (their ratio is what the row says); a
-    configuration shipped in both forms is one row."""
+    pass of each, latency from the two timed side by side in one round (their ratio is what the
+    row says; one round, not the front's median, so the table costs minutes, not a quarter of an
+    hour: read it per row, not against the front); a configuration shipped in both forms is one row."""
     rows = []
     bases = dict.fromkeys(dataclasses.replace(e.subnet, quantized=False) for e in entries)  # ordered, unique
     for base in bases:
@@ -250,7 +251,13 @@ def markdown(report: dict[str, Any]) -> str:
     if not report.get("int8_enabled", True):
         lines += ["", f"INT8 knob: not searched: {report['int8_why']}."]
     else:
-        lines += ["", "| INT8 knob | float F1 | float ms | int8 F1 | int8 ms |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "INT8 knob: each configuration's float and INT8 forms timed side by side, one round per pair.",
+            "",
+            "| INT8 knob | float F1 | float ms | int8 F1 | int8 ms |",
+            "|---|---:|---:|---:|---:|",
+        ]
     for row in report["int8"]:
         f, q = row["float"], row["int8"]
         cells = f"{f['f1']:.2f} | {f['latency_ms']:.2f} | {q['f1']:.2f} | {q['latency_ms']:.2f}"
@@ -269,7 +276,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _timing(report: dict[str, Any]) -> str:
     """How the report's side-by-side latencies were taken (reports before blocks record no block)."""
-    rounds = report.get("timing_rounds", TIMING_ROUNDS)
+    rounds = report.get("timing_rounds", 2)  # reports from before the setting was recorded: 2 rounds
     if "timing_block" in report:
         return f"in turns of {report['timing_block']} questions per configuration, median of {rounds} rounds"
     return f"round-robin over whole passes, median of {rounds} rounds"

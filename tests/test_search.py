@@ -47,6 +47,7 @@ def test_study_is_seeded_and_resumes(tiny_checkpoint: Path, tmp_path: Path) -> N
     first = len(searched(search.run_study(bench, 3, storage, seed=1, name="t", progress=False)))
     again = search.run_study(bench, 5, storage, seed=1, name="t", progress=False)  # continues, 2 more
     assert first == 3 and len(searched(again)) == 5
+    assert search.recorded_int8(storage, "t") is True
     assert search.pareto_front(search.measurements(again))
 
 
@@ -100,6 +101,8 @@ def test_without_int8_the_study_samples_floats_only_and_resumes_only_so(tiny_che
     assert len(subnets) == 30 and not any(s.quantized for s in subnets)  # the first 30 of 31 seeds
     with pytest.raises(InvalidInput, match="INT8 off"):
         search.run_study(bench, 31, storage, seed=4, name="t", progress=False, int8=True)
+    assert search.recorded_int8(storage, "t") is False  # what `--int8 auto` resumes it with
+    assert search.recorded_int8(storage, "other") is None
 
 
 def test_pareto_ranks_peel_fronts_in_order() -> None:
@@ -131,6 +134,7 @@ class RecordingReader(Reader):
     """The real reader, noting which configuration ran which question, in order."""
 
     calls: list[tuple[str, int]]
+    question: dict[int, int]  # id of a question's windows -> its index in the bench
 
     def logits(self, windows, indices, subnet):  # type: ignore[no-untyped-def]
         self.calls.append((subnet.id, self.question[id(windows)]))
@@ -156,6 +160,9 @@ def test_side_by_side_times_every_configuration_on_the_same_block_in_turn(tiny_c
     warm_ups = 2 * search.WARMUP
     blocks = -(-12 // search.TIMING_BLOCK)
     assert len(reader.calls) == warm_ups + 3 * 2 * (12 + blocks)  # rounds x configs x (timed + 1 per block)
+    reader.calls = []
+    search_report.side_by_side(bench, [full, narrow], rounds=1, block=5)  # the block asked for, not the default
+    assert reader.calls[warm_ups:] == expected
     with pytest.raises(InvalidSubnet):
         search_report.side_by_side(bench, [SubnetConfig(1.0, 1.0, (1.0,))], rounds=1)  # wrong length count
 
@@ -266,6 +273,23 @@ def test_frontier_comparisons_on_known_points() -> None:
     assert search.speedup_within(points, (80.0, 40.0), 1.0) == 2.0
     assert search.speedup_within(points, (80.0, 40.0), 3.0) == 5.0
     assert search.speedup_within(points, (90.0, 40.0), 1.0) == 1.0
+
+
+def test_a_seed_whose_trial_failed_is_queued_again(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Ctrl-C marks the running trial failed; resuming must still measure that seed (Optuna's own
+    `skip_if_exists` would count it as there)."""
+    bench = search.Bench(Reader(checkpoint.load(tiny_checkpoint)), squad.load_squad(DATA / "eval.json.gz", limit=1))
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = search.run_study(bench, 1, storage, seed=5, name="f", progress=False)
+    interrupted = study.ask()  # the next queued seed, as a process killed while measuring it leaves it
+    study.tell(interrupted, state=optuna.trial.TrialState.FAIL)
+    [failed] = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    lost = failed.system_attrs["fixed_params"]
+    assert lost not in search.queued_or_measured(study)
+    study = search.run_study(bench, 32, storage, seed=5, name="f", progress=False)  # every seed, the lost one last
+    assert lost in search.queued_or_measured(study)
+    measured = {m.subnet for m in search.measurements(study)}
+    assert SubnetConfig(lost["width"], lost["depth"]) in measured
 
 
 def test_baselines_are_measured_first_and_reported(tiny_checkpoint: Path, tmp_path: Path) -> None:
