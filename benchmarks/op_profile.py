@@ -15,17 +15,15 @@ speed-ups from `dynaqa search`'s side-by-side timing. Writes op_profile.{md,json
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.questions import answer_all, eval_windows, parser, warm_up
+from benchmarks.questions import answer_all, eval_windows, parser, warm_up, write_report
 from models import squad
 from models.checkpoint import load as load_checkpoint
 from models.quantize import int8_enabled, int8_kernel
@@ -184,12 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "kinds": kinds,
         "rows": rows,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "op_profile.json").write_text(json.dumps(report, indent=1) + "\n")
-    text = markdown(report)
-    (out / "op_profile.md").write_text(text)
-    print(text)
+    write_report(args.out, "op_profile", report, markdown(report))
     return 0
 
 

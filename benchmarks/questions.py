@@ -5,7 +5,9 @@ untimed warm-up of a few questions)."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from models import squad
 from models.checkpoint import DEFAULT_DIR
@@ -42,3 +44,12 @@ def answer_all(reader: Reader, windows: list[squad.Windows], subnet: SubnetConfi
     """Every question's span logits, one question at a time."""
     for w in windows:
         reader.logits(w, list(range(len(w))), subnet)
+
+
+def write_report(out: str | Path, name: str, report: dict[str, Any], text: str) -> None:
+    """`name`.json and `name`.md under `out` (created), and the markdown on stdout."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (folder / f"{name}.md").write_text(text)
+    print(text)

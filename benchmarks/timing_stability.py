@@ -17,10 +17,9 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
-from benchmarks.questions import parser
+from benchmarks.questions import parser, write_report
 from models import search, search_report, squad
 from models.checkpoint import load as load_checkpoint
 from models.cli import DEFAULT_EVAL, positive_int
@@ -86,12 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
     report = {"subnets": ids, "questions": args.questions, "rounds": args.rounds, "block": args.block, "runs": runs}
     report["spread"] = {turn: {i: spread([run[turn][i] for run in runs]) for i in ids[1:]} for turn in runs[0]}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "timing_stability.json").write_text(json.dumps(report, indent=1) + "\n")
-    text = markdown(report)
-    (out / "timing_stability.md").write_text(text)
-    print(text)
+    write_report(args.out, "timing_stability", report, markdown(report))
     return 0
 
 
