@@ -167,6 +167,22 @@ def test_side_by_side_times_every_configuration_on_the_same_block_in_turn(tiny_c
         search_report.side_by_side(bench, [SubnetConfig(1.0, 1.0, (1.0,))], rounds=1)  # wrong length count
 
 
+class ClockBench(search.Bench):
+    """A bench whose question i takes i + 1 seconds: the means say which forwards were timed."""
+
+    def __init__(self, questions: int) -> None:
+        self.windows = [None] * questions  # type: ignore[list-item]
+
+    def forward(self, index, subnet):  # type: ignore[no-untyped-def]
+        return float(index + 1), [], []
+
+
+def test_a_blocked_pass_averages_every_question_once_and_no_turn_starter() -> None:
+    full, narrow = SubnetConfig(1.0, 1.0), SubnetConfig(0.5, 0.5)
+    ms = ClockBench(12).blocked_pass([full, narrow], block=5)  # the untimed turn starters: 1, 6 and 11 s
+    assert ms == {full: 6500.0, narrow: 6500.0}  # the mean of 1..12 s, in ms
+
+
 def test_the_shipped_front_is_judged_on_side_by_side_times() -> None:
     """The study timed w75-q8 slow and w50 fast, once each; timed again side by side, w50 is
     slower than w75-q8 and less accurate: it does not ship, and the pool widens to the next rank."""
