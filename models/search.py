@@ -90,13 +90,13 @@ class Bench:
         `block` questions: every configuration runs the same block, then the next block.
 
         Why blocks: this VM's speed drifts, at times by tens of percent for seconds on end, and
-        a whole pass per turn (4-11 s) lets one such episode land on one configuration: session
-        17's report read width 0.75 INT8 at 1.31x the full model, scratch runs of whole-pass
-        turns 1.51x and 1.93x, while `benchmarks.timing_stability` on a quiet machine reads
-        1.54-1.65x either way. A turn of 10 questions is under a second, so an episode spans
-        every configuration's turn alike. Not one question per turn: the previous
-        configuration's weights would then always fill the cache, as they do not in steady
-        serving; each turn starts with one untimed question for the same reason.
+        a whole pass per turn (4-11 s) lets one such spell land on one configuration: session
+        17's report read width 0.75 INT8 at 1.31x the full model, scratch runs 1.51x and 1.93x.
+        A turn of 10 questions is under a second, so a spell spans every configuration's turn
+        alike (`benchmarks.timing_stability`: across 4 processes that ratio spread 0.29 in
+        whole passes, 0.17 in blocks). Not one question per turn: the previous configuration's
+        weights would then always fill the cache, as they do not in steady serving; each turn
+        starts with one untimed question for the same reason.
         `bar` advances by one per block.
         """
         seconds: dict[SubnetConfig, list[float]] = {s: [] for s in subnets}
