@@ -17,11 +17,12 @@ RUN TORCH_INDEX_URL="$TORCH_INDEX_URL" sh /tmp/install.sh /src
 FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="dynaqa" \
       org.opencontainers.image.description="Extractive QA from one dynamic BERT within each request's latency budget"
-# TorchInductor compiles the model's layer step at start-up (with DYNAQA_COMPILE=true) and needs a
-# C++ compiler; without one the service still runs, eagerly and slower.
+# A C++ compiler (and ninja, which torch's extension builder drives): TorchInductor compiles the model's layer step at start-up (with
+# DYNAQA_COMPILE=true), and the fused INT8 scaling (models/native.py) is built below; without one
+# the service still runs, eagerly and slower.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends g++ \
+ && apt-get install -y --no-install-recommends g++ ninja-build \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 dynaqa \
  && useradd --system --uid 10001 --gid dynaqa --no-create-home --home-dir /nonexistent dynaqa
@@ -33,7 +34,12 @@ ENV PATH=/opt/dynaqa/bin:$PATH \
     DYNAQA_HOST=0.0.0.0 \
     DYNAQA_PORT=8000 \
     DYNAQA_CACHE_DIR=/tmp/dynaqa \
-    TORCHINDUCTOR_CACHE_DIR=/tmp/dynaqa/inductor
+    TORCHINDUCTOR_CACHE_DIR=/tmp/dynaqa/inductor \
+    TORCH_EXTENSIONS_DIR=/opt/dynaqa/torch-extensions
+# Build the fused INT8 scaling now, not in the first start-up's budget (about 30 s); the service
+# user owns the build folder because loading a cached build takes a lock file there.
+RUN python -c "from models import native; assert native.kernels() is not None" \
+ && chown -R 10001:10001 /opt/dynaqa/torch-extensions
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8000

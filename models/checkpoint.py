@@ -105,12 +105,12 @@ class Checkpoint:
 
     def check(self, subnet: SubnetConfig) -> None:
         """Raise InvalidSubnet unless this checkpoint was trained for `subnet`."""
-        if subnet.width not in self.widths or subnet.depth not in self.depths:
+        subnet.check_layers(self.config.num_hidden_layers)
+        if not set(subnet.widths(self.config.num_hidden_layers)) <= set(self.widths) or subnet.depth not in self.depths:
             raise InvalidSubnet(
                 f"sub-network {subnet.id} is outside this checkpoint's space "
                 f"(widths {list(self.widths)}, depths {list(self.depths)})"
             )
-        subnet.check_layers(self.config.num_hidden_layers)
 
     def fingerprint(self) -> str:
         """sha256 of the weights file: the key under which latency profiles are shared."""

@@ -51,15 +51,13 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 def subnet_from_args(args: argparse.Namespace, checkpoint: ckpt.Checkpoint) -> SubnetConfig:
     if args.subnet is not None:
-        if args.width is not None or args.depth is not None or args.lengths is not None:
-            raise InvalidInput("give either --subnet or --width/--depth/--lengths, not both")
+        if any(v is not None for v in (args.width, args.depth, args.lengths, args.layer_widths)) or args.int8:
+            raise InvalidInput("give either --subnet or --width/--depth/--lengths/--layer-widths/--int8, not both")
         return checkpoint.resolve(args.subnet)
     lengths = parse_lengths(args.lengths) if args.lengths else None
-    subnet = SubnetConfig(
-        args.width if args.width is not None else 1.0,
-        args.depth if args.depth is not None else 1.0,
-        lengths,
-    )
+    widths = parse_lengths(args.layer_widths, "--layer-widths") if args.layer_widths else None
+    width = args.width if args.width is not None else max(widths) if widths else 1.0
+    subnet = SubnetConfig(width, args.depth if args.depth is not None else 1.0, lengths, args.int8, widths)
     checkpoint.check(subnet)
     return subnet
 
@@ -186,6 +184,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--width", type=float, default=None, help="width multiplier: 1, 0.75, 0.5 or 0.25")
     p.add_argument("--depth", type=float, default=None, help="depth multiplier: 1, 0.75 or 0.5")
     p.add_argument("--lengths", default=None, help="comma-separated keep ratios, one per kept layer")
+    p.add_argument(
+        "--layer-widths",
+        default=None,
+        help="comma-separated widths, one per kept layer (e.g. 0.5,0.75,0.75,0.75,0.5,0.5); --width is the widest",
+    )
+    p.add_argument(
+        "--int8", action="store_true", help="the INT8 copy of the linear layers (on this CPU's kernel), as ids ending -q8"
+    )
     p.add_argument("--subnet", default=None, help="a sub-network id (w50d75, or a Pareto id from the profile)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward (default 16)")

@@ -31,10 +31,11 @@ def token_counts(subnet: SubnetConfig, num_layers: int, tokens: int) -> list[tup
 def macs(config: ArchConfig, subnet: SubnetConfig, tokens: int) -> int:
     """Multiply-accumulates of the encoder for one input of `tokens` real tokens."""
     subnet.check_layers(config.num_hidden_layers)
-    h = config.hidden_size
-    d_w = kept_heads(config.num_attention_heads, subnet.width) * config.head_size
-    d_ffw = kept_neurons(config.num_attention_heads, config.intermediate_size, subnet.width)
+    h, heads = config.hidden_size, config.num_attention_heads
     total = 0
-    for n_in, n_out in token_counts(subnet, config.num_hidden_layers, tokens):
+    widths = subnet.widths(config.num_hidden_layers)
+    for (n_in, n_out), width in zip(token_counts(subnet, config.num_hidden_layers, tokens), widths, strict=True):
+        d_w = kept_heads(heads, width) * config.head_size
+        d_ffw = kept_neurons(heads, config.intermediate_size, width)
         total += 4 * n_in * h * d_w + 2 * n_in * n_in * d_w + 2 * n_out * h * d_ffw
     return total

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models import native
+
 Int8Mode = Literal["auto", "on", "off"]
 Int8Kernel = Literal["onednn", "fbgemm"]
 FBGEMM_WEIGHT_LEVELS = 63  # see FbgemmInt8Linear
@@ -116,6 +118,7 @@ class FbgemmInt8Linear:
 
     @classmethod
     def of(cls, weight: Tensor, bias: Tensor) -> FbgemmInt8Linear:
+        native.kernels()  # build or load the fused scaling now, at load time, not in some request
         quantized, scale = _rows_to_int8(weight, FBGEMM_WEIGHT_LEVELS)
         engine = torch.backends.quantized.engine
         # FBGEMM's packing whatever the process-wide engine says (oneDNN's packed weights have no
@@ -132,14 +135,11 @@ class FbgemmInt8Linear:
         return cls(packed, bias.detach().clone(), weight.shape[0])
 
     def __call__(self, x: Tensor) -> Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        amax = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)  # 10x faster than vector_norm(inf)
+        scaled, amax = native.scale_rows(x.reshape(-1, x.shape[-1]))  # fused in C++ where it builds
         # Fixed scale 1/127, zero point 128: the unsigned byte 128 + round(127 x / max |x|), the
         # same integers as oneDNN's signed round(127 x / max |x|) up to rounding ties.
-        y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
-            rows * amax.reciprocal(), 1 / 127, 128, self.packed
-        )
-        return y.mul_(amax).add_(self.bias).view(*x.shape[:-1], self.out_features)  # addcmul: 2x slower
+        y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(scaled, 1 / 127, 128, self.packed)
+        return native.unscale_rows_(y, amax, self.bias).view(*x.shape[:-1], self.out_features)
 
 
 KERNELS: dict[Int8Kernel, Callable[[Tensor, Tensor], Int8Linear]] = {

@@ -421,14 +421,14 @@ class DynamicBertForQA(nn.Module):
     def layer_weights(self, subnet: SubnetConfig) -> list[LayerWeights]:
         """The weights of the kept layers: packed when inferring, live views when training."""
         layer_ids = kept_layers(self.config.num_hidden_layers, subnet.depth)
+        widths = subnet.widths(self.config.num_hidden_layers)
         inferring = not self.training and not torch.is_grad_enabled()
-        key = (subnet.width, subnet.quantized)
-        if inferring and self._packed is not None and key in self._packed:
-            packed = self._packed[key]
-            return [packed[i] for i in layer_ids]
+        keys = [(w, subnet.quantized) for w in widths]
+        if inferring and self._packed is not None and all(k in self._packed for k in keys):
+            return [self._packed[k][i] for k, i in zip(keys, layer_ids)]
         if subnet.quantized:
             raise InvalidSubnet(f"{subnet.id}: INT8 weights exist only for inference on a packed model")
-        return [self.encoder.layers[i].weights(subnet.width) for i in layer_ids]
+        return [self.encoder.layers[i].weights(w) for w, i in zip(widths, layer_ids)]
 
     def _check_inputs(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> None:
         """Shape errors named here rather than as an index error deep inside torch."""

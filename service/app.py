@@ -247,6 +247,7 @@ def _subnet_fields(subnet: SubnetConfig) -> dict[str, Any]:
         "width": subnet.width,
         "depth": subnet.depth,
         "lengths": list(subnet.lengths) if subnet.lengths else None,
+        "layer_widths": list(subnet.layer_widths) if subnet.layer_widths else None,
     }
 
 

@@ -27,9 +27,12 @@ class QARequest(BaseModel):
 
 class SubnetInfo(BaseModel):
     id: str
-    width: float
+    width: float = Field(description="Width multiplier (the widest kept layer's, where layer_widths is set).")
     depth: float
-    lengths: list[float] | None
+    lengths: list[float] | None = Field(description="Keep ratio after each kept layer (null: every token).")
+    layer_widths: list[float] | None = Field(
+        default=None, description="Width of each kept layer where they differ (null: `width` throughout)."
+    )
 
 
 class QAResponse(BaseModel):

@@ -69,6 +69,9 @@ def test_info_prints_json(tiny_checkpoint: Path) -> None:
         (["--subnet", "w33d50"], "width 0.33 is not one of"),
         (["--subnet", "nonsense"], "not a sub-network id"),
         (["--subnet", "w50d50", "--width", "1"], "either --subnet or"),
+        (["--layer-widths", "0.5,0.75"], "layer_widths has 2 entries but depth 1.0 keeps 4"),
+        (["--layer-widths", "0.5,0.75,0.75,0.5", "--width", "1"], "must be the widest"),
+        (["--layer-widths", "half"], "--layer-widths 'half' must be comma-separated"),
         (["--limit", "0"], "--limit must be positive"),
     ],
 )

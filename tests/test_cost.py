@@ -26,3 +26,9 @@ def test_token_counts_follow_the_ratios_of_the_real_length() -> None:
     h, d_w, d_ff = 384, 384, 1536
     expected = sum(4 * a * h * d_w + 2 * a * a * d_w + 2 * b * h * d_ff for a, b in counts)
     assert macs(MINILM, SubnetConfig(1.0, 0.5, (0.9, 0.5, 0.5)), 100) == expected
+
+
+def test_per_layer_widths_cost_their_own_layers() -> None:
+    mixed = SubnetConfig(1.0, 0.5, None, False, (1.0, 0.5, 0.25))
+    per_layer = [macs(MINILM, SubnetConfig(w, 0.5), 100) / 3 for w in (1.0, 0.5, 0.25)]
+    assert macs(MINILM, mixed, 100) == sum(per_layer)

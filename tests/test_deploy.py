@@ -145,3 +145,11 @@ def test_dockerfile_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
         check=True,
     )
     assert "site-packages" in probe.stdout  # the checkpoint ships inside the installed package
+    source = subprocess.run(
+        [str(python), "-c", "from models import native; print(native.SOURCE.is_file())"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert source.stdout.strip() == "True"  # and the C++ source the image builds the INT8 scaling from

@@ -3,13 +3,14 @@ token the same whatever else is in its call; the probe picks the kernel that pay
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 
 import pytest
 import torch
 
-from models import quantize
+from models import native, quantize
 
 KERNELS = quantize.available_kernels()  # oneDNN always; FBGEMM where this torch has it (x86)
 
@@ -75,3 +76,44 @@ def test_the_probe_interleaves_and_drops_a_hopeless_kernel_after_the_warm_up() -
     medians = quantize._interleaved_medians(runs, rounds=6, warmup=2)
     assert calls.count("slow") == 2 and calls.count("float") == calls.count("fast") == 8
     assert calls[-2:] == ["float", "fast"] and medians["slow"] > 4 * medians["float"]
+
+
+def test_the_native_scaling_builds_here_and_answers_as_the_eager_ops_bit_for_bit() -> None:
+    """`models.native` fuses FBGEMM's per-token scaling in C++; answers must not depend on whether
+    it built (the shipped front's F1 was measured either way), so equal, not close."""
+    if shutil.which("g++") is None or shutil.which("ninja") is None:
+        pytest.skip("no C++ compiler or ninja: the eager ops run (the fallback test covers them)")
+    assert native.kernels() is not None  # a machine with g++ must get the fused path, not a silent fallback
+    g = torch.Generator().manual_seed(3)
+    rows = torch.randn(37, 288, generator=g)
+    rows[5] = 0.0  # a zero row: its max is clamped, not divided by
+    rows[7] *= 1e-6
+    y, amax, bias = torch.randn(37, 96, generator=g), torch.rand(37, 1, generator=g), torch.randn(96, generator=g)
+    fused_scaled, fused_amax = native.scale_rows(rows)
+    fused_y = native.unscale_rows_(y.clone(), amax, bias)
+    with native.eager():
+        eager_scaled, eager_amax = native.scale_rows(rows)
+        eager_y = native.unscale_rows_(y.clone(), amax, bias)
+    assert torch.equal(fused_scaled, eager_scaled) and torch.equal(fused_amax, eager_amax)
+    assert torch.equal(fused_y, eager_y) and fused_amax[5].item() == torch.tensor(1e-12).item()
+    if "fbgemm" in KERNELS:
+        linear = quantize.int8_linear(torch.randn(64, 288, generator=g) * 0.05, torch.randn(64, generator=g), "fbgemm")
+        x = torch.randn(3, 37, 288, generator=g)
+        with torch.inference_mode():
+            fused = linear(x)
+            with native.eager():
+                assert torch.equal(fused, linear(x))
+
+
+def test_without_the_native_build_the_eager_ops_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(native.NATIVE_ENV, "off")
+    native.kernels.cache_clear()
+    try:
+        assert native.kernels() is None
+        rows = torch.tensor([[3.0, -4.0], [0.0, 0.0]])
+        scaled, amax = native.scale_rows(rows)
+        assert torch.equal(amax, torch.tensor([[4.0], [1e-12]])) and torch.equal(scaled[0], torch.tensor([0.75, -1.0]))
+        y = native.unscale_rows_(torch.ones(2, 3), torch.tensor([[2.0], [3.0]]), torch.tensor([1.0, 0.0, -1.0]))
+        assert torch.equal(y, torch.tensor([[3.0, 2.0, 1.0], [4.0, 3.0, 2.0]]))
+    finally:
+        native.kernels.cache_clear()  # the next caller builds (or loads the cached build) again

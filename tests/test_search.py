@@ -8,7 +8,7 @@ import optuna
 import pytest
 import torch
 
-from models import checkpoint, search, search_report, squad
+from models import checkpoint, cost, search, search_report, squad
 from models.errors import InvalidInput, InvalidSubnet
 from models.reader import Reader
 from models.subnet import SubnetConfig
@@ -302,10 +302,18 @@ def test_a_seed_whose_trial_failed_is_queued_again(tiny_checkpoint: Path, tmp_pa
     [failed] = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     lost = failed.system_attrs["fixed_params"]
     assert lost not in search.queued_or_measured(study)
-    study = search.run_study(bench, 32, storage, seed=5, name="f", progress=False)  # every seed, the lost one last
+    seeds = sum(len(p) for p in search.baseline_params(bench.reader.checkpoint.config.num_hidden_layers).values())
+    study = search.run_study(bench, seeds + 1, storage, seed=5, name="f", progress=False)  # the lost one last
     assert lost in search.queued_or_measured(study)
     measured = {m.subnet for m in search.measurements(study)}
     assert SubnetConfig(lost["width"], lost["depth"]) in measured
+
+
+def cost_below(reader: Reader, subnet: SubnetConfig) -> bool:
+    """Whether a mixed-width sub-network costs fewer MACs than its base width throughout."""
+    config = reader.checkpoint.config
+    uniform = SubnetConfig(subnet.width, subnet.depth, subnet.lengths, subnet.quantized)
+    return cost.macs(config, subnet, 100) < cost.macs(config, uniform, 100)
 
 
 def test_baselines_are_measured_first_and_reported(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -314,10 +322,12 @@ def test_baselines_are_measured_first_and_reported(tiny_checkpoint: Path, tmp_pa
     bench = search.Bench(reader, examples)
     storage = f"sqlite:///{tmp_path / 's.db'}"
     search.run_study(bench, 2, storage, seed=2, name="b", progress=False)  # stopped with seeds still queued
-    study = search.run_study(bench, 33, storage, seed=2, name="b", progress=False)
+    seeds = search.baseline_params(reader.checkpoint.config.num_hidden_layers)
+    assert len(seeds["mixed widths"]) == 8  # at base width 0.5, the last layer two widths down is one
+    study = search.run_study(bench, 41, storage, seed=2, name="b", progress=False)
     trials = search.measurements(study)
-    grid, lengths, late = trials[:12], trials[12:22], trials[22:31]
-    assert len({t.subnet for t in trials[:31]}) == 31  # resuming queued no seed twice
+    grid, lengths, late, mixed = trials[:12], trials[12:22], trials[22:31], trials[31:39]
+    assert len({t.subnet for t in trials[:39]}) == 39  # resuming queued no seed twice
     assert all(t.subnet.lengths is None and not t.subnet.quantized for t in grid)
     assert len({(t.subnet.width, t.subnet.depth) for t in grid}) == 12
     assert all((t.subnet.width, t.subnet.depth) == (1.0, 1.0) and t.subnet.lengths for t in lengths)
@@ -326,6 +336,11 @@ def test_baselines_are_measured_first_and_reported(tiny_checkpoint: Path, tmp_pa
     assert {t.subnet.width for t in late} == {1.0, 0.75, 0.5} and all(t.subnet.depth == 1.0 for t in late)
     half = reader.checkpoint.config.num_hidden_layers // 2  # the tiny model's layers: the first half keeps every token
     assert all(set(t.subnet.lengths[:half]) == {1.0} and t.subnet.lengths[-1] < 1 for t in late)  # type: ignore[index]
+    assert {t.subnet.width for t in mixed} == {1.0, 0.75, 0.5}
+    for t in mixed:  # full depth and length; the first and last two layers narrower, the middle at the base width
+        widths = t.subnet.layer_widths
+        assert t.subnet.depth == 1.0 and t.subnet.lengths is None and widths is not None
+        assert widths[1] == t.subnet.width and widths[-1] < t.subnet.width and cost_below(reader, t.subnet)
 
     report, entries, fronts = search_report.build(reader, bench, examples, trials, {"subset": 4})
     assert [m.subnet.id for m in fronts["full"]] == ["w100d100"]

@@ -28,6 +28,9 @@ def test_width_rule_keeps_heads_and_matching_ffn_fraction() -> None:
         ({"lengths": (0.0,)}, "ratio in (0, 1]"),
         ({"lengths": (float("nan"),)}, "ratio in (0, 1]"),
         ({"lengths": ()}, "must not be empty"),
+        ({"width": 0.75, "layer_widths": (0.75, 0.6)}, "= 0.6 is not one of"),
+        ({"width": 1.0, "layer_widths": (0.75, 0.5)}, "must be the widest"),
+        ({"width": 0.5, "layer_widths": (0.75, 0.5)}, "must be the widest"),
     ],
 )
 def test_invalid_subnets_are_rejected_with_a_reason(kwargs: dict, message: str) -> None:
@@ -55,3 +58,19 @@ def test_parse_errors_are_clear() -> None:
         SubnetConfig.parse_id("full")
     with pytest.raises(InvalidSubnet, match="comma-separated"):
         parse_lengths("0.9;0.8")
+
+
+def test_per_layer_widths_name_validate_and_round_trip() -> None:
+    mixed = SubnetConfig(0.75, 1.0, None, True, (0.5, 0.75, 0.75, 0.75, 0.5, 0.5))
+    assert mixed.id.startswith("w75d100-v") and mixed.id.endswith("-q8")
+    assert mixed.widths(6) == (0.5, 0.75, 0.75, 0.75, 0.5, 0.5)
+    assert SubnetConfig(0.75, layer_widths=(0.75,) * 6) == SubnetConfig(0.75)  # uniform: one identity
+    assert SubnetConfig(0.5, 0.5).widths(6) == (0.5, 0.5, 0.5)
+    both = SubnetConfig(0.75, 1.0, (1, 1, 1, 1, 0.7, 0.5), False, (0.5, 0.75, 0.75, 0.75, 0.5, 0.5))
+    assert "-v" in both.id and "-l" in both.id and both.id != mixed.id.removesuffix("-q8")
+    assert SubnetConfig.from_dict(mixed.to_dict()) == mixed and SubnetConfig.from_dict(both.to_dict()) == both
+    assert "layer_widths" not in SubnetConfig(0.5).to_dict()  # dicts recorded before per-layer widths still match
+    with pytest.raises(InvalidSubnet, match="layer_widths has 6 entries but depth 0.5 keeps 3"):
+        SubnetConfig(0.75, 0.5, None, False, (0.5, 0.75, 0.75, 0.75, 0.5, 0.5)).check_layers(6)
+    with pytest.raises(InvalidSubnet, match="look it up in the profile"):
+        SubnetConfig.parse_id(mixed.id)

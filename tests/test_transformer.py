@@ -45,13 +45,27 @@ def test_packed_weights_are_contiguous_and_used_at_inference(tiny: DynamicBertFo
 
 def test_packed_path_equals_training_path(tiny: DynamicBertForQA) -> None:
     b = padded_batch()
-    for subnet in (SubnetConfig(0.25, 0.5), SubnetConfig(0.75, 1.0, (0.9, 0.7, 0.5, 0.5))):
+    mixed = SubnetConfig(1.0, 1.0, (1.0, 0.9, 0.9, 0.5), False, (0.5, 1.0, 0.75, 0.25))
+    for subnet in (SubnetConfig(0.25, 0.5), SubnetConfig(0.75, 1.0, (0.9, 0.7, 0.5, 0.5)), mixed):
         tiny.pack_widths((1.0, 0.75, 0.5, 0.25))
         packed = run(tiny, subnet)
         with torch.no_grad(), torch.enable_grad():
             out = tiny(b["input_ids"], b["attention_mask"], b["token_type_ids"], subnet)
         live = torch.stack([out.start_logits, out.end_logits]).detach()
         assert (packed - live).abs().max() <= 1e-5
+
+
+def test_each_layer_runs_at_its_own_width(tiny: DynamicBertForQA) -> None:
+    tiny.pack_widths((1.0, 0.75, 0.5, 0.25), int8=True)
+    for quantized in (False, True):
+        mixed = SubnetConfig(0.75, 1.0, None, quantized, (0.5, 0.75, 0.75, 0.25))
+        with torch.inference_mode():
+            weights = tiny.layer_weights(mixed)
+        assert [w.heads for w in weights] == [2, 3, 3, 1]  # of the tiny model's 4 heads
+        logits = run(tiny, mixed)
+        assert torch.isfinite(logits).all()
+        for uniform in (0.75, 0.5):
+            assert not torch.allclose(logits, run(tiny, SubnetConfig(uniform, 1.0, None, quantized)), atol=1e-3)
 
 
 def test_training_mode_drops_the_stale_packs_and_gets_gradients(tiny: DynamicBertForQA) -> None:

@@ -1,0 +1,170 @@
+"""What fusing the per-token INT8 scaling in C++ (`models.native`) buys, side by side in one run.
+
+Two tables. Per map: each of a layer's four linear maps at each trained width, on the checkpoint's
+own INT8 weights and a window of the eval split's median length, timed as float, INT8 with the
+eager scaling and INT8 with the fused one (interleaved rounds, median). Per question: the full
+model in float and `--subnets` in turns of 10 questions (`search.Bench.blocked_pass`, as
+`dynaqa search` times its front), each round once with the fused scaling and once eager, the
+order alternating; speed-ups are over the full model timed in the same way. Before timing, every
+configuration's span logits are compared both ways on every question: they must be equal.
+
+Writes int8_scaling.{md,json} under --out.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmarks.questions import parser, write_report
+from models import native, search, squad
+from models.checkpoint import load as load_checkpoint
+from models.cli import DEFAULT_EVAL
+from models.reader import Reader
+from models.subnet import WIDTHS, SubnetConfig
+
+MAPS = ("qkv", "out", "ffn_in", "ffn_out")
+
+
+def interleaved(calls: dict[str, Callable[[], object]], rounds: int, repeats: int = 50) -> dict[str, float]:
+    """Median microseconds per call of each, over `rounds` rounds that each run every call."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        call()
+    for _ in range(rounds):
+        for name, call in calls.items():
+            began = time.perf_counter()
+            for _ in range(repeats):
+                call()
+            times[name].append(1e6 * (time.perf_counter() - began) / repeats)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def eager(call: Callable[[], object]) -> Callable[[], object]:
+    def run() -> object:
+        with native.eager():
+            return call()
+
+    return run
+
+
+def per_map(model: Any, tokens: int, rounds: int) -> list[dict[str, Any]]:
+    """Float, INT8 eager and INT8 fused time of each map of layer 0 at each width."""
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for width in WIDTHS:
+            floats = model.layer_weights(SubnetConfig(width))[0]
+            int8s = model.layer_weights(SubnetConfig(width, quantized=True))[0]
+            for name in MAPS:
+                f, q = getattr(floats, name), getattr(int8s, name)
+                x = torch.randn(tokens, f.weight.shape[1], generator=g)
+                us = interleaved(
+                    {
+                        "float": lambda f=f, x=x: F.linear(x, f.weight, f.bias),
+                        "eager": eager(lambda q=q, x=x: q(x)),
+                        "fused": lambda q=q, x=x: q(x),
+                    },
+                    rounds,
+                )
+                rows.append({"width": width, "map": name, "shape": [tokens, *f.weight.shape[::-1]], **us})
+    return rows
+
+
+def logits_equal(bench: search.Bench, subnets: list[SubnetConfig]) -> bool:
+    """Whether every question's span logits are equal with the fused and the eager scaling."""
+    for subnet in subnets:
+        for i in range(len(bench.windows)):
+            fused = bench.forward(i, subnet)[1:]
+            with native.eager():
+                plain = bench.forward(i, subnet)[1:]
+            if not all(np.array_equal(a, b) for a, b in zip(fused[0] + fused[1], plain[0] + plain[1], strict=True)):
+                return False
+    return True
+
+
+def per_question(bench: search.Bench, subnets: list[SubnetConfig], rounds: int) -> dict[str, dict[str, float]]:
+    """Speed-up over subnets[0] of each configuration, fused and eager, median of `rounds`."""
+    speedups: dict[str, dict[str, list[float]]] = {"fused": {}, "eager": {}}
+    for subnet in subnets:
+        bench.warm_up(subnet)
+    for r in range(rounds):
+        for way in ("fused", "eager") if r % 2 == 0 else ("eager", "fused"):
+            if way == "eager":
+                with native.eager():
+                    ms = bench.blocked_pass(subnets)
+            else:
+                ms = bench.blocked_pass(subnets)
+            for s in subnets:
+                speedups[way].setdefault(s.id, []).append(ms[subnets[0]] / ms[s])
+    return {way: {i: round(statistics.median(v), 3) for i, v in by_id.items()} for way, by_id in speedups.items()}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"Per map: layer 0's maps on {report['tokens']} tokens (the median eval window), median of "
+        f"{report['rounds']} interleaved rounds of 50 calls, microseconds per call.",
+        "",
+        "| width | map | in x out | float | INT8 eager | INT8 fused | fused saves |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for row in report["maps"]:
+        _, d_in, d_out = row["shape"]
+        saved = 1 - row["fused"] / row["eager"]
+        lines.append(
+            f"| {row['width']} | {row['map']} | {d_in} x {d_out} | {row['float']:.0f} | {row['eager']:.0f} | "
+            f"{row['fused']:.0f} | {saved:.0%} |"
+        )
+    lines += [
+        "",
+        f"Per question: speed-up over `{report['subnets'][0]}` (float), first {report['questions']} eval questions "
+        f"at batch 1, turns of {search.TIMING_BLOCK} questions, median of {report['rounds']} rounds, each round "
+        f"both ways. Span logits fused vs eager equal on every question: {report['identical']}.",
+        "",
+        "| config | eager scaling | fused scaling |",
+        "|---|---:|---:|",
+    ]
+    for i in report["subnets"][1:]:
+        lines.append(f"| `{i}` | {report['speedups']['eager'][i]:.2f}x | {report['speedups']['fused'][i]:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(
+        __doc__,
+        questions=200,
+        subnets="w100d100,w75d100-q8,w50d100-q8",
+        subnets_help="comma-separated ids (INT8 ones from the profile too), the first is the reference "
+        "(default: the full model, widths 0.75 and 0.5 in INT8)",
+    )
+    args = p.parse_args(argv)
+    if native.kernels() is None:
+        p.error("the native scaling did not build here (see the warning above): nothing to compare")
+    ck = load_checkpoint(args.checkpoint)
+    subnets = [ck.resolve(i) for i in args.subnets.split(",")]
+    bench = search.Bench(Reader(ck), squad.load_squad(DEFAULT_EVAL, limit=args.questions))
+    tokens = int(statistics.median(n for w in bench.windows for n in w.lengths()))
+    with torch.inference_mode():
+        identical = logits_equal(bench, subnets)
+        speedups = per_question(bench, subnets, args.rounds)
+    report = {
+        "subnets": [s.id for s in subnets],
+        "questions": args.questions,
+        "rounds": args.rounds,
+        "tokens": tokens,
+        "identical": identical,
+        "maps": per_map(ck.model, tokens, args.rounds),
+        "speedups": speedups,
+    }
+    write_report(args.out, "int8_scaling", report, markdown(report))
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The per-token scaling of FBGEMM INT8 linear maps, fused in C++ and compiled at first use.
+
+Why: FBGEMM's INT8 linear takes one activation scale per call, so `FbgemmInt8Linear` divides each
+token by its own max |x| first and multiplies the output back. Eagerly that is five tensor ops per
+map (abs, amax, reciprocal, multiply; multiply, add), each a pass over memory and a dispatcher
+trip: on this 2-core AVX2 VM they cost 60-100 us per call at window shapes, against 160-680 us
+for the integer matmul itself (`python -m benchmarks.int8_scaling`). `csrc/int8_rows.cpp` does
+each side in one pass per row, with the eager arithmetic step for step, so results are equal bit
+for bit and the shipped front's F1 does not depend on whether the build succeeded.
+
+The build needs a C++ compiler and ninja and takes about 30 s on 2 cores, once per machine (torch's
+extension cache: `TORCH_EXTENSIONS_DIR`, default ~/.cache/torch_extensions); the image builds it
+at image build time. Without a compiler, or with `DYNAQA_NATIVE=off`, the eager ops run instead,
+with one warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).resolve().parent / "csrc" / "int8_rows.cpp"
+NATIVE_ENV = "DYNAQA_NATIVE"  # "off" runs the eager ops
+# -ffp-contract=off: no fused multiply-add, so the C++ rounds exactly as the eager ops do. No
+# -march: an image built on one x86 machine must run on any (SSE2 vectors suffice for two passes
+# over memory).
+CFLAGS = ["-O3", "-ffp-contract=off", "-fopenmp"]
+_eager = False  # set by `eager()`
+
+
+@contextlib.contextmanager
+def eager() -> Iterator[None]:
+    """Run the eager ops inside the block: how a benchmark times both ways in one process."""
+    global _eager
+    before, _eager = _eager, True
+    try:
+        yield
+    finally:
+        _eager = before
+
+
+def _module() -> ModuleType | None:
+    return None if _eager else kernels()
+
+
+@functools.cache
+def kernels() -> ModuleType | None:
+    """The compiled module, or None where it is switched off or cannot be built (logged once)."""
+    if os.environ.get(NATIVE_ENV, "auto").lower() in {"off", "0", "false"}:
+        return None
+    from torch.utils.cpp_extension import load
+
+    began = time.perf_counter()
+    try:
+        module = load(name="dynaqa_int8_rows", sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"])
+    except Exception as exc:  # noqa: BLE001 - any build failure means: run the eager ops
+        log.warning(json.dumps({"event": "native int8 scaling unavailable, running eager", "error": str(exc)[:500]}))
+        return None
+    log.info(json.dumps({"event": "native int8 scaling loaded", "seconds": round(time.perf_counter() - began, 1)}))
+    return module
+
+
+def scale_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """rows (m, k) float32 -> (each row / its max |x|, those maxes (m, 1)); a zero row's max is 1e-12."""
+    module = _module()
+    if module is not None:
+        return module.scale_rows(rows.contiguous())
+    amax = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)  # 10x faster than vector_norm(inf)
+    # Multiply by the reciprocal: a broadcast division is up to 10x slower on this CPU.
+    return rows * amax.reciprocal(), amax
+
+
+def unscale_rows_(y: Tensor, amax: Tensor, bias: Tensor) -> Tensor:
+    """In place: y (m, n) * amax (m, 1) + bias (n,), multiply then add (two roundings, no FMA)."""
+    module = _module()
+    if module is not None and y.is_contiguous() and y.dtype == torch.float32:
+        return module.unscale_rows_(y, amax, bias)
+    return y.mul_(amax).add_(bias)  # addcmul: 2x slower
