@@ -190,7 +190,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         help="comma-separated widths, one per kept layer (e.g. 0.5,0.75,0.75,0.75,0.5,0.5); --width is the widest",
     )
     p.add_argument(
-        "--int8", action="store_true", help="the INT8 copy of the linear layers (on this CPU's kernel), as ids ending -q8"
+        "--int8", action="store_true", help="the INT8 copy of the linear layers (this CPU's kernel), as ids ending -q8"
     )
     p.add_argument("--subnet", default=None, help="a sub-network id (w50d75, or a Pareto id from the profile)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
