@@ -262,7 +262,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p = sub.add_parser(
         "search",
         help="search the F1/latency frontier over width x depth x lengths",
-        description="NSGA-II (Optuna) over width, depth and per-layer keep ratios, maximising F1 on a fixed "
+        description="NSGA-II (Optuna) over width (narrowed per layer), depth and per-layer keep ratios, maximising "
+        "F1 on a fixed "
         "subset of the eval split and minimising measured batch-1 latency on this CPU. Resumable: the same "
         "--storage and --study continue where a run stopped, trials and the report's whole-split scores alike. "
         "The front is re-scored on the whole split and, "

@@ -5,7 +5,8 @@ categorical/continuous space without a surrogate model, and is seeded and resuma
 Optuna storage). Each trial runs one sub-network over a fixed subset of eval questions at batch 1
 (their real lengths, no padding) and measures F1 and the mean forward latency on this CPU; MACs
 are recorded too. Lengths are parametrised as per-layer keep factors in [0.5, 1] whose running
-product gives the keep ratios, so every sampled configuration is non-increasing by construction.
+product gives the keep ratios, so every sampled configuration is non-increasing by construction;
+each kept layer may also run 0-2 trained widths below the base width (`subnet_from_trial`).
 After the search, the INT8 twin of every float configuration on the front and of every width x depth
 pair is measured as well.
 """

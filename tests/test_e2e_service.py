@@ -138,6 +138,8 @@ def test_model_info_lists_the_served_front_most_accurate_first(first: tuple[Serv
     assert info["int8"] == any(s["quantized"] for s in info["subnets"])
     assert all(s["quantized"] == s["id"].endswith("-q8") for s in info["subnets"])
     assert [s["expected_f1"] for s in info["subnets"]] == [f1[i] for i in ids]
+    widths = {entry["id"]: entry.get("layer_widths") for entry in front}
+    assert all(s["layer_widths"] == widths[s["id"]] for s in info["subnets"])  # per-layer widths as shipped
     roles = [s["role"] for s in info["subnets"]]
     assert roles == sorted(roles) and roles[0] == "candidate"  # "candidate" < "reserve"
 
