@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.questions import parser, write_report
+from benchmarks.questions import int8_parser, write_report
 from models import native, search, squad
 from models.checkpoint import load as load_checkpoint
 from models.cli import DEFAULT_EVAL
@@ -136,13 +136,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser(
-        __doc__,
-        questions=200,
-        subnets="w100d100,w75d100-q8,w50d100-q8",
-        subnets_help="comma-separated ids (INT8 ones from the profile too), the first is the reference "
-        "(default: the full model, widths 0.75 and 0.5 in INT8)",
-    )
+    p = int8_parser(__doc__)
     args = p.parse_args(argv)
     if native.kernels() is None:
         p.error("the native scaling did not build here (see the warning above): nothing to compare")

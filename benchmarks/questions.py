@@ -30,6 +30,17 @@ def parser(doc: str | None, questions: int, subnets: str | None, subnets_help: s
     return p
 
 
+def int8_parser(doc: str | None) -> argparse.ArgumentParser:
+    """`parser` for the side-by-side INT8 benchmarks: 200 questions, the full model as reference."""
+    return parser(
+        doc,
+        questions=200,
+        subnets="w100d100,w75d100-q8,w50d100-q8",
+        subnets_help="comma-separated ids (any in the profile), the first is the reference (default: the full "
+        "model, widths 0.75 and 0.5 in INT8)",
+    )
+
+
 def eval_windows(reader: Reader, limit: int) -> list[squad.Windows]:
     """The first `limit` eval questions, each tokenised alone (batch 1)."""
     return [reader.windows([e]) for e in squad.load_squad(DEFAULT_EVAL, limit=limit)]

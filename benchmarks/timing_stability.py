@@ -19,7 +19,7 @@ import subprocess
 import sys
 from typing import Any
 
-from benchmarks.questions import parser, write_report
+from benchmarks.questions import int8_parser, write_report
 from models import search, search_report, squad
 from models.checkpoint import load as load_checkpoint
 from models.cli import DEFAULT_EVAL, positive_int
@@ -60,13 +60,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser(
-        __doc__,
-        questions=200,
-        subnets="w100d100,w75d100-q8,w50d100-q8",
-        subnets_help="comma-separated ids, the first is the reference (default: the full model, widths 0.75 and "
-        "0.5 in INT8)",
-    )
+    p = int8_parser(__doc__)
     p.add_argument("--processes", type=positive_int, default=4, help="fresh processes (default 4)")
     p.add_argument(
         "--block", type=positive_int, default=search.TIMING_BLOCK, help="questions per turn (default: the search's)"

@@ -188,9 +188,9 @@ LATE_DROP_WIDTHS = (1.0, 0.75, 0.5)
 MAX_NARROWING = 2  # trained widths a layer may sit below the base width (`subnet_from_trial`)
 # Narrowing steps of the mixed-width seeds, by layer: the first layer and the last two one width
 # down, the last two only, and the first and the last two with the last two widths down. At the
-# base width 0.75 these scored 66.39, 66.61 and 66.50 F1 on the first 700 eval questions in INT8
-# (uniform 0.75: 66.54, uniform 0.5: 62.47) for 17%, 11% and 22% fewer linear-layer MACs; narrowing the
-# middle layers instead cost 1.7-3.3 (session 20 scratch probe, README "Widths per layer").
+# base width 0.75 these scored 66.28, 66.54 and 66.60 F1 on the first 700 eval questions in INT8
+# (uniform 0.75: 66.50, uniform 0.5: 62.02) for 17%, 11% and 22% fewer MACs; narrowing the first
+# two or the middle layers instead cost 1.5-3.3 (README, "Widths per layer").
 # Written for 6 layers as (first, middle..., second to last, last) and stretched to any count.
 NARROWINGS = ((1, 0, 1, 1), (0, 0, 1, 1), (1, 0, 1, 2))
 NARROWING_WIDTHS = (1.0, 0.75, 0.5)
