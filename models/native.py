@@ -11,7 +11,7 @@ for bit and the shipped front's F1 does not depend on whether the build succeede
 The build needs a C++ compiler and ninja and takes about 30 s on 2 cores, once per machine and
 source (under dynaqa/ in torch's extension folder: `TORCH_EXTENSIONS_DIR`, default
 ~/.cache/torch_extensions); the image builds it at image build time. Without a compiler, or with
-`DYNAQA_NATIVE=off`, the eager ops run instead, with one warning.
+`DYNAQA_NATIVE=off`, the eager ops run instead (a failed build logs one warning).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import importlib.util
 import json
 import logging
 import os
+import sysconfig
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,13 +55,18 @@ def eager() -> Iterator[None]:
 
 
 def _module() -> ModuleType | None:
-    return None if _eager else kernels()
+    """The compiled module, unless inside `eager()` or while TorchInductor traces a layer step
+    (`DYNAQA_COMPILE`): there the eager ops trace into the compiled graph, where a pybind call
+    would break it."""
+    return None if _eager or torch.compiler.is_compiling() else kernels()
 
 
 def build_name() -> str:
-    """The module's name: a digest of the source, the flags and torch's version, so a changed
-    source or another torch gets a build of its own instead of a stale (or ABI-foreign) one."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode() + torch.__version__.encode())
+    """The module's name: a digest of the source, the flags, torch's version and Python's extension
+    suffix, so a changed source, another torch or another Python gets a build of its own instead of
+    a stale (or ABI-foreign) one."""
+    key = [" ".join(CFLAGS), torch.__version__, sysconfig.get_config_var("EXT_SUFFIX") or ""]
+    digest = hashlib.sha256(SOURCE.read_bytes() + "|".join(key).encode())
     return f"dynaqa_int8_rows_{digest.hexdigest()[:12]}"
 
 
@@ -85,12 +91,11 @@ def kernels() -> ModuleType | None:
     library = folder / f"{name}.so"
     began = time.perf_counter()
     try:
-        if library.is_file():
-            spec = importlib.util.spec_from_file_location(name, library)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
+        module = _import(name, library) if library.is_file() else None
+    except Exception:  # noqa: BLE001 - a broken or half-written build: let torch's loader (with its lock) redo it
+        module = None
+    try:
+        if module is None:
             from torch.utils.cpp_extension import load
 
             folder.mkdir(parents=True, exist_ok=True)
@@ -108,10 +113,20 @@ def kernels() -> ModuleType | None:
     return module
 
 
+def _import(name: str, library: Path) -> ModuleType:
+    """A finished build, imported as it is."""
+    spec = importlib.util.spec_from_file_location(name, library)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{library} is not an importable extension module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def scale_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
     """rows (m, k) float32 -> (each row / its max |x|, those maxes (m, 1)); a zero row's max is 1e-12."""
     module = _module()
-    if module is not None:
+    if module is not None and rows.dtype == torch.float32:
         return module.scale_rows(rows.contiguous())
     amax = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)  # 10x faster than vector_norm(inf)
     # Multiply by the reciprocal: a broadcast division is up to 10x slower on this CPU.
@@ -121,6 +136,6 @@ def scale_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
 def unscale_rows_(y: Tensor, amax: Tensor, bias: Tensor) -> Tensor:
     """In place: y (m, n) * amax (m, 1) + bias (n,), multiply then add (two roundings, no FMA)."""
     module = _module()
-    if module is not None and y.is_contiguous() and y.dtype == torch.float32:
+    if module is not None and all(t.is_contiguous() and t.dtype == torch.float32 for t in (y, amax, bias)):
         return module.unscale_rows_(y, amax, bias)
     return y.mul_(amax).add_(bias)  # addcmul: 2x slower

@@ -328,7 +328,9 @@ def run_study(  # type: ignore[no-untyped-def]
     layers = bench.reader.checkpoint.config.num_hidden_layers
     # Seeds a resumed study lacks (added since it started, or lost to an interrupted trial) are
     # queued to run next, within --trials; those measured or already queued are not queued twice.
-    have = queued_or_measured(study)
+    # A study from before the narrowing genes recorded its seeds without them: the same seeds.
+    unnarrowed = {f"narrow{i}": 0 for i in range(layers)}
+    have = [unnarrowed | params for params in queued_or_measured(study)]
     for params in (p for family_params in baseline_params(layers).values() for p in family_params):
         if params not in have:
             study.enqueue_trial(params)

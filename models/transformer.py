@@ -425,10 +425,10 @@ class DynamicBertForQA(nn.Module):
         inferring = not self.training and not torch.is_grad_enabled()
         keys = [(w, subnet.quantized) for w in widths]
         if inferring and self._packed is not None and all(k in self._packed for k in keys):
-            return [self._packed[k][i] for k, i in zip(keys, layer_ids)]
+            return [self._packed[k][i] for k, i in zip(keys, layer_ids, strict=True)]
         if subnet.quantized:
             raise InvalidSubnet(f"{subnet.id}: INT8 weights exist only for inference on a packed model")
-        return [self.encoder.layers[i].weights(w) for w, i in zip(widths, layer_ids)]
+        return [self.encoder.layers[i].weights(w) for w, i in zip(widths, layer_ids, strict=True)]
 
     def _check_inputs(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> None:
         """Shape errors named here rather than as an index error deep inside torch."""

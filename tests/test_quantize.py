@@ -100,6 +100,13 @@ def test_the_native_scaling_builds_here_and_answers_as_the_eager_ops_bit_for_bit
         eager_y = native.unscale_rows_(y.clone(), amax, bias)
     assert torch.equal(fused_scaled, eager_scaled) and torch.equal(fused_amax, eager_amax)
     assert torch.equal(fused_y, eager_y) and fused_amax[5].item() == torch.tensor(1e-12).item()
+    rows[9, 3] = float("nan")  # a NaN spoils its own token both ways, and no other
+    fused_nan = native.scale_rows(rows)
+    with native.eager():
+        eager_nan = native.scale_rows(rows)
+    for fused_part, eager_part in zip(fused_nan, eager_nan, strict=True):
+        torch.testing.assert_close(fused_part, eager_part, rtol=0, atol=0, equal_nan=True)
+    assert fused_nan[1][9].isnan().all() and not fused_nan[0][torch.arange(37) != 9].isnan().any()
     if "fbgemm" in KERNELS:
         linear = quantize.int8_linear(torch.randn(64, 288, generator=g) * 0.05, torch.randn(64, generator=g), "fbgemm")
         x = torch.randn(3, 37, 288, generator=g)

@@ -350,3 +350,22 @@ def test_baselines_are_measured_first_and_reported(tiny_checkpoint: Path, tmp_pa
     assert set(configs) == {e.subnet.id.removesuffix("-q8") for e in entries}
     search_report.write(report, tmp_path)
     assert "speed-up" in (tmp_path / "search.md").read_text()
+
+
+def test_a_study_from_before_the_narrowing_genes_gets_only_the_new_seeds(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Seeds a study recorded without `narrow{i}` genes are the same seeds: resuming it queues the
+    mixed-width seeds, not every old one a second time."""
+    reader = Reader(checkpoint.load(tiny_checkpoint))
+    bench = search.Bench(reader, squad.load_squad(DATA / "eval.json.gz", limit=1))
+    storage, layers = f"sqlite:///{tmp_path / 's.db'}", reader.checkpoint.config.num_hidden_layers
+    old = optuna.create_study(study_name="o", storage=storage, directions=["maximize", "minimize"])
+    for key, value in (("checkpoint", reader.checkpoint.fingerprint()), ("int8", True)):
+        old.set_user_attr(key, value)
+    old.set_user_attr("int8_kernel", search.int8_kernel())
+    seeds = search.baseline_params(layers)
+    for family_name in ("grid", "lengths", "late drops"):
+        for params in seeds[family_name]:
+            old.enqueue_trial({k: v for k, v in params.items() if not k.startswith("narrow")})
+    study = search.run_study(bench, 0, storage, seed=1, name="o", progress=False)
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 31 + len(seeds["mixed widths"])

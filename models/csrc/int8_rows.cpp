@@ -23,7 +23,8 @@ void check_rows(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
 
-// rows (m, k) -> (rows / max|row|, max|row| as (m, 1)); a zero row's max is clamped to 1e-12.
+// rows (m, k) -> (rows / max|row|, max|row| as (m, 1)); a zero row's max is clamped to 1e-12, and
+// a row with a NaN gets a NaN max (and NaN outputs), as the eager ops give.
 std::tuple<torch::Tensor, torch::Tensor> scale_rows(const torch::Tensor& rows) {
   check_rows(rows, "rows");
   const int64_t m = rows.size(0), k = rows.size(1);
@@ -36,8 +37,11 @@ std::tuple<torch::Tensor, torch::Tensor> scale_rows(const torch::Tensor& rows) {
     for (int64_t i = begin; i < end; ++i) {
       const float* row = in + i * k;
       float peak = 0.0f;
-      for (int64_t j = 0; j < k; ++j) peak = std::max(peak, std::fabs(row[j]));
-      peak = std::max(peak, 1e-12f);
+      for (int64_t j = 0; j < k; ++j) {
+        const float magnitude = std::fabs(row[j]);
+        if (magnitude > peak || std::isnan(magnitude)) peak = magnitude;  // NaN carries, as amax's does
+      }
+      peak = std::max(peak, 1e-12f);  // a NaN peak stays NaN, as clamp_min's does
       maxes[i] = peak;
       const float inverse = 1.0f / peak;
       float* target = out + i * k;
