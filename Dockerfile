@@ -18,7 +18,7 @@ FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="dynaqa" \
       org.opencontainers.image.description="Extractive QA from one dynamic BERT within each request's latency budget"
 # A C++ compiler (and ninja, which torch's extension builder drives): TorchInductor compiles the model's layer step at start-up (with
-# DYNAQA_COMPILE=true), and the fused INT8 scaling (models/native.py) is built below; without one
+# DYNAQA_COMPILE=true), and the fused INT8 scaling (models/infer/native.py) is built below; without one
 # the service still runs, eagerly and slower.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -38,7 +38,7 @@ ENV PATH=/opt/dynaqa/bin:$PATH \
     TORCH_EXTENSIONS_DIR=/opt/dynaqa/torch-extensions
 # Build the fused INT8 scaling now, not in the first start-up's budget (about 30 s); a finished
 # build is only read, so the read-only root file system of the deployment is fine.
-RUN python -c "from models import native; assert native.kernels() is not None"
+RUN python -c "from models.infer import native; assert native.kernels() is not None"
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8000

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.questions import answer_all, eval_windows, parser, warm_up
-from models.checkpoint import load as load_checkpoint
-from models.quantize import int8_enabled
-from models.reader import Reader
-from models.subnet import SubnetConfig
-from models.transformer import EAGER_STEPS, LayerSteps
+from models.infer.checkpoint import load as load_checkpoint
+from models.infer.quantize import int8_enabled
+from models.infer.reader import Reader
+from models.nn.subnet import SubnetConfig
+from models.nn.transformer import EAGER_STEPS, LayerSteps
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,11 +14,12 @@ import json
 import time
 from pathlib import Path
 
-from models import checkpoint as ckpt
-from models import cost, metric, squad
-from models.cli import DEFAULT_EVAL
-from models.reader import Reader
-from models.subnet import grid
+from models.cli.main import DEFAULT_EVAL
+from models.data import metric, squad
+from models.infer import checkpoint as ckpt
+from models.infer.reader import Reader
+from models.nn import cost
+from models.nn.subnet import grid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,4 +1,4 @@
-"""What fusing the per-token INT8 scaling in C++ (`models.native`) buys, side by side in one run.
+"""What fusing the per-token INT8 scaling in C++ (`models.infer.native`) buys, side by side in one run.
 
 Two tables. Per map: each of a layer's four linear maps at each trained width, on the checkpoint's
 own INT8 weights and a window of the eval split's median length, timed as float, INT8 with the
@@ -23,11 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.questions import int8_parser, write_report
-from models import native, search, squad
-from models.checkpoint import load as load_checkpoint
-from models.cli import DEFAULT_EVAL
-from models.reader import Reader
-from models.subnet import WIDTHS, SubnetConfig
+from models.cli.main import DEFAULT_EVAL
+from models.data import squad
+from models.infer import native
+from models.infer.checkpoint import load as load_checkpoint
+from models.infer.reader import Reader
+from models.nn.subnet import WIDTHS, SubnetConfig
+from models.search import study as search
 
 MAPS = ("qkv", "out", "ffn_in", "ffn_out")
 

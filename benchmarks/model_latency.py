@@ -28,12 +28,12 @@ from pathlib import Path
 
 import torch
 
-from models.bert_weights import base_model_dir, from_bert
-from models.checkpoint import DEFAULT_DIR
-from models.checkpoint import load as load_checkpoint
-from models.cost import macs
-from models.subnet import WIDTHS, SubnetConfig, grid, kept_layer_count
-from models.transformer import DynamicBertForQA
+from models.infer.checkpoint import DEFAULT_DIR
+from models.infer.checkpoint import load as load_checkpoint
+from models.nn.bert_weights import base_model_dir, from_bert
+from models.nn.cost import macs
+from models.nn.subnet import WIDTHS, SubnetConfig, grid, kept_layer_count
+from models.nn.transformer import DynamicBertForQA
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LENGTH_SETTINGS = {"full": None, "0.8x": 0.8, "halve": 0.5}

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import torch
 
-from models import squad
-from models.checkpoint import DEFAULT_DIR
-from models.checkpoint import load as load_checkpoint
-from models.reader import Reader
+from models.data import squad
+from models.infer.checkpoint import DEFAULT_DIR
+from models.infer.checkpoint import load as load_checkpoint
+from models.infer.reader import Reader
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"

@@ -24,11 +24,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.questions import answer_all, eval_windows, parser, warm_up, write_report
-from models import squad
-from models.checkpoint import load as load_checkpoint
-from models.quantize import int8_enabled, int8_kernel
-from models.reader import Reader
-from models.subnet import SubnetConfig
+from models.data import squad
+from models.infer.checkpoint import load as load_checkpoint
+from models.infer.quantize import int8_enabled, int8_kernel
+from models.infer.reader import Reader
+from models.nn.subnet import SubnetConfig
 
 # Operator name -> kind. Names are torch's own (aten:: and quantized::); an operator not listed is
 # "other". Elementwise ops are shared by INT8's per-token scaling, residuals and masks, so they

@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models import squad
-from models.checkpoint import DEFAULT_DIR
-from models.cli import DEFAULT_EVAL
-from models.reader import Reader
-from models.search import WARMUP
-from models.subnet import SubnetConfig
+from models.cli.main import DEFAULT_EVAL
+from models.data import squad
+from models.infer.checkpoint import DEFAULT_DIR
+from models.infer.reader import Reader
+from models.nn.subnet import SubnetConfig
+from models.search.study import WARMUP
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -18,8 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from models import checkpoint as ckpt
-from models.quantize import int8_enabled, int8_kernel
+from models.infer import checkpoint as ckpt
+from models.infer.quantize import int8_enabled, int8_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOLERANCE = 0.1

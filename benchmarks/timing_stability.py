@@ -20,10 +20,12 @@ import sys
 from typing import Any
 
 from benchmarks.questions import int8_parser, write_report
-from models import search, search_report, squad
-from models.checkpoint import load as load_checkpoint
-from models.cli import DEFAULT_EVAL, positive_int
-from models.reader import Reader
+from models.cli.main import DEFAULT_EVAL, positive_int
+from models.data import squad
+from models.infer.checkpoint import load as load_checkpoint
+from models.infer.reader import Reader
+from models.search import report as search_report
+from models.search import study as search
 
 
 def child(checkpoint: str, ids: list[str], questions: int, rounds: int, block: int) -> dict[str, dict[str, float]]:

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from models import checkpoint as ckpt
+from models.infer import checkpoint as ckpt
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

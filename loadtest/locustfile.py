@@ -13,7 +13,7 @@ from pathlib import Path
 
 from locust import HttpUser, between, task
 
-from models import squad
+from models.data import squad
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"
 EXAMPLES = squad.load_squad(DATA)

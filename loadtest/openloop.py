@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from models.squad import SquadExample
+from models.data.squad import SquadExample
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

@@ -24,7 +24,7 @@ import httpx
 from loadtest import openloop
 from loadtest.processes import HttpProcess, Server, free_port, split_cores
 from loadtest.report import percentile
-from models import squad
+from models.data import squad
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"
 
@@ -144,7 +144,7 @@ def generator_floor(rate: float, seconds: float, cpus: set[int] | None, tmp: Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models import checkpoint
+    from models.infer import checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(checkpoint.DEFAULT_DIR))

@@ -31,8 +31,8 @@ def export_hf(checkpoint_dir: Path, out: Path) -> Path:
     """Write the checkpoint's full model as a transformers BertForQuestionAnswering directory."""
     from transformers import BertConfig, BertForQuestionAnswering
 
-    from models import checkpoint
-    from models.bert_weights import to_bert_name
+    from models.infer import checkpoint
+    from models.nn.bert_weights import to_bert_name
 
     loaded = checkpoint.load(checkpoint_dir)
     hf = BertForQuestionAnswering(BertConfig(**loaded.config.to_dict()))

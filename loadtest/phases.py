@@ -26,7 +26,8 @@ import httpx
 from loadtest import openloop
 from loadtest.processes import Server, split_cores
 from loadtest.scenarios import DATA, SWEEP_BUDGETS, score
-from models import checkpoint, squad
+from models.data import squad
+from models.infer import checkpoint
 
 METRICS = ("dynaqa_replans_total", "dynaqa_plan_margin_seconds", "dynaqa_degradation_level ")
 

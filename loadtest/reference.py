@@ -17,9 +17,10 @@ import json
 import statistics
 from pathlib import Path
 
-from models import checkpoint, metric, squad
-from models.reader import Reader
-from models.subnet import SubnetConfig
+from models.data import metric, squad
+from models.infer import checkpoint
+from models.infer.reader import Reader
+from models.nn.subnet import SubnetConfig
 
 
 def full_model_f1(checkpoint_dir: Path, examples: list[squad.SquadExample], qids: list[str]) -> float | None:

@@ -33,7 +33,8 @@ import httpx
 
 from loadtest import openloop, reference
 from loadtest.processes import HttpProcess, Server, free_port, split_cores
-from models import checkpoint, metric, squad
+from models.data import metric, squad
+from models.infer import checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"

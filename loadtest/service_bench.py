@@ -24,7 +24,8 @@ from pathlib import Path
 import httpx
 
 from loadtest.processes import Redis, Server
-from models import checkpoint, metric, squad
+from models.data import metric, squad
+from models.infer import checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"

@@ -22,7 +22,8 @@ import httpx
 
 from loadtest.processes import Server
 from loadtest.service_bench import DATA, model_ms
-from models import checkpoint, squad
+from models.data import squad
+from models.infer import checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:

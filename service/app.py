@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import InvalidInput
-from models.subnet import SubnetConfig
+from models.nn.subnet import SubnetConfig
 from service import budget as budgets
 from service.errors import NotReady, PayloadTooLarge, ServiceError
 from service.logs import request_id

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.subnet import SubnetConfig
+from models.nn.subnet import SubnetConfig
 from service.errors import Expired, Overloaded
 
 log = logging.getLogger(__name__)

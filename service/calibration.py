@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import torch
 
 from models.hardware import hardware_id
-from models.quantize import MIN_INT8_SPEEDUP, PROBE_SHAPE, int8_enabled, int8_kernel, int8_speedup
-from models.transformer import DynamicBertForQA
+from models.infer.quantize import MIN_INT8_SPEEDUP, PROBE_SHAPE, int8_enabled, int8_kernel, int8_speedup
+from models.nn.transformer import DynamicBertForQA
 from service.planner import Candidate, LatencyModel, Point
 from service.state import StateStore
 

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from models import cli as model_cli
+from models.cli import main as model_cli
 
 # Flags of `dynaqa serve`; each overrides the DYNAQA_* variable of the same name.
 _SERVE_FLAGS: dict[str, tuple[type, str]] = {

@@ -17,7 +17,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from models.subnet import SubnetConfig
+from models.nn.subnet import SubnetConfig
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ from typing import Any
 
 import torch
 
-from models import checkpoint as ckpt
-from models.cost import macs
+from models.data.squad import Answer, SquadExample, Windows
 from models.errors import InvalidInput
-from models.quantize import int8_kernel, int8_speedup
-from models.reader import Reader
-from models.squad import Answer, SquadExample, Windows
-from models.subnet import SubnetConfig, grid
+from models.infer import checkpoint as ckpt
+from models.infer.quantize import int8_kernel, int8_speedup
+from models.infer.reader import Reader
+from models.nn.cost import macs
+from models.nn.subnet import SubnetConfig, grid
 from service import calibration
 from service.batcher import Batcher, BatchReport, WorkItem, batch_time_cap
 from service.budget import Budget

@@ -11,8 +11,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.quantize import Int8Mode
-from models.squad import MAX_QUESTION_TOKENS
+from models.data.squad import MAX_QUESTION_TOKENS
+from models.infer.quantize import Int8Mode
 
 
 class Settings(BaseSettings):

@@ -9,10 +9,10 @@ import httpx
 import pytest
 import torch
 
-from models import checkpoint
-from models.bert_weights import base_model_dir
-from models.config import ArchConfig
-from models.transformer import DynamicBertForQA
+from models.infer import checkpoint
+from models.nn.bert_weights import base_model_dir
+from models.nn.config import ArchConfig
+from models.nn.transformer import DynamicBertForQA
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "squad"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import checkpoint
-from models.checkpoint import ProfileEntry
 from models.errors import CheckpointError, InvalidSubnet
-from models.subnet import SubnetConfig
+from models.infer import checkpoint
+from models.infer.checkpoint import ProfileEntry
+from models.nn.subnet import SubnetConfig
 from tests.conftest import padded_batch, tiny_model
 
 

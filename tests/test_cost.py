@@ -1,8 +1,8 @@
 """MACs per sub-network, against the DESIGN.md formula and the MiniLM anchor."""
 
-from models.config import ArchConfig
-from models.cost import macs, token_counts
-from models.subnet import SubnetConfig
+from models.nn.config import ArchConfig
+from models.nn.cost import macs, token_counts
+from models.nn.subnet import SubnetConfig
 
 MINILM = ArchConfig()
 

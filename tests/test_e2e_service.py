@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from loadtest.processes import Redis, Server
-from models import metric, squad
+from models.data import metric, squad
 from tests.conftest import DATA, SERVED_CHECKPOINT, most_accurate_id
 
 EXAMPLES = squad.load_squad(DATA / "eval.json.gz", limit=400)[::10]  # 40 questions over several articles

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForQuestionAnswering
 
-from models.bert_weights import convert_state_dict, from_bert
+from models.nn.bert_weights import convert_state_dict, from_bert
 from tests.conftest import TINY, padded_batch
 
 
@@ -23,7 +23,7 @@ def ours(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore
 
 
 def test_tiny_random_bert_matches_transformers() -> None:
-    from models.transformer import DynamicBertForQA
+    from models.nn.transformer import DynamicBertForQA
 
     torch.manual_seed(1)
     hf = BertForQuestionAnswering(BertConfig(**TINY.to_dict(), attn_implementation="eager")).eval()
@@ -49,8 +49,8 @@ def test_minilm_weights_match_transformers_on_a_padded_batch(base_dir: Path, att
 
 
 def test_export_names_round_trip() -> None:
-    from models.bert_weights import rename, to_bert_name
-    from models.transformer import DynamicBertForQA
+    from models.nn.bert_weights import rename, to_bert_name
+    from models.nn.transformer import DynamicBertForQA
 
     for name in DynamicBertForQA(TINY).state_dict():
         assert rename(to_bert_name(name)) == name

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from loadtest import phases, reference, report, scenarios
-from models import squad
+from models.data import squad
 from tests.conftest import DATA
 
 

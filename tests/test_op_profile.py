@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from benchmarks import op_profile
-from models.quantize import int8_enabled
+from models.infer.quantize import int8_enabled
 
 
 def test_a_profile_puts_the_linear_maps_under_their_kernel(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from loadtest.processes import Server, free_port
-from models import squad
+from models.data import squad
 from tests.conftest import DATA, SERVED_CHECKPOINT
 
 REPO = Path(__file__).resolve().parent.parent

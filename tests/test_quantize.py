@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import native, quantize
+from models.infer import native, quantize
 
 KERNELS = quantize.available_kernels()  # oneDNN always; FBGEMM where this torch has it (x86)
 
@@ -80,7 +80,7 @@ def test_the_probe_interleaves_and_drops_a_hopeless_kernel_after_the_warm_up() -
 
 
 def test_the_native_scaling_builds_here_and_answers_as_the_eager_ops_bit_for_bit() -> None:
-    """`models.native` fuses FBGEMM's per-token scaling in C++; answers must not depend on whether
+    """`models.infer.native` fuses FBGEMM's per-token scaling in C++; answers must not depend on whether
     it built (the shipped front's F1 was measured either way), so equal, not close."""
     if shutil.which("g++") is None or shutil.which("ninja") is None:
         pytest.skip("no C++ compiler or ninja: the eager ops run (the fallback test covers them)")

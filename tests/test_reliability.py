@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 
 from loadtest import openloop, overload
 from loadtest.processes import Server
-from models import squad
+from models.data import squad
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import DATA, SERVED_CHECKPOINT, most_accurate_id

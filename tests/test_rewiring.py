@@ -2,8 +2,8 @@
 
 import torch
 
-from models.rewiring import importance, permute, rewire
-from models.subnet import SubnetConfig
+from models.nn.subnet import SubnetConfig
+from models.train.rewiring import importance, permute, rewire
 from tests.conftest import padded_batch, tiny_model
 
 

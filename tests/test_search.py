@@ -8,10 +8,14 @@ import optuna
 import pytest
 import torch
 
-from models import checkpoint, cost, search, search_report, squad
+from models.data import squad
 from models.errors import InvalidInput, InvalidSubnet
-from models.reader import Reader
-from models.subnet import SubnetConfig
+from models.infer import checkpoint
+from models.infer.reader import Reader
+from models.nn import cost
+from models.nn.subnet import SubnetConfig
+from models.search import report as search_report
+from models.search import study as search
 from tests.conftest import DATA
 
 

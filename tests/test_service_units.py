@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from models.subnet import SubnetConfig, grid
+from models.nn.subnet import SubnetConfig, grid
 from service import budget
 from service.batcher import Batcher, WorkItem, batch_time_cap, slack_after
 from service.controller import Controller, LoadStats
@@ -747,7 +747,7 @@ def test_int8_off_serves_a_float_front(
     """On a CPU whose integer matmul is slow (`int8=auto` finds out) the service serves the
     float-only front (`pareto_float`) or else the float width x depth grid, and never builds the
     INT8 weights; `on` serves the profile as shipped."""
-    from models import checkpoint
+    from models.infer import checkpoint
 
     root = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, root)

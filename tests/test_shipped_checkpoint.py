@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.reproduce import TOLERANCE, evaluate
-from models import checkpoint
-from models.quantize import int8_enabled, int8_kernel
+from models.infer import checkpoint
+from models.infer.quantize import int8_enabled, int8_kernel
 
 
 @pytest.fixture(scope="module")

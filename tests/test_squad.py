@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import metric, squad
+from models.data import metric, squad
+from models.data.squad import SquadExample
 from models.errors import InvalidInput
-from models.squad import SquadExample
 from tests.conftest import DATA
 
 

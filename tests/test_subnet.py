@@ -3,7 +3,7 @@
 import pytest
 
 from models.errors import InvalidSubnet
-from models.subnet import SubnetConfig, grid, kept_heads, kept_layers, kept_neurons, parse_lengths
+from models.nn.subnet import SubnetConfig, grid, kept_heads, kept_layers, kept_neurons, parse_lengths
 
 
 def test_depth_rule_matches_dynabert() -> None:

@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import pipeline, squad
-from models.distill import (
+from models.data import squad
+from models.errors import InvalidInput
+from models.nn.subnet import SubnetConfig
+from models.train import pipeline
+from models.train.distill import (
     LENGTH_FACTOR,
     length_drop_loss,
     length_sandwich,
@@ -20,10 +23,8 @@ from models.distill import (
     width_depth_loss,
     width_loss,
 )
-from models.errors import InvalidInput
-from models.finetune import finetune_loss
-from models.subnet import SubnetConfig
-from models.training_loop import Recipe, plan_batches, train
+from models.train.finetune import finetune_loss
+from models.train.loop import Recipe, plan_batches, train
 from tests.conftest import tiny_model
 
 EXAMPLES = [

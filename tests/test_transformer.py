@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from models.subnet import SubnetConfig, grid
-from models.transformer import DynamicBertForQA
+from models.nn.subnet import SubnetConfig, grid
+from models.nn.transformer import DynamicBertForQA
 from tests.conftest import padded_batch
 
 
@@ -123,7 +123,7 @@ def test_dropped_tokens_keep_their_last_computed_vector(tiny: DynamicBertForQA) 
 
 
 def test_padding_is_dropped_before_real_tokens(tiny: DynamicBertForQA) -> None:
-    from models import drop_restore
+    from models.nn import drop_restore
 
     tokens = drop_restore.TokenSet.full(torch.tensor([[1, 1, 1, 0, 0]]))
     scores = torch.tensor([[0.1, 0.2, 0.3, 9.0, 9.0]])
@@ -183,7 +183,7 @@ def test_int8_answers_do_not_depend_on_the_batch(tiny: DynamicBertForQA) -> None
 
 def test_int8_activations_are_scaled_per_token() -> None:
     """A token 1000x louder than another leaves the quiet one's precision intact."""
-    from models.transformer import Projection
+    from models.nn.transformer import Projection
 
     weight = torch.randn(8, 64, generator=torch.Generator().manual_seed(0))
     x = torch.randn(2, 64, generator=torch.Generator().manual_seed(1))
@@ -205,7 +205,7 @@ def test_int8_falls_back_to_7_bit_weights_where_the_cpu_would_overflow() -> None
 
     script = (
         "import torch\n"
-        "from models.quantize import int8_linear, int8_weight_levels\n"
+        "from models.infer.quantize import int8_linear, int8_weight_levels\n"
         "w = torch.randn(96, 1536, generator=torch.Generator().manual_seed(0))\n"
         "x = torch.randn(7, 1536, generator=torch.Generator().manual_seed(1))\n"
         "with torch.inference_mode():\n"
@@ -225,7 +225,7 @@ def test_int8_falls_back_to_7_bit_weights_where_the_cpu_would_overflow() -> None
 
 def test_int8_weights_have_one_scale_per_output_row() -> None:
     """A row 1000x smaller than its neighbour keeps its precision (one scale per matrix zeroes it)."""
-    from models.transformer import Projection
+    from models.nn.transformer import Projection
 
     weight = torch.stack([torch.linspace(-1, 1, 64), torch.linspace(-1e-3, 1e-3, 64)])
     projection = Projection(weight, torch.zeros(2)).quantized()

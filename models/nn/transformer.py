@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import drop_restore
-from models.config import ArchConfig
 from models.errors import InvalidInput, InvalidSubnet
-from models.quantize import Int8Linear, int8_linear
-from models.subnet import SubnetConfig, kept_heads, kept_layers, kept_neurons
+from models.infer.quantize import Int8Linear, int8_linear
+from models.nn import drop_restore
+from models.nn.config import ArchConfig
+from models.nn.subnet import SubnetConfig, kept_heads, kept_layers, kept_neurons
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 from torch import Tensor
 
-from models.losses import span_loss
-from models.training_loop import LossFn
-from models.transformer import DynamicBertForQA
+from models.nn.transformer import DynamicBertForQA
+from models.train.loop import LossFn
+from models.train.losses import span_loss
 
 
 def finetune_loss(model: DynamicBertForQA) -> LossFn:

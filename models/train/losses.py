@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.transformer import QAOutput
+from models.nn.transformer import QAOutput
 
 
 def span_loss(out: QAOutput, start_positions: Tensor, end_positions: Tensor) -> Tensor:

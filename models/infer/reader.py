@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import squad
-from models.checkpoint import Checkpoint
-from models.squad import Answer, SquadExample, Windows
-from models.subnet import SubnetConfig
+from models.data import squad
+from models.data.squad import Answer, SquadExample, Windows
+from models.infer.checkpoint import Checkpoint
+from models.nn.subnet import SubnetConfig
 
 
 class Reader:

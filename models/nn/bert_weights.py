@@ -16,9 +16,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
-from models.config import ArchConfig
 from models.errors import CheckpointError
-from models.transformer import DynamicBertForQA
+from models.nn.config import ArchConfig
+from models.nn.transformer import DynamicBertForQA
 
 _LAYER_NAMES = {
     "attention.self.query": "attention.query",

@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from models import checkpoint as ckpt
-from models import cost, metric, squad
+from models.data import metric, squad
 from models.errors import DynaqaError, InvalidInput
-from models.subnet import SubnetConfig, parse_lengths
+from models.infer import checkpoint as ckpt
+from models.nn import cost
+from models.nn.subnet import SubnetConfig, parse_lengths
 
-DEFAULT_EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"
+DEFAULT_EVAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "squad" / "eval.json.gz"
 
 
 def _emit(payload: dict[str, Any]) -> None:
@@ -32,7 +33,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> None:
-    from models.bert_weights import base_model_dir, from_bert
+    from models.nn.bert_weights import base_model_dir, from_bert
 
     source = Path(args.base) if args.base else base_model_dir()
     model = from_bert(source, seed=args.seed)
@@ -63,7 +64,7 @@ def subnet_from_args(args: argparse.Namespace, checkpoint: ckpt.Checkpoint) -> S
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from models.reader import Reader
+    from models.infer.reader import Reader
 
     if args.limit is not None and args.limit <= 0:
         raise InvalidInput(f"--limit must be positive, got {args.limit}")
@@ -100,8 +101,8 @@ PAUSED = 3  # exit status of `dynaqa train` stopped by --max-minutes: run it aga
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from models import pipeline
-    from models.training_loop import Recipe
+    from models.train import pipeline
+    from models.train.loop import Recipe
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     base = pipeline.PipelineConfig(Path(args.data), Path(args.out))
@@ -215,11 +216,12 @@ def _add_compiled(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from models import search, search_report
-    from models.checkpoint import write_profile
     from models.hardware import hardware_id
-    from models.quantize import int8_enabled, int8_kernel, int8_speedup
-    from models.reader import Reader
+    from models.infer.checkpoint import write_profile
+    from models.infer.quantize import int8_enabled, int8_kernel, int8_speedup
+    from models.infer.reader import Reader
+    from models.search import report as search_report
+    from models.search import study as search
 
     database = Path(args.out) / "search.db"
     storage = args.storage or f"sqlite:///{database}"
@@ -336,7 +338,7 @@ def _pairs(text: str) -> tuple[SubnetConfig, ...]:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from models.pipeline import STAGES
+    from models.train.pipeline import STAGES
 
     p = sub.add_parser(
         "train",

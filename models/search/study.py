@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm import tqdm
 
-from models import cost, metric
+from models.data import metric
+from models.data.squad import SquadExample, Windows
 from models.errors import InvalidInput
-from models.quantize import int8_kernel
-from models.reader import Reader
-from models.squad import SquadExample, Windows
-from models.subnet import DEPTHS, WIDTHS, SubnetConfig, kept_layer_count
+from models.infer.quantize import int8_kernel
+from models.infer.reader import Reader
+from models.nn import cost
+from models.nn.subnet import DEPTHS, WIDTHS, SubnetConfig, kept_layer_count
 
 if TYPE_CHECKING:
     import numpy as np

@@ -18,11 +18,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from models import search
-from models.checkpoint import ProfileEntry
-from models.reader import Reader
-from models.squad import SquadExample
-from models.subnet import SubnetConfig
+from models.data.squad import SquadExample
+from models.infer.checkpoint import ProfileEntry
+from models.infer.reader import Reader
+from models.nn.subnet import SubnetConfig
+from models.search import study as search
 
 MAX_SHIPPED = 30
 MIN_SHIPPED = 10  # issue #4: a Pareto set of 10-30 configurations

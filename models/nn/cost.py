@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
-from models.config import ArchConfig
-from models.subnet import SubnetConfig, kept_heads, kept_layer_count, kept_neurons
+from models.nn.config import ArchConfig
+from models.nn.subnet import SubnetConfig, kept_heads, kept_layer_count, kept_neurons
 
 
 def token_counts(subnet: SubnetConfig, num_layers: int, tokens: int) -> list[tuple[int, int]]:

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from models.losses import span_loss
-from models.transformer import DynamicBertForQA
+from models.nn.transformer import DynamicBertForQA
+from models.train.losses import span_loss
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from models.losses import hidden_mse, logits_distillation
-from models.subnet import DEPTHS, WIDTHS, SubnetConfig, kept_layer_count, kept_layers
-from models.training_loop import LossFn
-from models.transformer import DynamicBertForQA, QAOutput
+from models.nn.subnet import DEPTHS, WIDTHS, SubnetConfig, kept_layer_count, kept_layers
+from models.nn.transformer import DynamicBertForQA, QAOutput
+from models.train.loop import LossFn
+from models.train.losses import hidden_mse, logits_distillation
 
 
 def _teacher_outputs(teacher: DynamicBertForQA, batch: dict[str, Tensor]) -> QAOutput:

@@ -24,16 +24,16 @@ from typing import Any
 
 import torch
 
-from models import checkpoint as ckpt
-from models import squad
-from models.bert_weights import base_model_dir, from_bert
-from models.distill import length_drop_loss, width_depth_loss, width_loss
+from models.data import squad
 from models.errors import InvalidInput
-from models.finetune import finetune_loss
-from models.rewiring import rewire
-from models.subnet import SubnetConfig
-from models.training_loop import Recipe, train
-from models.transformer import DynamicBertForQA
+from models.infer import checkpoint as ckpt
+from models.nn.bert_weights import base_model_dir, from_bert
+from models.nn.subnet import SubnetConfig
+from models.nn.transformer import DynamicBertForQA
+from models.train.distill import length_drop_loss, width_depth_loss, width_loss
+from models.train.finetune import finetune_loss
+from models.train.loop import Recipe, train
+from models.train.rewiring import rewire
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def _sampling(config: PipelineConfig) -> str:
 
 def _importance_batches(windows: squad.Windows, config: PipelineConfig) -> list[list[int]]:
     """Labelled training windows (answer inside) for the importance estimate, seeded."""
-    from models.training_loop import plan_batches
+    from models.train.loop import plan_batches
 
     recipe = replace(config.teacher, seed=config.teacher.seed + 1, epochs=1.0, max_steps=config.importance_batches)
     return plan_batches(windows, recipe)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models import native
+from models.infer import native
 
 Int8Mode = Literal["auto", "on", "off"]
 Int8Kernel = Literal["onednn", "fbgemm"]

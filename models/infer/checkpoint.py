@@ -23,20 +23,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.bert_weights import load_weights
-from models.config import ArchConfig
+from models.data.squad import load_tokenizer
 from models.errors import CheckpointError, InvalidInput, InvalidSubnet
-from models.quantize import Int8Kernel, int8_kernel
-from models.squad import load_tokenizer
-from models.subnet import DEPTHS, WIDTHS, SubnetConfig
-from models.transformer import DynamicBertForQA
+from models.infer.quantize import Int8Kernel, int8_kernel
+from models.nn.bert_weights import load_weights
+from models.nn.config import ArchConfig
+from models.nn.subnet import DEPTHS, WIDTHS, SubnetConfig
+from models.nn.transformer import DynamicBertForQA
 
 FORMAT = "dynaqa-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 REQUIRED = ("config.json", WEIGHTS, "vocab.txt", "tokenizer_config.json", "profile.json")
-DEFAULT_DIR = Path(__file__).resolve().parent / "checkpoints" / "dynaqa-minilm-l6"
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "dynaqa-minilm-l6"
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from models import squad
-from models.squad import Windows
-from models.transformer import DynamicBertForQA
+from models.data import squad
+from models.data.squad import Windows
+from models.nn.transformer import DynamicBertForQA
 
 log = logging.getLogger(__name__)
 
