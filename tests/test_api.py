@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
+from service.engine.executor import Executor
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -125,7 +126,7 @@ def test_model_info_is_503_until_calibrated(tiny_checkpoint: Path, tmp_path: Pat
 
 def test_lenient_impossible_budget_gets_the_fastest_answer(client: TestClient) -> None:
     """It gets the sub-network the strict refusal names as the quickest for this input."""
-    misses = client.app.state.runtime.misses  # type: ignore[attr-defined]
+    misses = client.app.state.runtime.outcomes.misses  # type: ignore[attr-defined]
     refusal = ask(client, {"X-Latency-Budget-Ms": "0.01", "Prefer": "handling=strict"})
     message = refusal.json()["error"]["message"]  # type: ignore[attr-defined]
     quickest = message.split("sub-network (")[1].split(")")[0]
@@ -137,7 +138,7 @@ def test_lenient_impossible_budget_gets_the_fastest_answer(client: TestClient) -
     assert response.status_code == 200 and body["budget_met"] is False  # type: ignore[attr-defined]
     assert body["subnet"]["id"] == quickest
     # a budget below the idle floor is the caller's choice, not load: the controller ignores it
-    assert client.app.state.runtime.misses == misses  # type: ignore[attr-defined]
+    assert client.app.state.runtime.outcomes.misses == misses  # type: ignore[attr-defined]
 
 
 def test_a_streamed_oversize_body_is_413(client: TestClient) -> None:
@@ -216,44 +217,44 @@ def test_the_plan_margin_learns_when_the_response_was_sent(client: TestClient) -
 
 def test_a_full_queue_is_refused_before_the_body_is_read(client: TestClient) -> None:
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    shed_before, limit = runtime.shed, runtime.batcher.max_queue
-    runtime.batcher.max_queue = 0  # every slot taken, as under overload
+    shed_before, limit = runtime.outcomes.shed, runtime.engine.scheduler.max_queue
+    runtime.engine.scheduler.max_queue = 0  # every slot taken, as under overload
     try:
         # not even JSON: a 503 rather than a 422 shows the refusal came before any parsing
         response = client.post(
             "/v1/qa", content=b"{not json", headers={"content-type": "application/json", "X-Request-Id": "shed-1"}
         )
     finally:
-        runtime.batcher.max_queue = limit
+        runtime.engine.scheduler.max_queue = limit
     assert response.status_code == 503, response.text
     assert response.json()["error"] == {"type": "overloaded", "message": "queue full"}
     assert int(response.headers["Retry-After"]) >= 1 and response.headers["X-Request-Id"] == "shed-1"
-    assert runtime.shed == shed_before + 1
+    assert runtime.outcomes.shed == shed_before + 1
     assert ask(client, {"X-Latency-Budget-Ms": "5000"}).status_code == 200  # type: ignore[attr-defined]
 
 
 def test_every_torch_call_runs_on_the_one_model_thread(
     tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Loading, calibration, warm-up and serving share the batcher's model thread: libgomp gives
+    """Loading, calibration, warm-up and serving share the executor's model thread: libgomp gives
     every thread that computes a team of its own, and with more OpenMP threads than cores its
     workers sleep between parallel regions (INT8 served 2.2-3.7x slower than calibrated;
     `benchmarks/model_thread.py`)."""
     threads: dict[str, set[str]] = {}
-    for name in ("load", "calibrate", "_warm", "_run_batch"):
-        original: Callable[..., object] = getattr(Runtime, name)
+    for owner, name in ((Runtime, "load"), (Runtime, "calibrate"), (Runtime, "_warm"), (Executor, "_forward")):
+        original: Callable[..., object] = getattr(owner, name)
 
         def recorded(
-            self: Runtime, *args: object, _name: str = name, _original: Callable[..., object] = original
+            self: object, *args: object, _name: str = name, _original: Callable[..., object] = original
         ) -> object:
             threads.setdefault(_name, set()).add(threading.current_thread().name)
             return _original(self, *args)
 
-        monkeypatch.setattr(Runtime, name, recorded)
+        monkeypatch.setattr(owner, name, recorded)
     settings = Settings(checkpoint=tiny_checkpoint, cache_dir=tmp_path, min_budget_ms=0.001, compile=True)
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         assert ask(client).status_code == 200  # type: ignore[attr-defined]
-    assert set(threads) == {"load", "calibrate", "_warm", "_run_batch"}
+    assert set(threads) == {"load", "calibrate", "_warm", "_forward"}
     names = set().union(*threads.values())
     assert len(names) == 1 and names.pop().startswith("dynaqa-model"), threads

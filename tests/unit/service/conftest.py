@@ -1,14 +1,18 @@
-"""Hand-made service parts: a planner with three calibrated candidates, and queued work items."""
+"""Hand-made service parts: a planner with three calibrated candidates, tickets, a scheduler at a frozen clock."""
 
+import itertools
 from collections.abc import Callable
 
 import pytest
 
 from models.nn.subnet import SubnetConfig
-from service.batcher import WorkItem
+from service.budget import Budget
+from service.engine.queue import Ticket
+from service.engine.scheduler import BatchPlan, BatchReport, Request, Scheduler
 from service.planner import Candidate, LatencyModel, Planner, Point
 
-ItemFactory = Callable[..., WorkItem]
+TicketFactory = Callable[..., Ticket]
+_seq = itertools.count()
 
 
 def make_planner() -> Planner:
@@ -35,13 +39,45 @@ def planner() -> Planner:
     return make_planner()
 
 
-def work_item(deadline: float, subnet: SubnetConfig, payload: str, drop_after: float | None = None) -> WorkItem:
-    """A queued item predicted at 10 ms, dropped 10 s after its deadline unless `drop_after` says."""
+def make_ticket(
+    deadline: float, subnet: SubnetConfig, payload: str, drop_after: float | None = None, predicted_s: float = 0.01
+) -> Ticket:
+    """A ticket of one 100-token window predicted at 10 ms, dropped 10 s after its deadline
+    unless `drop_after` says."""
     drop = drop_after if drop_after is not None else deadline + 10
-    return WorkItem(deadline, 0, deadline, subnet, 1, 100, drop, 0.01, payload)
+    return Ticket(deadline, next(_seq), deadline, subnet, 1, 100, drop, predicted_s, payload)
 
 
 @pytest.fixture
-def item() -> ItemFactory:
-    """`item(deadline, subnet, payload, drop_after=None)`: a work item for the batcher."""
-    return work_item
+def ticket() -> TicketFactory:
+    """`ticket(deadline, subnet, payload, drop_after=None, predicted_s=0.01)`."""
+    return make_ticket
+
+
+def make_scheduler(planner: Planner | None = None, now: float = 100.0, **options: object) -> Scheduler:
+    """A scheduler over `make_planner()` at a frozen clock; no re-planning unless asked."""
+    settings: dict = {"max_queue": 10, "max_batch_windows": 8, "replan": False} | options  # type: ignore[type-arg]
+    return Scheduler(planner or make_planner(), clock=lambda: now, **settings)
+
+
+def request(budget_ms: float, arrival: float = 100.0, strict: bool = False, payload: object = None) -> Request:
+    """A one-window request of 100 tokens."""
+    return Request(Budget(budget_ms, strict, "x-latency-budget-ms"), arrival, 100, 1, payload)
+
+
+def run_batches(scheduler: Scheduler, now: float, seconds: float | None = None) -> list[BatchPlan]:
+    """Drain the queue as the engine would: each plan runs `seconds` (default: as predicted)
+    and is reported done before the next is asked for."""
+    plans = []
+    while scheduler.depth:
+        plan = scheduler.next_batch(now)
+        if not plan.tickets:
+            plans.append(plan)
+            continue
+        took = seconds if seconds is not None else sum(t.predicted_s for t in plan.tickets)
+        now += took
+        assert plan.subnet is not None
+        report = BatchReport(plan.subnet, len(plan.tickets), sum(t.windows for t in plan.tickets), 100, took)
+        scheduler.on_batch_done(report)
+        plans.append(plan)
+    return plans

@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, dependencies, the error table and the pure ASGI middleware."""
