@@ -1,4 +1,4 @@
-"""The latency budget of a request, from its headers (DESIGN.md section 4).
+"""The latency budget of a request, from its headers (docs/design.md, the API contract).
 
 `X-Latency-Budget-Ms` wins; otherwise the smallest of `grpc-timeout`, Envoy's
 `x-envoy-expected-rq-timeout-ms` and RFC 7240's `Prefer: wait=N`; otherwise the default.

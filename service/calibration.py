@@ -91,16 +91,12 @@ def load_or_measure(
 
 def int8_decision(store: StateStore, cache_dir: Path) -> tuple[dict[str, Any], str]:
     """`DYNAQA_INT8=auto`'s decision for this hardware, and where it came from: the first replica's,
-    from fleet state or the disk cache, else probed here (`models.quantize`) and recorded.
+    from fleet state or the disk cache, else probed here (`models.infer.quantize`) and recorded.
 
-    Why one decision per hardware rather than one probe per process: the probe's reading of the
-    same AVX2 VM spreads over 1.16-1.60x from process to process, and on CI two replicas of one
-    machine served different fronts (INT8 and float), so the second could not reuse the first's
-    latency profile. Replicas of one hardware now agree on INT8 on or off (replicas starting
-    together too: the first record stays); the kernel is still each process's own probe, which
-    no CPU seen so far reads near its line (oneDNN 0.03x on AVX2, far above 1.1x on VNNI), and a
-    replica whose kernel differs from the record's says so. The key holds the threshold and the
-    probe's shape, so changing either probes again; `DYNAQA_INT8=on|off` decides by hand."""
+    One decision per hardware, not per process: the probe's reading varies between processes of one
+    machine, and replicas that decided differently could not share a latency profile. The key holds
+    the threshold and the probe's shape, so changing either probes again.
+    """
     text = f"{hardware_id()}|min={MIN_INT8_SPEEDUP}|probe={PROBE_SHAPE}"
     key = "int8-" + hashlib.sha256(text.encode()).hexdigest()[:24]
 

@@ -1,41 +1,12 @@
 """The degradation level: how far below full quality load forces the service. Pure, no I/O.
 
-Once a second the app hands `tick` what it saw in that second. The level has two parts.
-
-The floor is what the arrival rate allows: the most accurate level whose cost per request (the
-level's most accurate candidate, predicted for the recent requests' size, corrected online) times
-the arrival rate (averaged over a few ticks) keeps the model under `target_busy` of its time. The
-floor is fractional: level k - p lets a share p of the requests use level k - 1, the share the
-spare time below the target pays for, so the mix of sub-networks follows the load continuously
-instead of in steps one sub-network apart (2x load, session 9's front: about 40% at width 0.75
-INT8, the rest at width 0.5 INT8, where a whole level would be all one or all the other). The
-floor moves every tick, both ways, so a step in load moves the level within a second or two.
-A level above what the load allows does not show as missed budgets: the planner protects each
-budget by giving the tight ones the smallest sub-networks while the most accurate ones lengthen
-the queue. It shows as accuracy lost (2x load test: level 2 served F1 59.6, level 3 63.8, level
-4 58.5, all meeting 99% of budgets). Busy-time thresholds found that level only by chance: one
-tick of Poisson arrivals carries +-20% of noise, and a server near the threshold sat a level too
-low (F1 54) in one run and a level too high (F1 55, the fastest point answering a sixth of the
-requests) in another; raising the level on counted load downgrades ran it up to 6 (they come from
-queued work's slack as much as from the cap).
-
-A step up in load is not averaged away: a tick whose arrival rate lies more than
-`jump_sigmas` Poisson standard deviations above the window's mean starts the window again at that
-rate. Averaged, a step from 1x to 3x the capacity took two to three ticks to lift the level by one
-(3.6 s in one load test, against a 3 s target); the test costs one false alarm in several hundred
-ticks of steady load (3 sigma), and a false alarm only degrades for a tick or two. Steps down
-stay averaged: quick to degrade, careful to recover.
-
-Feedback goes on top: pressure (a queue building up, budgets missed more often than the target
-allows, requests shed) raises the level at once, and after a run of ticks without pressure it
-returns to the floor: quick to degrade, careful to recover. Misses count over the last few ticks,
-not one: a single miss in a second of 20 requests is 5%, yet one in five seconds is within a 99%
-target and is no reason to degrade.
-
-The level caps the planner (level k excludes the k most accurate candidates; the app spreads a
-fractional level's two caps over requests in proportion), and it is exported
-as a metric: the signal to scale the fleet on, since latency alone stays flat while accuracy is
-being traded.
+Once a tick the control loop hands `tick` what it saw. The floor is the most accurate level the
+arrival rate allows under `target_busy` (fractional: level k - p lets a share p of requests use
+level k - 1); a step up in load restarts the rate window at once. Pressure (a queue building,
+budgets missed over the window, requests shed) raises the level on top; after a run of calm ticks
+it returns to the floor: quick to degrade, careful to recover. The level is exported as a metric:
+the signal to scale on, since latency stays flat while accuracy is traded
+(docs/journal/service-design-notes.md has the measurements behind each choice).
 """
 
 from __future__ import annotations

@@ -20,25 +20,39 @@ def latency_buckets(slo_thresholds_ms: list[float]) -> list[float]:
 class Metrics:
     def __init__(self, slo_thresholds_ms: list[float], subnet_ids: list[str]) -> None:
         self.registry = CollectorRegistry()
+        self._requests(latency_buckets(slo_thresholds_ms))
+        self._serving()
+        self._replica()
+        for outcome in OUTCOMES:
+            self.requests.labels(outcome)
+        for direction in ("up", "down"):
+            self.replans.labels(direction)
+        for result in ("met", "missed"):
+            self.budget.labels(result)
+        for subnet_id in subnet_ids:
+            self.subnet.labels(subnet_id)
+
+    def _requests(self, buckets: list[float]) -> None:
+        """What each request saw: latency, queue wait, budget, outcome, who answered."""
         r = self.registry
         self.request_seconds = Histogram(
             "dynaqa_request_duration_seconds",
             "Time from arrival to response of POST /v1/qa, by outcome.",
             ["outcome"],
-            buckets=latency_buckets(slo_thresholds_ms),
+            buckets=buckets,
             registry=r,
         )
         self.queue_seconds = Histogram(
             "dynaqa_queue_wait_seconds",
             "Time from arrival to the start of compute.",
             registry=r,
-            buckets=latency_buckets(slo_thresholds_ms),
+            buckets=buckets,
         )
         self.model_seconds = Histogram(
             "dynaqa_model_batch_duration_seconds",
             "Forward time of one micro-batch.",
             registry=r,
-            buckets=latency_buckets(slo_thresholds_ms),
+            buckets=buckets,
         )
         self.requests = Counter("dynaqa_requests_total", "Requests by outcome.", ["outcome"], registry=r)
         self.budget = Counter("dynaqa_budget_total", "Answered requests by budget result.", ["result"], registry=r)
@@ -46,7 +60,7 @@ class Metrics:
             "dynaqa_request_budget_seconds",
             "Latency budgets requested.",
             registry=r,
-            buckets=latency_buckets(slo_thresholds_ms),
+            buckets=buckets,
         )
         self.subnet = Counter(
             "dynaqa_subnet_requests_total", "Requests served per sub-network.", ["subnet"], registry=r
@@ -57,6 +71,10 @@ class Metrics:
             registry=r,
             buckets=[10, 20, 30, 40, 50, 55, 60, 65, 70, 75, 80, 85, 90, 100],
         )
+
+    def _serving(self) -> None:
+        """How the engine served: batches, downgrades, re-plans, the planner's corrections."""
+        r = self.registry
         self.batch_size = Histogram(
             "dynaqa_batch_size", "Requests per micro-batch.", registry=r, buckets=[1, 2, 3, 4, 6, 8, 12, 16, 32]
         )
@@ -71,13 +89,6 @@ class Metrics:
             ["direction"],
             registry=r,
         )
-        self.queue_depth = Gauge("dynaqa_queue_depth", "Requests waiting for the model.", registry=r)
-        self.inflight = Gauge("dynaqa_inflight_requests", "Requests admitted and not yet answered.", registry=r)
-        self.level = Gauge("dynaqa_degradation_level", "Controller degradation level (0 = full quality).", registry=r)
-        self.max_level = Gauge("dynaqa_degradation_level_max", "Highest degradation level.", registry=r)
-        self.fleet_level = Gauge(
-            "dynaqa_fleet_degradation_level", "Mean degradation level over live replicas.", registry=r
-        )
         self.prediction_ratio = Gauge(
             "dynaqa_latency_prediction_ratio", "Observed over predicted model time (1 = calibrated).", registry=r
         )
@@ -91,6 +102,17 @@ class Metrics:
             "Time the planner keeps free in every budget: a high quantile of recent plan overruns.",
             registry=r,
         )
+
+    def _replica(self) -> None:
+        """The replica's state: queue, level, fleet, readiness, start-up."""
+        r = self.registry
+        self.queue_depth = Gauge("dynaqa_queue_depth", "Requests waiting for the model.", registry=r)
+        self.inflight = Gauge("dynaqa_inflight_requests", "Requests admitted and not yet answered.", registry=r)
+        self.level = Gauge("dynaqa_degradation_level", "Controller degradation level (0 = full quality).", registry=r)
+        self.max_level = Gauge("dynaqa_degradation_level_max", "Highest degradation level.", registry=r)
+        self.fleet_level = Gauge(
+            "dynaqa_fleet_degradation_level", "Mean degradation level over live replicas.", registry=r
+        )
         self.state_errors = Counter(
             "dynaqa_state_errors_total", "Failed fleet-state (Redis) operations.", ["operation"], registry=r
         )
@@ -98,11 +120,3 @@ class Metrics:
             "dynaqa_calibration_seconds", "Time the start-up calibration took.", registry=r
         )
         self.ready = Gauge("dynaqa_ready", "1 when the replica is ready to serve.", registry=r)
-        for outcome in OUTCOMES:
-            self.requests.labels(outcome)
-        for direction in ("up", "down"):
-            self.replans.labels(direction)
-        for result in ("met", "missed"):
-            self.budget.labels(result)
-        for subnet_id in subnet_ids:
-            self.subnet.labels(subnet_id)

@@ -81,25 +81,13 @@ class Pace:
 
 
 class PlanMargin:
-    """A high quantile of (actual - planned) latency of recent requests (see `tight_share`).
+    """A high quantile of (actual - planned) latency of recent requests, kept free in every budget.
 
-    A plan is the elapsed time plus the wait predicted when the request arrived plus the chosen
-    candidate's tail, or, when the batcher re-plans requests as they leave the queue, the time it
-    left plus the tail of what ran. The per-candidate corrections keep service times honest, but
-    the wait is a sum of means, and under Poisson bursts it runs past its prediction: only the
-    end-to-end error shows by how much. With re-planning the wait is known when the plan that runs
-    is made, and an arrival-time plan overrun by design (overtaken by tighter budgets, earliest
-    deadline first) no longer taxes every budget: the margin fell from 47 ms to 5 ms at 2x load.
-    The planner keeps this margin free in every budget, so a run of overruns makes it choose
-    faster candidates until plans hold again. Samples leave after `window`
-    newer ones or `horizon_s` seconds, so a burst's overruns stop costing accuracy after it.
-    With arrival-time plans, only plans that used at least `tight_share` of their budget are
-    sampled: a loose request overtaken by tighter ones (earliest deadline first) overruns its plan
-    by design, and would only tax the tight budgets the margin exists for. Plans made as requests
-    leave the queue are not overtaken and are all sampled (`tight_share` 0): filtered, a large
-    margin fed itself, since the fast candidates it forces plan far inside their budgets and
-    add no sample, so six slow requests at start-up held it at 108 ms, and tight budgets at
-    width 0.25, until the horizon passed.
+    The wait a plan counts is a sum of means, and under Poisson bursts it runs past its prediction:
+    only the end-to-end error shows by how much. Samples leave after `window` newer ones or
+    `horizon_s` seconds. With arrival-time plans only those that used at least `tight_share` of
+    their budget are sampled (a loose request overtaken by tighter ones overruns by design); plans
+    made as requests leave the queue are all sampled (`tight_share` 0).
     """
 
     def __init__(
@@ -262,16 +250,14 @@ class Planner:
         others_slack_s: float = math.inf,
     ) -> Choice | Infeasible:
         """Most accurate candidate allowed at `level` whose tail fits the remaining budget less the
-        plan margin, and the slack of the queued work it will overtake; else the most accurate last
-        resort whose tail fits the remaining budget (the margin never turns a feasible request
-        away, and the quality floor never makes a budget missed).
+        plan margin and the slack of the queued work it overtakes; else the most accurate last resort
+        whose tail fits the remaining budget (the margin never turns a feasible request away).
 
-        The last resorts are the last candidate (the front's fastest above the quality floor), the
-        reserves, and whatever sub-network is quickest for this input if none of those is: with
-        their own corrections (and token counts) the front's order can change, and on CI a strict
-        budget just above the last reserve's tail, named as the floor, was answered by a quicker
-        candidate. The floor is that quickest sub-network's tail: a budget under it fits nothing,
-        and on an idle server one over it fits something."""
+        The last resorts are the last candidate, the reserves, and whatever sub-network is quickest for
+        this input: with their own corrections and token counts the front's order can change. The
+        floor is that quickest sub-network's tail: a budget under it fits nothing, and on an idle
+        server one over it fits something.
+        """
         remaining = budget_s - elapsed_s - queue_wait_s
         allowed = self.candidates[min(level, len(self.candidates) - 1) :]
         limit = min(remaining - self.margin.margin_s, others_slack_s)
@@ -318,14 +304,9 @@ class Planner:
 def quality_floor(candidates: list[Candidate], share: float) -> list[Candidate]:
     """Drop candidates expected to score below `share` of the best expected F1 (unknown F1s stay).
 
-    Under load the fastest candidates answer every request that fits nothing better, and at 2x
-    session 8's front's width-0.25 points (F1 35-53) answered up to a fifth of the requests while
-    width 0.5 and 0.75 (F1 64-67) answered the rest: each of those answers costs what dozens of
-    good ones gain. The points below the floor stay as the planner's reserves, for requests that
-    nothing else can answer in time, the most accurate that fits first (`Planner.choose`): session
-    10's front ends in length-reduced points of F1 13-19 a few percent faster than width 0.25 x
-    depth 0.5 INT8 (F1 36), and a single reserve, the fastest, answered 185 of the service
-    benchmark's 200 tight budgets at F1 19.3.
+    Under load the fastest candidates answer whatever fits nothing better, and each such answer
+    costs what dozens of good ones gain; the points below the floor stay as the planner's reserves,
+    for requests nothing else can answer in time (`Planner.choose`).
     """
     known = [c.expected_f1 for c in candidates if c.expected_f1 is not None]
     if not known:
@@ -344,13 +325,10 @@ def pareto(candidates: list[Candidate], latency: LatencyModel, min_speedup: floa
     """Most accurate first; drop any candidate not at least `min_speedup` times faster than a more
     accurate one (on this machine).
 
-    Accuracy is expected F1 when known, MACs otherwise (a larger sub-network of one checkpoint is
-    the more accurate one). Speed is the calibrated batch-1 time summed over every calibrated
-    token count: one token count alone is a few repeats of a noisy measurement, and at 128 tokens
-    it ranked an F1-16 sub-network twice as fast as the F1-35 one it is 6% faster than overall. A
-    candidate only a few percent faster is inside the planner's own safety margin, so it fits
-    almost no budget the more accurate one misses, yet is picked whenever the ranking says so (the
-    session-6 load test served the F1-16 point 66 times at 2x).
+    Accuracy is expected F1 when known, MACs otherwise. Speed is the calibrated batch-1 time summed
+    over every calibrated token count (one count alone is a few noisy repeats). A candidate only a
+    few percent faster sits inside the planner's own safety margin: it fits almost no budget the
+    more accurate one misses, yet would be picked whenever the ranking says so.
     """
 
     def seconds(c: Candidate) -> float:

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         False,
         description="Compile the model's layer steps with TorchInductor during calibration (15-30 s once, on "
         "the model thread, before readiness). Off by default: the shipped profile's F1 and latencies were "
-        "measured eagerly, and compiled INT8 scored up to 0.3 F1 lower (README, session 12). Falls back to "
+        "measured eagerly, and compiled INT8 scored up to 0.3 F1 lower (docs/results.md). Falls back to "
         "eager, with a warning, where no C++ compiler works.",
     )
     int8: Int8Mode = Field(

@@ -1,4 +1,4 @@
-"""Request and response bodies of the public API (DESIGN.md section 4)."""
+"""Request and response bodies of the public API (docs/design.md, the API contract)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
 """The executor: the one model thread, and running batch plans on it. It decides nothing.
 
-Every torch call of the process runs on this thread: loading, calibration, warm-up and serving.
-libgomp gives each thread that runs a parallel region a team of its own, and once its teams hold
-more threads than there are cores its workers sleep between regions instead of spinning, so a
-model loaded and calibrated on another thread served 1.2-3.7x slower than calibrated
-(`python -m benchmarks.model_thread`).
+Every torch call of the process runs on this thread (loading, calibration, warm-up, serving):
+libgomp gives each computing thread its own team, and with more teams than cores they sleep
+between regions (`python -m benchmarks.model_thread` measures what another thread costs).
 """
 
 from __future__ import annotations
