@@ -1,4 +1,4 @@
-"""Adaptive vs static serving under load: the scenarios of DESIGN.md section 6.
+"""Adaptive vs static serving under load: the scenarios of docs/design.md, "Load tests".
 
 Four servers, one at a time, each on the same checkpoint and the same offered traffic:
   adaptive         `dynaqa serve` (the planner chooses per request)

@@ -1,4 +1,4 @@
-"""MACs per sub-network, against the DESIGN.md formula and the MiniLM anchor."""
+"""MACs per sub-network, against the formula in docs/design.md, "Cost", and the MiniLM anchor."""
 
 from models.nn.config import ArchConfig
 from models.nn.cost import macs, token_counts

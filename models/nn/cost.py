@@ -1,4 +1,4 @@
-"""Cost of a sub-network in multiply-accumulates (DESIGN.md section 2).
+"""Cost of a sub-network in multiply-accumulates (docs/design.md, "Cost").
 
 Per kept layer: 4*n_in*h*d_w (Q, K, V, output projections) + 2*n_in^2*d_w (scores and context)
 + 2*n_out*h*d_ffw (the two FFN matrices, for the tokens kept after attention), with h the hidden
