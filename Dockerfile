@@ -10,7 +10,6 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY service ./service
-COPY loadtest ./loadtest
 COPY deploy/docker/install.sh /tmp/install.sh
 RUN TORCH_INDEX_URL="$TORCH_INDEX_URL" sh /tmp/install.sh /src
 

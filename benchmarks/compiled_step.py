@@ -1,6 +1,6 @@
 """What compiling the layer step buys: eager vs compiled, side by side, on real eval questions.
 
-One process, one model: the layer step is compiled once (`DynamicBertForQA.compile_layers`) and
+One process, one model: the layer step is compiled once (`models.infer.compile.compile_layers`) and
 each round times every configuration twice, once with the eager step and once with the compiled
 one (the step is a swappable attribute of the encoder), over the first `--questions` eval
 questions at batch 1 and their real lengths, as `dynaqa search` measures. Rounds are interleaved
@@ -14,19 +14,61 @@ benchmarks/results/compiled_step.{md,json}.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from pathlib import Path
+from typing import Any
 
 import torch
 
-from benchmarks.questions import answer_all, eval_windows, parser, warm_up
+from benchmarks.questions import answer_all, eval_windows, parser, warm_up, write_report
+from models.data.squad import Windows
 from models.infer.checkpoint import load as load_checkpoint
+from models.infer.compile import compile_layers
 from models.infer.quantize import int8_enabled
 from models.infer.reader import Reader
 from models.nn.subnet import SubnetConfig
 from models.nn.transformer import EAGER_STEPS, LayerSteps
+
+
+def mean_ms(reader: Reader, windows: list[Windows], subnet: SubnetConfig, step: LayerSteps) -> float:
+    """Mean ms per question of `subnet` with the encoder running `step`, after the usual warm-up."""
+    reader.checkpoint.model.encoder.steps = step
+    warm_up(reader, windows, subnet)
+    began = time.perf_counter()
+    answer_all(reader, windows, subnet)
+    return 1000 * (time.perf_counter() - began) / len(windows)
+
+
+def rows_of(median: dict[tuple[str, str], float], subnets: list[SubnetConfig]) -> list[dict[str, Any]]:
+    """Per configuration: eager and compiled ms, and the speed-ups over each other and the full model."""
+    full = subnets[0].id
+    return [
+        {
+            "config": s.id,
+            "eager_ms": round(median[(s.id, "eager")], 3),
+            "compiled_ms": round(median[(s.id, "compiled")], 3),
+            "compiled_speedup": round(median[(s.id, "eager")] / median[(s.id, "compiled")], 3),
+            "vs_full_eager": round(median[(full, "eager")] / median[(s.id, "eager")], 3),
+            "vs_full_compiled": round(median[(full, "compiled")] / median[(s.id, "compiled")], 3),
+        }
+        for s in subnets
+    ]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"Batch 1, first {report['questions']} eval questions at their real lengths, {report['threads']} threads, "
+        f"median of {report['rounds']} interleaved rounds; compiling took {report['compile_seconds']:.1f} s.",
+        "",
+        "| config | eager ms | compiled ms | compiled speed-up | vs full (both eager) | vs full (both compiled) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| `{r['config']}` | {r['eager_ms']:.2f} | {r['compiled_ms']:.2f} | {r['compiled_speedup']:.2f}x "
+            f"| {r['vs_full_eager']:.2f}x | {r['vs_full_compiled']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     int8 = int8_enabled("auto")
     checkpoint = load_checkpoint(args.checkpoint, int8=int8)
     began = time.perf_counter()
-    if not checkpoint.model.compile_layers():
+    if not compile_layers(checkpoint.model):
         raise SystemExit("error: the layer step did not compile on this machine (see the warning above)")
     compile_seconds = time.perf_counter() - began
     steps = {"eager": EAGER_STEPS, "compiled": checkpoint.model.encoder.steps}
@@ -49,58 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     subnets = [checkpoint.resolve(i) for i in dict.fromkeys(ids)]
     reader = Reader(checkpoint)
     windows = eval_windows(reader, args.questions)
-
-    def mean_ms(subnet: SubnetConfig, step: LayerSteps) -> float:
-        checkpoint.model.encoder.steps = step
-        warm_up(reader, windows, subnet)
-        began = time.perf_counter()
-        answer_all(reader, windows, subnet)
-        return 1000 * (time.perf_counter() - began) / len(windows)
-
     samples: dict[tuple[str, str], list[float]] = {(s.id, k): [] for s in subnets for k in steps}
     with torch.inference_mode():
         for _ in range(args.rounds):
             for subnet in subnets:
                 for kind, step in steps.items():
-                    samples[(subnet.id, kind)].append(mean_ms(subnet, step))
+                    samples[(subnet.id, kind)].append(mean_ms(reader, windows, subnet, step))
     median = {key: statistics.median(values) for key, values in samples.items()}
-    full = subnets[0].id
-    rows = [
-        {
-            "config": s.id,
-            "eager_ms": round(median[(s.id, "eager")], 3),
-            "compiled_ms": round(median[(s.id, "compiled")], 3),
-            "compiled_speedup": round(median[(s.id, "eager")] / median[(s.id, "compiled")], 3),
-            "vs_full_eager": round(median[(full, "eager")] / median[(s.id, "eager")], 3),
-            "vs_full_compiled": round(median[(full, "compiled")] / median[(s.id, "compiled")], 3),
-        }
-        for s in subnets
-    ]
     report = {
         "checkpoint": str(checkpoint.path),
         "questions": len(windows),
         "rounds": args.rounds,
         "threads": torch.get_num_threads(),
         "compile_seconds": round(compile_seconds, 1),
-        "rows": rows,
+        "rows": rows_of(median, subnets),
     }
-    lines = [
-        f"Batch 1, first {len(windows)} eval questions at their real lengths, {torch.get_num_threads()} threads, "
-        f"median of {args.rounds} interleaved rounds; compiling took {compile_seconds:.1f} s.",
-        "",
-        "| config | eager ms | compiled ms | compiled speed-up | vs full (both eager) | vs full (both compiled) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| `{r['config']}` | {r['eager_ms']:.2f} | {r['compiled_ms']:.2f} | {r['compiled_speedup']:.2f}x "
-            f"| {r['vs_full_eager']:.2f}x | {r['vs_full_compiled']:.2f}x |"
-        )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compiled_step.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "compiled_step.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, "compiled_step", report, markdown(report))
     return 0
 
 

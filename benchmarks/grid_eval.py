@@ -14,8 +14,8 @@ import json
 import time
 from pathlib import Path
 
-from models.cli.main import DEFAULT_EVAL
 from models.data import metric, squad
+from models.data.squad import DEFAULT_EVAL
 from models.infer import checkpoint as ckpt
 from models.infer.reader import Reader
 from models.nn import cost

@@ -3,7 +3,7 @@
 Two tables. Per map: each of a layer's four linear maps at each trained width, on the checkpoint's
 own INT8 weights and a window of the eval split's median length, timed as float, INT8 with the
 eager scaling and INT8 with the fused one (interleaved rounds, median). Per question: the full
-model in float and `--subnets` in turns of 10 questions (`search.Bench.blocked_pass`, as
+model in float and `--subnets` in turns of 10 questions (`timing.Bench.blocked_pass`, as
 `dynaqa search` times its front), each round once with the fused scaling and once eager, the
 order alternating; speed-ups are over the full model timed in the same way. Before timing, every
 configuration's span logits are compared both ways on every question: they must be equal.
@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.questions import int8_parser, write_report
-from models.cli.main import DEFAULT_EVAL
 from models.data import squad
+from models.data.squad import DEFAULT_EVAL
 from models.infer import native
 from models.infer.checkpoint import load as load_checkpoint
 from models.infer.reader import Reader
 from models.nn.subnet import WIDTHS, SubnetConfig
-from models.search import study as search
+from models.search import timing
 
 MAPS = ("qkv", "out", "ffn_in", "ffn_out")
 
@@ -79,7 +79,7 @@ def per_map(model: Any, tokens: int, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
-def logits_equal(bench: search.Bench, subnets: list[SubnetConfig]) -> bool:
+def logits_equal(bench: timing.Bench, subnets: list[SubnetConfig]) -> bool:
     """Whether every question's span logits are equal with the fused and the eager scaling."""
     for subnet in subnets:
         for i in range(len(bench.windows)):
@@ -91,7 +91,7 @@ def logits_equal(bench: search.Bench, subnets: list[SubnetConfig]) -> bool:
     return True
 
 
-def per_question(bench: search.Bench, subnets: list[SubnetConfig], rounds: int) -> dict[str, dict[str, float]]:
+def per_question(bench: timing.Bench, subnets: list[SubnetConfig], rounds: int) -> dict[str, dict[str, float]]:
     """Speed-up over subnets[0] of each configuration, fused and eager, median of `rounds`."""
     speedups: dict[str, dict[str, list[float]]] = {"fused": {}, "eager": {}}
     for subnet in subnets:
@@ -126,7 +126,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Per question: speed-up over `{report['subnets'][0]}` (float), first {report['questions']} eval questions "
-        f"at batch 1, turns of {search.TIMING_BLOCK} questions, median of {report['rounds']} rounds, each round "
+        f"at batch 1, turns of {timing.TIMING_BLOCK} questions, median of {report['rounds']} rounds, each round "
         f"both ways. Span logits fused vs eager equal on every question: {report['identical']}.",
         "",
         "| config | eager scaling | fused scaling |",
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("the native scaling did not build here (see the warning above): nothing to compare")
     ck = load_checkpoint(args.checkpoint)
     subnets = [ck.resolve(i) for i in args.subnets.split(",")]
-    bench = search.Bench(Reader(ck), squad.load_squad(DEFAULT_EVAL, limit=args.questions))
+    bench = timing.Bench(Reader(ck), squad.load_squad(DEFAULT_EVAL, limit=args.questions))
     tokens = int(statistics.median(n for w in bench.windows for n in w.lengths()))
     with torch.inference_mode():
         identical = logits_equal(bench, subnets)

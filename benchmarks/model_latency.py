@@ -25,11 +25,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from models.infer.checkpoint import DEFAULT_DIR
 from models.infer.checkpoint import load as load_checkpoint
+from models.infer.packing import pack_widths
 from models.nn.bert_weights import base_model_dir, from_bert
 from models.nn.cost import macs
 from models.nn.subnet import WIDTHS, SubnetConfig, grid, kept_layer_count
@@ -51,7 +53,7 @@ def load_model(path: str | None) -> tuple[DynamicBertForQA, str]:
         checkpoint = load_checkpoint(path)
         return checkpoint.model, str(checkpoint.path)
     model = from_bert(base_model_dir()).eval()
-    model.pack_widths(WIDTHS)
+    pack_widths(model, WIDTHS)
     return model, "MiniLM-L6-H384 base weights (untrained span head; latency does not depend on values)"
 
 
@@ -104,24 +106,17 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, help="checkpoint (default: shipped one, else base weights)")
-    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds at batch 1 (batch 8: a third)")
-    parser.add_argument("--out", default=str(RESULTS), help="where to write the table, JSON and PNG")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    model, source = load_model(args.checkpoint)
+def measure(model: DynamicBertForQA, rounds: int) -> list[dict[str, Any]]:
+    """One row per configuration, batch and token count: its MACs and median latency."""
     layers = model.config.num_hidden_layers
     configs = [length_variant(s, f, layers) for s in grid() for f in LENGTH_SETTINGS.values()]
     names = {length_variant(s, f, layers): n for s in grid() for n, f in LENGTH_SETTINGS.items()}
     rows = []
     for batch in (1, 8):
         for tokens in (128, 384):
-            rounds = args.rounds if batch == 1 else max(3, args.rounds // 3)
-            print(f"timing batch {batch}, {tokens} tokens, {rounds} rounds ...", file=sys.stderr)
-            medians = time_configs(model, configs, batch, tokens, rounds, seed=batch * 1000 + tokens)
+            batch_rounds = rounds if batch == 1 else max(3, rounds // 3)
+            print(f"timing batch {batch}, {tokens} tokens, {batch_rounds} rounds ...", file=sys.stderr)
+            medians = time_configs(model, configs, batch, tokens, batch_rounds, seed=batch * 1000 + tokens)
             for subnet, seconds in medians.items():
                 rows.append(
                     {
@@ -135,30 +130,42 @@ def main(argv: list[str] | None = None) -> int:
                         "ms": seconds * 1000,
                     }
                 )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    return rows
 
-    def ms(batch: int, tokens: int, width: float, depth: float, lengths: str) -> float:
-        return next(
-            r["ms"]
-            for r in rows
-            if (r["batch"], r["tokens"], r["width"], r["depth"], r["lengths"]) == (batch, tokens, width, depth, lengths)
-        )
 
-    full = ms(1, 384, 1.0, 1.0, "full")
-    smallest_speedup = full / ms(1, 384, 0.25, 0.5, "full")
-    halving = {s.id: ms(1, 384, s.width, s.depth, "full") / ms(1, 384, s.width, s.depth, "halve") for s in grid()}
-    checks = {
+def ms_of(rows: list[dict[str, Any]], batch: int, tokens: int, width: float, depth: float, lengths: str) -> float:
+    """The measured latency of one setting."""
+    return next(
+        r["ms"]
+        for r in rows
+        if (r["batch"], r["tokens"], r["width"], r["depth"], r["lengths"]) == (batch, tokens, width, depth, lengths)
+    )
+
+
+def checks(rows: list[dict[str, Any]], threads: int, source: str) -> dict[str, Any]:
+    """Issue #2's two speed-up checks at batch 1 and 384 tokens, and how they were measured."""
+    full = ms_of(rows, 1, 384, 1.0, 1.0, "full")
+    smallest_speedup = full / ms_of(rows, 1, 384, 0.25, 0.5, "full")
+    halving = {
+        s.id: ms_of(rows, 1, 384, s.width, s.depth, "full") / ms_of(rows, 1, 384, s.width, s.depth, "halve")
+        for s in grid()
+    }
+    return {
         "full_model_ms_b1_384": round(full, 2),
         "speedup_w25d50_vs_full_b1_384": round(smallest_speedup, 2),
         "halving_speedup_min_over_pairs_b1_384": round(min(halving.values()), 2),
         "halving_speedup_per_pair_b1_384": {k: round(v, 2) for k, v in halving.items()},
-        "threads": args.threads,
+        "threads": threads,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "model": source,
         "padding": "none: every input is exactly `tokens` real tokens",
     }
-    (out / "model_latency.json").write_text(json.dumps({"checks": checks, "rows": rows}, indent=1) + "\n")
+
+
+def markdown(rows: list[dict[str, Any]], model: DynamicBertForQA) -> str:
+    """The batch-1 table of every width x depth pair with and without halving, then every row."""
+    layers = model.config.num_hidden_layers
+    full = ms_of(rows, 1, 384, 1.0, 1.0, "full")
     lines = [
         "## Batch 1, 384 tokens: every width x depth pair, and what halving the tokens adds",
         "",
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in grid():
-        plain, halved = ms(1, 384, s.width, s.depth, "full"), ms(1, 384, s.width, s.depth, "halve")
+        plain, halved = ms_of(rows, 1, 384, s.width, s.depth, "full"), ms_of(rows, 1, 384, s.width, s.depth, "halve")
         lines.append(
             f"| {s.width} | {s.depth} | {macs(model.config, s, 384) / 1e9:.2f} | {plain:.1f} | {full / plain:.2f}x | "
             f"{macs(model.config, length_variant(s, 0.5, layers), 384) / 1e9:.2f} | {halved:.1f} | "
@@ -180,14 +187,31 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        base = ms(r["batch"], r["tokens"], 1.0, 1.0, "full")
+        base = ms_of(rows, r["batch"], r["tokens"], 1.0, 1.0, "full")
         lines.append(
             f"| {r['batch']} | {r['tokens']} | {r['width']} | {r['depth']} | {r['lengths']} | "
             f"{r['gmacs']:.3f} | {r['ms']:.2f} | {base / r['ms']:.2f}x |"
         )
-    (out / "model_latency.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="checkpoint (default: shipped one, else base weights)")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds at batch 1 (batch 8: a third)")
+    parser.add_argument("--out", default=str(RESULTS), help="where to write the table, JSON and PNG")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model, source = load_model(args.checkpoint)
+    rows = measure(model, args.rounds)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    found = checks(rows, args.threads, source)
+    (out / "model_latency.json").write_text(json.dumps({"checks": found, "rows": rows}, indent=1) + "\n")
+    (out / "model_latency.md").write_text(markdown(rows, model))
     plot(rows, out / "model_latency.png")
-    print(json.dumps(checks, indent=1))
+    print(json.dumps(found, indent=1))
     return 0
 
 

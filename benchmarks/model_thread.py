@@ -8,7 +8,7 @@ above all (per-token quantise, integer matmul and rescale are many short regions
 
 Arrangements, each in a fresh process (the teams a process has made cannot be unmade):
   main          load and time on the main thread (what `dynaqa search` measures)
-  split         load on the main thread, time on a second thread (the service before session 11:
+  split         load on the main thread, time on a second thread (the service's earlier design:
                 loading and calibration on worker threads, serving on the model thread)
   model-thread  load and time on one worker thread, the main thread never computes (the service now)
 
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.questions import write_report
 from models.data import squad
 from models.infer.checkpoint import DEFAULT_DIR
 from models.infer.checkpoint import load as load_checkpoint
@@ -130,11 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         base = median_ms["main"][subnet_id]
         cells = [f"{median_ms[a][subnet_id]:.2f} ms ({median_ms[a][subnet_id] / base:.2f}x)" for a in ARRANGEMENTS]
         lines.append(f"| `{subnet_id}` | " + " | ".join(cells) + " |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model_thread.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "model_thread.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, "model_thread", report, "\n".join(lines) + "\n")
     return 0
 
 

@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models.cli.main import DEFAULT_EVAL
 from models.data import squad
+from models.data.squad import DEFAULT_EVAL
 from models.infer.checkpoint import DEFAULT_DIR
 from models.infer.reader import Reader
 from models.nn.subnet import SubnetConfig
-from models.search.study import WARMUP
+from models.search.timing import WARMUP
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -2,10 +2,10 @@
 
 Why: `dynaqa search` ships speed-ups (ratios to the full model) from one timing run, and on this
 2-core VM the same pair read 1.31x in one run and 1.93x in another when each configuration's turn
-was a whole pass over the 200-question subset (4-11 s). `search.Bench.blocked_pass` gives each
+was a whole pass over the 200-question subset (4-11 s). `timing.Bench.blocked_pass` gives each
 configuration turns of a few questions instead. This runs the same comparison in `--processes`
 fresh processes, each timing the configurations both ways (whole-pass turns, then turns of
-`--block` questions; `--rounds` rounds each, median kept, as `search_report.side_by_side`), and
+`--block` questions; `--rounds` rounds each, median kept, as `timing.side_by_side`), and
 reports each configuration's speed-up over the first per process, with its spread.
 
 Writes timing_stability.{md,json} under --out; `--child` is the per-process worker.
@@ -20,22 +20,22 @@ import sys
 from typing import Any
 
 from benchmarks.questions import int8_parser, write_report
-from models.cli.main import DEFAULT_EVAL, positive_int
+from models.cli.options import positive_int
 from models.data import squad
+from models.data.squad import DEFAULT_EVAL
 from models.infer.checkpoint import load as load_checkpoint
 from models.infer.reader import Reader
-from models.search import report as search_report
-from models.search import study as search
+from models.search import timing
 
 
 def child(checkpoint: str, ids: list[str], questions: int, rounds: int, block: int) -> dict[str, dict[str, float]]:
     """Speed-ups over the first id, per turn length, in this process."""
     ck = load_checkpoint(checkpoint)
     subnets = [ck.resolve(i) for i in ids]
-    bench = search.Bench(Reader(ck), squad.load_squad(DEFAULT_EVAL, limit=questions))
+    bench = timing.Bench(Reader(ck), squad.load_squad(DEFAULT_EVAL, limit=questions))
     out = {}
     for name, turn in (("whole pass", len(bench.windows)), (f"{block} questions", block)):
-        ms = search_report.side_by_side(bench, subnets, rounds, block=turn)
+        ms = timing.side_by_side(bench, subnets, rounds, block=turn)
         out[name] = {s.id: round(ms[subnets[0]] / ms[s], 3) for s in subnets[1:]}
     return out
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p = int8_parser(__doc__)
     p.add_argument("--processes", type=positive_int, default=4, help="fresh processes (default 4)")
     p.add_argument(
-        "--block", type=positive_int, default=search.TIMING_BLOCK, help="questions per turn (default: the search's)"
+        "--block", type=positive_int, default=timing.TIMING_BLOCK, help="questions per turn (default: the search's)"
     )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

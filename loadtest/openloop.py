@@ -58,25 +58,7 @@ async def run(
     gc.collect()
     gc.freeze()
     rng = random.Random(seed)
-    records: list[Record] = []
-
-    async def one(client: httpx.AsyncClient, example: SquadExample, budget: float) -> None:
-        sent = time.perf_counter()
-        headers = {"X-Latency-Budget-Ms": f"{budget:.1f}", **(extra_headers or {})}
-        record = Record(sent - began, 0, 0.0, budget, example.qid)
-        try:
-            response = await client.post(
-                url + "/v1/qa", json={"question": example.question, "context": example.context}, headers=headers
-            )
-            record.status = response.status_code
-            record.headers = dict(response.headers)
-            if response.headers.get("content-type", "").startswith("application/json"):
-                record.body = response.json()
-        except httpx.HTTPError as exc:
-            record.error = type(exc).__name__
-        record.latency_s = time.perf_counter() - sent
-        records.append(record)
-
+    headers = extra_headers or {}
     # Several small pools: httpcore's pool does work proportional to pending requests x
     # connections on every event, which collapses one large pool at a few thousand pending.
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -91,9 +73,35 @@ async def run(
             if delay > 0:
                 await asyncio.sleep(delay)
             client = clients[len(tasks) % len(clients)]
-            tasks.append(asyncio.create_task(one(client, rng.choice(examples), budget_ms(rng))))
+            tasks.append(asyncio.create_task(_ask(client, url, rng.choice(examples), budget_ms(rng), headers, began)))
             next_at += rng.expovariate(rate_per_s)
-        await asyncio.gather(*tasks)
+        records = await asyncio.gather(*tasks)
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
     return sorted(records, key=lambda r: r.sent_at)
+
+
+async def _ask(
+    client: httpx.AsyncClient,
+    url: str,
+    example: SquadExample,
+    budget: float,
+    extra_headers: dict[str, str],
+    began: float,
+) -> Record:
+    """One question with its budget; what came back, or the transport error, and how long it took."""
+    sent = time.perf_counter()
+    headers = {"X-Latency-Budget-Ms": f"{budget:.1f}", **extra_headers}
+    record = Record(sent - began, 0, 0.0, budget, example.qid)
+    try:
+        response = await client.post(
+            url + "/v1/qa", json={"question": example.question, "context": example.context}, headers=headers
+        )
+        record.status = response.status_code
+        record.headers = dict(response.headers)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            record.body = response.json()
+    except httpx.HTTPError as exc:
+        record.error = type(exc).__name__
+    record.latency_s = time.perf_counter() - sent
+    return record

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -58,8 +60,8 @@ def server_quantile_ms(url: str, outcome: str, q: float) -> float | None:
     return next(1000 * edge for edge, count in buckets if count >= q * total)
 
 
-def measure(url: str, pid: int, factor: float = 10.0, seconds: float = 30.0, budget_ms: float = 1000.0) -> dict:
-    examples = squad.load_squad(DATA, limit=300)
+def capacity_rps(url: str, examples: list[squad.SquadExample]) -> float:
+    """The full model's single-stream capacity: 1 / p50 latency of 20 loose-budget questions in a row."""
     with httpx.Client(timeout=60) as client:
         latencies = []
         for example in examples[:20]:
@@ -69,7 +71,12 @@ def measure(url: str, pid: int, factor: float = 10.0, seconds: float = 30.0, bud
                 headers={"X-Latency-Budget-Ms": "20000"},
             )
             latencies.append(r.json()["latency_ms"])
-    capacity = 1000.0 / statistics.median(latencies)
+    return 1000.0 / statistics.median(latencies)
+
+
+@contextlib.contextmanager
+def sampled(url: str, pid: int) -> Iterator[list[tuple[int, float]]]:
+    """(RSS KiB, queue depth) of the server every 0.25 s on a thread, for as long as the block runs."""
     samples: list[tuple[int, float]] = []
     stop = threading.Event()
 
@@ -83,17 +90,31 @@ def measure(url: str, pid: int, factor: float = 10.0, seconds: float = 30.0, bud
                 time.sleep(0.25)
 
     sampler = threading.Thread(target=sample, daemon=True)
-    rss_before = rss_kib(pid)
     sampler.start()
-    records = asyncio.run(openloop.run(url, examples, capacity * factor, seconds, lambda rng: budget_ms))
-    stop.set()
-    sampler.join()
-    refused = [r for r in records if r.status == 503]
+    try:
+        yield samples
+    finally:
+        stop.set()
+        sampler.join()
+
+
+def seconds_to_level_0(url: str, limit_s: float = 60.0) -> float:
+    """How long the degradation level took to return to 0 (at most `limit_s`)."""
     began = time.perf_counter()
     with httpx.Client() as client:
-        while metric(client, url, "dynaqa_degradation_level") > 0 and time.perf_counter() - began < 60:
+        while metric(client, url, "dynaqa_degradation_level") > 0 and time.perf_counter() - began < limit_s:
             time.sleep(0.5)
-    recovery_s = time.perf_counter() - began
+    return time.perf_counter() - began
+
+
+def measure(url: str, pid: int, factor: float = 10.0, seconds: float = 30.0, budget_ms: float = 1000.0) -> dict:
+    examples = squad.load_squad(DATA, limit=300)
+    capacity = capacity_rps(url, examples)
+    rss_before = rss_kib(pid)
+    with sampled(url, pid) as samples:
+        records = asyncio.run(openloop.run(url, examples, capacity * factor, seconds, lambda rng: budget_ms))
+    refused = [r for r in records if r.status == 503]
+    recovery_s = seconds_to_level_0(url)
     check = httpx.post(
         url + "/v1/qa",
         json={"question": examples[0].question, "context": examples[0].context},

@@ -138,6 +138,15 @@ def _checks(summary: dict, servers: dict, reference: dict) -> dict:
 
 
 def _plots(servers: dict, summary: dict, out: Path) -> None:
+    """loadtest-sweep.png, loadtest-budgets.png and (with a burst run) loadtest-burst.png under `out`."""
+    _plot_sweep(servers, summary, out)
+    _plot_budgets(servers, out)
+    burst = servers.get("adaptive", {}).get("burst")
+    if burst:
+        _plot_burst(burst, out)
+
+
+def _plot_sweep(servers: dict, summary: dict, out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for kind in servers:
         factors = sorted(summary[kind]["sweep"], key=float)
@@ -155,10 +164,10 @@ def _plots(servers: dict, summary: dict, out: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loadtest-sweep.png", dpi=110)
-    plt.close(fig)
+    _save(fig, out / "loadtest-sweep.png")
 
+
+def _plot_budgets(servers: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for kind, data in servers.items():
         budgets = sorted({r["budget_ms"] for r in data["mixed"]})
@@ -174,31 +183,32 @@ def _plots(servers: dict, summary: dict, out: Path) -> None:
     ax.set(xlabel="budget (ms)", ylabel="latency (ms)", title="Latency p99 vs budget (mixed budgets, 1x load)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loadtest-budgets.png", dpi=110)
-    plt.close(fig)
+    _save(fig, out / "loadtest-budgets.png")
 
-    burst = servers.get("adaptive", {}).get("burst")
-    if burst:
-        fig, ax = plt.subplots(figsize=(10, 4))
-        rows = [r for phase in burst["phases"] for r in phase["records"]]
-        ax.scatter(
-            [r["sent_at"] for r in rows],
-            [r["latency_s"] * 1000 for r in rows],
-            s=3,
-            c=["tab:green" if r["met"] else "tab:red" for r in rows],
-        )
-        ax.set(
-            xlabel="time (s)", ylabel="latency (ms)", title="Burst 1x -> 3x -> 1x (adaptive): latency and degradation"
-        )
-        twin = ax.twinx()
-        twin.step([t for t, _ in burst["levels"]], [lvl for _, lvl in burst["levels"]], where="post", color="tab:blue")
-        twin.set_ylabel("degradation level", color="tab:blue")
-        for phase in burst["phases"][1:]:
-            ax.axvline(phase["start_s"], color="grey", ls="--", lw=0.8)
-        fig.tight_layout()
-        fig.savefig(out / "loadtest-burst.png", dpi=110)
-        plt.close(fig)
+
+def _plot_burst(burst: dict, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(10, 4))
+    rows = [r for phase in burst["phases"] for r in phase["records"]]
+    ax.scatter(
+        [r["sent_at"] for r in rows],
+        [r["latency_s"] * 1000 for r in rows],
+        s=3,
+        c=["tab:green" if r["met"] else "tab:red" for r in rows],
+    )
+    ax.set(xlabel="time (s)", ylabel="latency (ms)", title="Burst 1x -> 3x -> 1x (adaptive): latency and degradation")
+    twin = ax.twinx()
+    twin.step([t for t, _ in burst["levels"]], [lvl for _, lvl in burst["levels"]], where="post", color="tab:blue")
+    twin.set_ylabel("degradation level", color="tab:blue")
+    for phase in burst["phases"][1:]:
+        ax.axvline(phase["start_s"], color="grey", ls="--", lw=0.8)
+    _save(fig, out / "loadtest-burst.png")
+
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

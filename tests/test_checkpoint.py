@@ -26,7 +26,7 @@ def test_round_trip_keeps_the_model(tiny_checkpoint: Path) -> None:
         a = loaded.model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).start_logits
         e = original(b["input_ids"], b["attention_mask"], b["token_type_ids"]).start_logits
     assert (a - e).abs().max() < 0.05  # fp16 on disk
-    assert not loaded.model.training and loaded.model._packed is not None
+    assert not loaded.model.training and loaded.model.packed is not None
     assert len(loaded.fingerprint()) == 64
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForQuestionAnswering
 
+from models.infer.packing import pack_widths
 from models.nn.bert_weights import convert_state_dict, from_bert
 from tests.conftest import TINY, padded_batch
 
@@ -29,7 +30,7 @@ def test_tiny_random_bert_matches_transformers() -> None:
     hf = BertForQuestionAnswering(BertConfig(**TINY.to_dict(), attn_implementation="eager")).eval()
     model = DynamicBertForQA(TINY)
     model.load_state_dict(convert_state_dict(hf.state_dict()))
-    model.eval().pack_widths((1.0,))
+    pack_widths(model.eval(), (1.0,))
     batch = padded_batch()
     assert (ours(model, batch) - hf_logits(hf, batch)).abs().max() <= 1e-4
 
@@ -37,7 +38,7 @@ def test_tiny_random_bert_matches_transformers() -> None:
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_minilm_weights_match_transformers_on_a_padded_batch(base_dir: Path, attn: str) -> None:
     model = from_bert(base_dir).eval()
-    model.pack_widths((1.0,))
+    pack_widths(model, (1.0,))
     hf = BertForQuestionAnswering.from_pretrained(str(base_dir), local_files_only=True, attn_implementation=attn)
     hf.eval()
     with torch.no_grad():  # the base has no span head: give both the same one

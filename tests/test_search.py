@@ -14,6 +14,7 @@ from models.infer import checkpoint
 from models.infer.reader import Reader
 from models.nn import cost
 from models.nn.subnet import SubnetConfig
+from models.search import pareto, space, timing
 from models.search import report as search_report
 from models.search import study as search
 from tests.conftest import DATA
@@ -23,7 +24,7 @@ def test_sampled_lengths_are_non_increasing_and_fit_the_depth() -> None:
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(30):
         trial = study.ask()
-        subnet = search.subnet_from_trial(trial, 6)
+        subnet = space.subnet_from_trial(trial, 6)
         subnet.check_layers(6)
         if subnet.lengths:
             assert all(a >= b for a, b in zip(subnet.lengths, subnet.lengths[1:]))
@@ -31,11 +32,11 @@ def test_sampled_lengths_are_non_increasing_and_fit_the_depth() -> None:
 
 
 def test_pareto_front_keeps_only_non_dominated() -> None:
-    m = search.Measurement
+    m = pareto.Measurement
     a, b, c = SubnetConfig(1.0, 1.0), SubnetConfig(0.5, 1.0), SubnetConfig(0.25, 0.5)
-    front = search.pareto_front([m(a, 80, 70, 50, 1), m(b, 70, 60, 60, 1), m(c, 60, 50, 10, 1)])
+    front = pareto.pareto_front([m(a, 80, 70, 50, 1), m(b, 70, 60, 60, 1), m(c, 60, 50, 10, 1)])
     assert [x.subnet for x in front] == [c, a]
-    twice = search.pareto_front([m(a, 80, 70, 50, 1), m(a, 80, 70, 45, 1), m(c, 60, 50, 10, 1)])
+    twice = pareto.pareto_front([m(a, 80, 70, 50, 1), m(a, 80, 70, 45, 1), m(c, 60, 50, 10, 1)])
     assert [(x.subnet, x.latency_ms) for x in twice] == [(c, 10), (a, 45)]  # measured twice: the fastest
 
 
@@ -46,23 +47,23 @@ def searched(study) -> list:  # type: ignore[no-untyped-def, type-arg]
 
 def test_study_is_seeded_and_resumes(tiny_checkpoint: Path, tmp_path: Path) -> None:
     reader = Reader(checkpoint.load(tiny_checkpoint))
-    bench = search.Bench(reader, squad.load_squad(DATA / "eval.json.gz", limit=5))
+    bench = timing.Bench(reader, squad.load_squad(DATA / "eval.json.gz", limit=5))
     storage = f"sqlite:///{tmp_path / 's.db'}"
     first = len(searched(search.run_study(bench, 3, storage, seed=1, name="t", progress=False)))
     again = search.run_study(bench, 5, storage, seed=1, name="t", progress=False)  # continues, 2 more
     assert first == 3 and len(searched(again)) == 5
     assert search.recorded_int8(storage, "t") is True
-    assert search.pareto_front(search.measurements(again))
+    assert pareto.pareto_front(search.measurements(again))
 
 
 def test_int8_twins_of_front_and_grid_are_measured_after_the_search(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    bench = search.Bench(Reader(checkpoint.load(tiny_checkpoint)), squad.load_squad(DATA / "eval.json.gz", limit=3))
+    bench = timing.Bench(Reader(checkpoint.load(tiny_checkpoint)), squad.load_squad(DATA / "eval.json.gz", limit=3))
     storage = f"sqlite:///{tmp_path / 's.db'}"
     study = search.run_study(bench, 4, storage, seed=3, name="t", progress=False)
     measured = {m.subnet for m in search.measurements(study)}
     assert len(searched(study)) == 4 and len(measured) > 4
-    floats_on_front = [m.subnet for m in search.pareto_front(search.measurements(study)) if not m.subnet.quantized]
-    grid_pairs = [s for s in measured if "grid" in search.family(s)]  # the 4 trials: the first grid baselines
+    floats_on_front = [m.subnet for m in pareto.pareto_front(search.measurements(study)) if not m.subnet.quantized]
+    grid_pairs = [s for s in measured if "grid" in space.family(s)]  # the 4 trials: the first grid baselines
     assert len(grid_pairs) == 4
     assert all(dataclasses.replace(s, quantized=True) in measured for s in floats_on_front + grid_pairs)
     assert search.int8_twins(study) == []  # nothing left to measure
@@ -78,7 +79,7 @@ def test_a_study_refuses_to_resume_on_other_weights_or_another_int8_kernel(
     other kernel must not feed that kernel's front."""
     examples = squad.load_squad(DATA / "eval.json.gz", limit=2)
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    bench = search.Bench(Reader(checkpoint.load(tiny_checkpoint)), examples)
+    bench = timing.Bench(Reader(checkpoint.load(tiny_checkpoint)), examples)
     search.run_study(bench, 1, storage, 1, "t", False)
     other = "onednn" if search.int8_kernel() == "fbgemm" else "fbgemm"
     monkeypatch.setattr(search, "int8_kernel", lambda: other)
@@ -92,13 +93,13 @@ def test_a_study_refuses_to_resume_on_other_weights_or_another_int8_kernel(
         next(model.parameters()).add_(0.01)
     checkpoint.save(model, retrained, retrained)
     with pytest.raises(InvalidInput, match="other weights"):
-        search.run_study(search.Bench(Reader(checkpoint.load(retrained)), examples), 2, storage, 1, "t", False)
+        search.run_study(timing.Bench(Reader(checkpoint.load(retrained)), examples), 2, storage, 1, "t", False)
 
 
 def test_without_int8_the_study_samples_floats_only_and_resumes_only_so(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """`--int8 off` (or `auto` on a CPU without a fast integer matmul): no INT8 trial, no twin,
     and the study cannot later be resumed with INT8 on (its front would mix two spaces)."""
-    bench = search.Bench(Reader(checkpoint.load(tiny_checkpoint)), squad.load_squad(DATA / "eval.json.gz", limit=2))
+    bench = timing.Bench(Reader(checkpoint.load(tiny_checkpoint)), squad.load_squad(DATA / "eval.json.gz", limit=2))
     storage = f"sqlite:///{tmp_path / 's.db'}"
     study = search.run_study(bench, 30, storage, seed=4, name="t", progress=False, int8=False)
     subnets = [m.subnet for m in search.measurements(study)]
@@ -110,15 +111,15 @@ def test_without_int8_the_study_samples_floats_only_and_resumes_only_so(tiny_che
 
 
 def test_pareto_ranks_peel_fronts_in_order() -> None:
-    m = search.Measurement
+    m = pareto.Measurement
     a, b, c, d = SubnetConfig(1.0, 1.0), SubnetConfig(0.75, 1.0), SubnetConfig(0.5, 1.0), SubnetConfig(0.25, 0.5)
-    ranks = search.pareto_ranks([m(a, 80, 70, 50, 1), m(b, 79, 69, 60, 1), m(c, 70, 60, 20, 1), m(d, 60, 50, 30, 1)])
+    ranks = pareto.pareto_ranks([m(a, 80, 70, 50, 1), m(b, 79, 69, 60, 1), m(c, 70, 60, 20, 1), m(d, 60, 50, 30, 1)])
     assert [[x.subnet for x in r] for r in ranks] == [[c, a], [d, b]]
-    assert search.pareto_ranks([]) == []
+    assert pareto.pareto_ranks([]) == []
 
 
 def test_the_full_model_is_rescored_even_when_the_subset_ranks_it_late() -> None:
-    m = search.Measurement
+    m = pareto.Measurement
     full, w75, w50 = SubnetConfig(1.0, 1.0), SubnetConfig(0.75, 1.0), SubnetConfig(0.5, 1.0)
     # on the subset width 0.75 beats the full model on both counts: the full model is rank 2
     trials = [m(full, 57.0, 0, 40.0, 3), m(w75, 57.5, 0, 30.0, 2), m(w50, 54.0, 0, 20.0, 1)]
@@ -131,7 +132,7 @@ def test_the_full_model_is_rescored_even_when_the_subset_ranks_it_late() -> None
 
 def test_side_by_side_timing_needs_a_round() -> None:
     with pytest.raises(ValueError, match="at least one round"):
-        search_report.side_by_side(None, [SubnetConfig(1.0, 1.0)], rounds=0)  # type: ignore[arg-type]
+        timing.side_by_side(None, [SubnetConfig(1.0, 1.0)], rounds=0)  # type: ignore[arg-type]
 
 
 class RecordingReader(Reader):
@@ -149,7 +150,7 @@ def test_side_by_side_times_every_configuration_on_the_same_block_in_turn(tiny_c
     """Drift must hit every configuration alike: each runs the same few questions (after one
     untimed) before the next block starts, and the median over rounds comes back per config."""
     reader = RecordingReader(checkpoint.load(tiny_checkpoint))
-    bench = search.Bench(reader, squad.load_squad(DATA / "eval.json.gz", limit=12))
+    bench = timing.Bench(reader, squad.load_squad(DATA / "eval.json.gz", limit=12))
     reader.question = {id(w): i for i, w in enumerate(bench.windows)}
     full, narrow = SubnetConfig(1.0, 1.0), SubnetConfig(0.5, 0.5)
     reader.calls = []
@@ -159,19 +160,19 @@ def test_side_by_side_times_every_configuration_on_the_same_block_in_turn(tiny_c
     expected = [(s.id, q) for first, block in turns for s in (full, narrow) for q in (first, *block)]
     assert reader.calls == expected
     reader.calls = []
-    latency = search_report.side_by_side(bench, [full, narrow], rounds=3)
+    latency = timing.side_by_side(bench, [full, narrow], rounds=3)
     assert set(latency) == {full, narrow} and all(v > 0 for v in latency.values())
-    warm_ups = 2 * search.WARMUP
-    blocks = -(-12 // search.TIMING_BLOCK)
+    warm_ups = 2 * timing.WARMUP
+    blocks = -(-12 // timing.TIMING_BLOCK)
     assert len(reader.calls) == warm_ups + 3 * 2 * (12 + blocks)  # rounds x configs x (timed + 1 per block)
     reader.calls = []
-    search_report.side_by_side(bench, [full, narrow], rounds=1, block=5)  # the block asked for, not the default
+    timing.side_by_side(bench, [full, narrow], rounds=1, block=5)  # the block asked for, not the default
     assert reader.calls[warm_ups:] == expected
     with pytest.raises(InvalidSubnet):
-        search_report.side_by_side(bench, [SubnetConfig(1.0, 1.0, (1.0,))], rounds=1)  # wrong length count
+        timing.side_by_side(bench, [SubnetConfig(1.0, 1.0, (1.0,))], rounds=1)  # wrong length count
 
 
-class ClockBench(search.Bench):
+class ClockBench(timing.Bench):
     """A bench whose question i takes i + 1 seconds: the means say which forwards were timed."""
 
     def __init__(self, questions: int) -> None:
@@ -190,7 +191,7 @@ def test_a_blocked_pass_averages_every_question_once_and_no_turn_starter() -> No
 def test_the_shipped_front_is_judged_on_side_by_side_times() -> None:
     """The study timed w75-q8 slow and w50 fast, once each; timed again side by side, w50 is
     slower than w75-q8 and less accurate: it does not ship, and the pool widens to the next rank."""
-    m = search.Measurement
+    m = pareto.Measurement
     full, w75q, w50, w25 = (
         SubnetConfig(1.0, 1.0),
         SubnetConfig(0.75, 1.0, quantized=True),
@@ -219,7 +220,7 @@ def test_later_ranks_join_the_pool_only_within_reach() -> None:
     """A later-rank point that a cheaper, faster pool point out-scores by REACH_F1 subset F1 is never
     scored on the whole split; one just behind is (the whole split may reorder the two), and is
     timed again only if the whole split does not confirm it is outclassed."""
-    m = search.Measurement
+    m = pareto.Measurement
     full, w50, near, far = (
         SubnetConfig(1.0, 1.0),
         SubnetConfig(0.5, 1.0),
@@ -227,7 +228,7 @@ def test_later_ranks_join_the_pool_only_within_reach() -> None:
         SubnetConfig(1.0, 0.5),
     )
     trials = [m(full, 57.0, 0, 40.0, 4), m(w50, 54.0, 0, 20.0, 2), m(near, 53.5, 0, 25.0, 3), m(far, 47.0, 0, 30.0, 3)]
-    assert [len(r) for r in search.pareto_ranks(trials)] == [2, 1, 1]
+    assert [len(r) for r in pareto.pareto_ranks(trials)] == [2, 1, 1]
     whole_split = {full: (68.9, 57.3), w50: (64.6, 52.7), near: (64.0, 52.0), far: (66.0, 54.0)}
     scored: list[SubnetConfig] = []
 
@@ -253,17 +254,17 @@ def test_whole_split_scores_are_kept_in_the_study(
     """A report stopped part-way resumes: what was scored on the whole split is in the storage."""
     reader = Reader(checkpoint.load(tiny_checkpoint))
     examples = squad.load_squad(DATA / "eval.json.gz", limit=3)
-    bench = search.Bench(reader, examples[:2])
+    bench = timing.Bench(reader, examples[:2])
     study = search.run_study(bench, 2, f"sqlite:///{tmp_path / 's.db'}", seed=5, name="r", progress=False, int8=False)
     trials = search.measurements(study)
     scored: list[SubnetConfig] = []
-    real = search.full_split_scores
+    real = search_report.full_split_scores
 
     def counted(reader: Reader, examples: list[squad.SquadExample], subnet: SubnetConfig) -> tuple[float, float]:
         scored.append(subnet)
         return real(reader, examples, subnet)
 
-    monkeypatch.setattr(search, "full_split_scores", counted)
+    monkeypatch.setattr(search_report, "full_split_scores", counted)
     scores = search.StudyScores(study, examples)
     first, entries, _ = search_report.build(reader, bench, examples, trials, {"subset": 2}, False, scores)
     stored = search.StudyScores(optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 's.db'}"), examples)
@@ -275,30 +276,30 @@ def test_whole_split_scores_are_kept_in_the_study(
     def rescoring(*_: object) -> tuple[float, float]:
         raise AssertionError("re-scored a configuration the study already holds")
 
-    monkeypatch.setattr(search, "full_split_scores", rescoring)
+    monkeypatch.setattr(search_report, "full_split_scores", rescoring)
     again, resumed, _ = search_report.build(reader, bench, examples, trials, {"subset": 2}, False, stored)
     assert again["full_model"]["f1"] == first["full_model"]["f1"]
     assert resumed and all(e.f1 == round(stored[e.subnet][0], 3) for e in resumed)
 
 
 def test_frontier_comparisons_on_known_points() -> None:
-    m = search.Measurement
+    m = pareto.Measurement
     joint = [m(SubnetConfig(0.25, 0.5), 60, 50, 5, 1), m(SubnetConfig(1.0, 1.0), 80, 70, 40, 1)]
-    assert search.never_below(joint, [m(SubnetConfig(0.5, 0.5), 55, 45, 8, 1)])
-    assert not search.never_below(joint, [m(SubnetConfig(0.5, 0.5), 65, 55, 8, 1)])  # better at 8 ms
-    assert not search.never_below(joint, [m(SubnetConfig(0.5, 0.5), 10, 5, 1, 1)])  # faster than any joint point
+    assert pareto.never_below(joint, [m(SubnetConfig(0.5, 0.5), 55, 45, 8, 1)])
+    assert not pareto.never_below(joint, [m(SubnetConfig(0.5, 0.5), 65, 55, 8, 1)])  # better at 8 ms
+    assert not pareto.never_below(joint, [m(SubnetConfig(0.5, 0.5), 10, 5, 1, 1)])  # faster than any joint point
     zero = [m(SubnetConfig(0.25, 0.5), 0.0, 0.0, 5, 1)]
-    assert search.never_below(zero, zero)  # an F1 of 0 is a score, not a missing one
+    assert pareto.never_below(zero, zero)  # an F1 of 0 is a score, not a missing one
     points = [(79.5, 20.0), (78.0, 8.0), (60.0, 1.0)]
-    assert search.speedup_within(points, (80.0, 40.0), 1.0) == 2.0
-    assert search.speedup_within(points, (80.0, 40.0), 3.0) == 5.0
-    assert search.speedup_within(points, (90.0, 40.0), 1.0) == 1.0
+    assert pareto.speedup_within(points, (80.0, 40.0), 1.0) == 2.0
+    assert pareto.speedup_within(points, (80.0, 40.0), 3.0) == 5.0
+    assert pareto.speedup_within(points, (90.0, 40.0), 1.0) == 1.0
 
 
 def test_a_seed_whose_trial_failed_is_queued_again(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """Ctrl-C marks the running trial failed; resuming must still measure that seed (Optuna's own
     `skip_if_exists` would count it as there)."""
-    bench = search.Bench(Reader(checkpoint.load(tiny_checkpoint)), squad.load_squad(DATA / "eval.json.gz", limit=1))
+    bench = timing.Bench(Reader(checkpoint.load(tiny_checkpoint)), squad.load_squad(DATA / "eval.json.gz", limit=1))
     storage = f"sqlite:///{tmp_path / 's.db'}"
     study = search.run_study(bench, 1, storage, seed=5, name="f", progress=False)
     interrupted = study.ask()  # the next queued seed, as a process killed while measuring it leaves it
@@ -306,7 +307,7 @@ def test_a_seed_whose_trial_failed_is_queued_again(tiny_checkpoint: Path, tmp_pa
     [failed] = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     lost = failed.system_attrs["fixed_params"]
     assert lost not in search.queued_or_measured(study)
-    seeds = sum(len(p) for p in search.baseline_params(bench.reader.checkpoint.config.num_hidden_layers).values())
+    seeds = sum(len(p) for p in space.baseline_params(bench.reader.checkpoint.config.num_hidden_layers).values())
     study = search.run_study(bench, seeds + 1, storage, seed=5, name="f", progress=False)  # the lost one last
     assert lost in search.queued_or_measured(study)
     measured = {m.subnet for m in search.measurements(study)}
@@ -323,10 +324,10 @@ def cost_below(reader: Reader, subnet: SubnetConfig) -> bool:
 def test_baselines_are_measured_first_and_reported(tiny_checkpoint: Path, tmp_path: Path) -> None:
     reader = Reader(checkpoint.load(tiny_checkpoint))
     examples = squad.load_squad(DATA / "eval.json.gz", limit=4)
-    bench = search.Bench(reader, examples)
+    bench = timing.Bench(reader, examples)
     storage = f"sqlite:///{tmp_path / 's.db'}"
     search.run_study(bench, 2, storage, seed=2, name="b", progress=False)  # stopped with seeds still queued
-    seeds = search.baseline_params(reader.checkpoint.config.num_hidden_layers)
+    seeds = space.baseline_params(reader.checkpoint.config.num_hidden_layers)
     assert len(seeds["mixed widths"]) == 8  # at base width 0.5, the last layer two widths down is one
     study = search.run_study(bench, 41, storage, seed=2, name="b", progress=False)
     trials = search.measurements(study)
@@ -360,13 +361,13 @@ def test_a_study_from_before_the_narrowing_genes_gets_only_the_new_seeds(tiny_ch
     """Seeds a study recorded without `narrow{i}` genes are the same seeds: resuming it queues the
     mixed-width seeds, not every old one a second time."""
     reader = Reader(checkpoint.load(tiny_checkpoint))
-    bench = search.Bench(reader, squad.load_squad(DATA / "eval.json.gz", limit=1))
+    bench = timing.Bench(reader, squad.load_squad(DATA / "eval.json.gz", limit=1))
     storage, layers = f"sqlite:///{tmp_path / 's.db'}", reader.checkpoint.config.num_hidden_layers
     old = optuna.create_study(study_name="o", storage=storage, directions=["maximize", "minimize"])
     for key, value in (("checkpoint", reader.checkpoint.fingerprint()), ("int8", True)):
         old.set_user_attr(key, value)
     old.set_user_attr("int8_kernel", search.int8_kernel())
-    seeds = search.baseline_params(layers)
+    seeds = space.baseline_params(layers)
     for family_name in ("grid", "lengths", "late drops"):
         for params in seeds[family_name]:
             old.enqueue_trial({k: v for k, v in params.items() if not k.startswith("narrow")})

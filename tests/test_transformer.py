@@ -5,6 +5,8 @@ import os
 import pytest
 import torch
 
+from models.infer.compile import compile_layers
+from models.infer.packing import pack_widths
 from models.nn.subnet import SubnetConfig, grid
 from models.nn.transformer import DynamicBertForQA
 from tests.conftest import padded_batch
@@ -30,12 +32,12 @@ def test_sub_networks_differ_from_the_full_model(tiny: DynamicBertForQA) -> None
 
 
 def test_packed_weights_are_contiguous_and_used_at_inference(tiny: DynamicBertForQA) -> None:
-    tiny.pack_widths((1.0, 0.75, 0.5, 0.25))
+    pack_widths(tiny, (1.0, 0.75, 0.5, 0.25))
     subnet = SubnetConfig(0.5, 0.75)
     with torch.inference_mode():
         weights = tiny.layer_weights(subnet)
-    assert tiny._packed is not None
-    packed = tiny._packed[(0.5, False)]
+    assert tiny.packed is not None
+    packed = tiny.packed[(0.5, False)]
     assert all(any(w is p for p in packed) for w in weights)
     for w in weights:
         for projection in (w.qkv, w.out, w.ffn_in, w.ffn_out):
@@ -47,7 +49,7 @@ def test_packed_path_equals_training_path(tiny: DynamicBertForQA) -> None:
     b = padded_batch()
     mixed = SubnetConfig(1.0, 1.0, (1.0, 0.9, 0.9, 0.5), False, (0.5, 1.0, 0.75, 0.25))
     for subnet in (SubnetConfig(0.25, 0.5), SubnetConfig(0.75, 1.0, (0.9, 0.7, 0.5, 0.5)), mixed):
-        tiny.pack_widths((1.0, 0.75, 0.5, 0.25))
+        pack_widths(tiny, (1.0, 0.75, 0.5, 0.25))
         packed = run(tiny, subnet)
         with torch.no_grad(), torch.enable_grad():
             out = tiny(b["input_ids"], b["attention_mask"], b["token_type_ids"], subnet)
@@ -56,7 +58,7 @@ def test_packed_path_equals_training_path(tiny: DynamicBertForQA) -> None:
 
 
 def test_each_layer_runs_at_its_own_width(tiny: DynamicBertForQA) -> None:
-    tiny.pack_widths((1.0, 0.75, 0.5, 0.25), int8=True)
+    pack_widths(tiny, (1.0, 0.75, 0.5, 0.25), int8=True)
     for quantized in (False, True):
         mixed = SubnetConfig(0.75, 1.0, None, quantized, (0.5, 0.75, 0.75, 0.25))
         with torch.inference_mode():
@@ -69,9 +71,9 @@ def test_each_layer_runs_at_its_own_width(tiny: DynamicBertForQA) -> None:
 
 
 def test_training_mode_drops_the_stale_packs_and_gets_gradients(tiny: DynamicBertForQA) -> None:
-    tiny.pack_widths((1.0, 0.5))
+    pack_widths(tiny, (1.0, 0.5))
     tiny.train()
-    assert tiny._packed is None
+    assert tiny.packed is None
     b = padded_batch()
     out = tiny(b["input_ids"], b["attention_mask"], b["token_type_ids"], SubnetConfig(0.5, 1.0, (0.8, 0.6, 0.5, 0.4)))
     (out.start_logits.sum() + out.end_logits.sum()).backward()
@@ -147,7 +149,7 @@ def test_bad_input_shapes_are_named(tiny: DynamicBertForQA) -> None:
 def test_int8_subnetworks_are_close_to_float(tiny: DynamicBertForQA) -> None:
     from models.errors import InvalidSubnet
 
-    tiny.pack_widths((1.0, 0.5))
+    pack_widths(tiny, (1.0, 0.5))
     for width in (1.0, 0.5):
         float_logits = run(tiny, SubnetConfig(width, 1.0))
         int8_logits = run(tiny, SubnetConfig(width, 1.0, quantized=True))
@@ -162,7 +164,7 @@ def test_int8_subnetworks_are_close_to_float(tiny: DynamicBertForQA) -> None:
 def test_int8_answers_do_not_depend_on_the_batch(tiny: DynamicBertForQA) -> None:
     """Activation scales are per token: what else is in a batch does not move a window's INT8
     logits (one scale per call would let the loudest token in the batch set it)."""
-    tiny.pack_widths((1.0, 0.5))
+    pack_widths(tiny, (1.0, 0.5))
     b = padded_batch()
     changed = {k: v.clone() for k, v in b.items()}
     changed["input_ids"][0, :10] = 1  # row 0 only
@@ -183,14 +185,15 @@ def test_int8_answers_do_not_depend_on_the_batch(tiny: DynamicBertForQA) -> None
 
 def test_int8_activations_are_scaled_per_token() -> None:
     """A token 1000x louder than another leaves the quiet one's precision intact."""
-    from models.nn.transformer import Projection
+    from models.infer.packing import quantized
+    from models.nn.weights import Projection
 
     weight = torch.randn(8, 64, generator=torch.Generator().manual_seed(0))
     x = torch.randn(2, 64, generator=torch.Generator().manual_seed(1))
     x[0] *= 1000
     exact = x @ weight.T
     with torch.inference_mode():
-        approx = Projection(weight, torch.zeros(8)).quantized()(x)
+        approx = quantized(Projection(weight, torch.zeros(8)))(x)
     assert (approx[1] - exact[1]).abs().max() / exact[1].abs().max() < 0.05
     assert approx.dtype == torch.float32 and approx.shape == exact.shape
 
@@ -225,10 +228,11 @@ def test_int8_falls_back_to_7_bit_weights_where_the_cpu_would_overflow() -> None
 
 def test_int8_weights_have_one_scale_per_output_row() -> None:
     """A row 1000x smaller than its neighbour keeps its precision (one scale per matrix zeroes it)."""
-    from models.nn.transformer import Projection
+    from models.infer.packing import quantized
+    from models.nn.weights import Projection
 
     weight = torch.stack([torch.linspace(-1, 1, 64), torch.linspace(-1e-3, 1e-3, 64)])
-    projection = Projection(weight, torch.zeros(2)).quantized()
+    projection = quantized(Projection(weight, torch.zeros(2)))
     x = torch.randn(8, 64)
     exact = x @ weight.T
     with torch.inference_mode():
@@ -252,9 +256,10 @@ def test_the_compiled_layer_steps_answer_as_the_eager_ones(tiny: DynamicBertForQ
     float, INT8, depth and Drop-and-Restore configurations; and compilation happens at load."""
     from torch._dynamo.utils import counters
 
-    tiny.pack_widths((1.0, 0.75, 0.5, 0.25))
+    pack_widths(tiny, (1.0, 0.75, 0.5, 0.25))
     eager = {s: (run(tiny, s), run(tiny, s, batch=1)) for s in COMPILE_CASES}
-    tiny.pack_widths((1.0, 0.75, 0.5, 0.25), compiled=True)
+    pack_widths(tiny, (1.0, 0.75, 0.5, 0.25))
+    compile_layers(tiny)
     assert tiny.compiled  # this machine's toolchain compiled it
     graphs = counters["stats"]["unique_graphs"]
     for subnet in COMPILE_CASES:

@@ -20,6 +20,9 @@ from torch import Tensor
 
 from models.errors import InvalidInput
 
+# The eval split of the project's shared SQuAD data, beside the checkout: the default --data of the
+# commands and benchmarks (train.json.gz lies beside it).
+DEFAULT_EVAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "squad" / "eval.json.gz"
 MAX_LENGTH = 384
 STRIDE = 128
 MAX_QUESTION_TOKENS = 64

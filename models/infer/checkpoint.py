@@ -1,6 +1,6 @@
 """The checkpoint directory: one dynamic model, its tokenizer, its searched frontier, its recipe.
 
-Layout (DESIGN.md section 2):
+Layout (docs/design.md, "The checkpoint"):
   config.json     format marker, architecture and the sub-network space
   model.safetensors  weights (fp16 on disk; upcast to fp32 at load)
   tokenizer files  vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json
@@ -25,6 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from models.data.squad import load_tokenizer
 from models.errors import CheckpointError, InvalidInput, InvalidSubnet
+from models.infer.compile import compile_layers
+from models.infer.packing import pack_widths
 from models.infer.quantize import Int8Kernel, int8_kernel
 from models.nn.bert_weights import load_weights
 from models.nn.config import ArchConfig
@@ -158,8 +160,8 @@ def save(
     return out_dir
 
 
-# profile.json's key for the front searched with each INT8 kernel (None: searched without INT8).
-# `pareto` is oneDNN's (AVX-512 VNNI, session 11), `pareto_fbgemm` FBGEMM's (AVX2, session 15).
+# profile.json's key for the front searched with each INT8 kernel (None: searched without INT8):
+# `pareto` is oneDNN's (searched on AVX-512 VNNI), `pareto_fbgemm` FBGEMM's (searched on AVX2).
 FRONT_KEYS: dict[Int8Kernel | None, str] = {"onednn": "pareto", "fbgemm": "pareto_fbgemm", None: "pareto_float"}
 
 
@@ -242,7 +244,9 @@ def load(path: Path | str | None = None, compiled: bool = False, int8: bool = Tr
     model = DynamicBertForQA(config)
     load_weights(model, state, str(root / WEIGHTS))
     model.eval()
-    model.pack_widths(widths, int8=int8, compiled=compiled)
+    pack_widths(model, widths, int8=int8)
+    if compiled:
+        compile_layers(model)
     try:
         tokenizer = load_tokenizer(root)
     except InvalidInput as exc:

@@ -41,7 +41,7 @@ def int8_weight_levels() -> int:
     shifts activations to unsigned bytes and sums products in pairs of 16 bits: with 8-bit
     weights the sums overflow and every result is wrong (checked with ONEDNN_MAX_CPU_ISA=AVX2),
     with 7-bit weights they fit. Where oneDNN has no integer kernel at all (an AVX2-only AMD
-    EPYC, session 13) a reference loop multiplies exactly and 127 comes back; the kernel probe
+    EPYC) a reference loop multiplies exactly and 127 comes back; the kernel probe
     (`kernel_speedups`) is what says such a CPU should use FBGEMM's kernel instead. Probed once
     at the extremes, not read from flags.
     """
@@ -100,7 +100,7 @@ class OneDnnInt8Linear:
 @dataclass(frozen=True)
 class FbgemmInt8Linear:
     """The same per-token x per-row scheme on FBGEMM's prepacked INT8 linear, which has AVX2
-    integer kernels where oneDNN has none (session 15's AMD EPYC: 1.3-1.9x the float map, before
+    integer kernels where oneDNN has none (an AVX2-only AMD EPYC: 1.3-1.9x the float map, before
     the per-token scaling around it, which `benchmarks.op_profile` weighs).
 
     FBGEMM takes one activation scale per call; dividing each token by its own max |x| first
@@ -190,7 +190,7 @@ def _kernel_speedups(threads: int) -> dict[Int8Kernel, float]:
     """Float time / INT8 time of one linear map per kernel on this CPU at `threads` threads.
 
     Why measure instead of reading CPU flags: `torch._int_mm` is fast only where oneDNN has an
-    integer kernel for the CPU (VNNI, AMX). On the AVX2-only AMD EPYC of sessions 13-15 it ran a
+    integer kernel for the CPU (VNNI, AMX). On an AVX2-only AMD EPYC it ran a
     reference loop 40-50x slower than the float matmul (FBGEMM: 1.3-1.9x faster than float there),
     so a profile measured on a VNNI machine would have steered the service's tightest budgets to
     its slowest configurations. Timed on `PROBE_SHAPE` in interleaved rounds (`_interleaved_medians`);

@@ -10,34 +10,32 @@ profile.json, with those latencies (the speed-ups).
 from __future__ import annotations
 
 import dataclasses
-import math
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from models.data import metric
 from models.data.squad import SquadExample
 from models.infer.checkpoint import ProfileEntry
 from models.infer.reader import Reader
 from models.nn.subnet import SubnetConfig
-from models.search import study as search
+from models.search.pareto import Measurement, fronts_by_family, never_below, pareto_front, pareto_ranks, speedup_within
+from models.search.timing import TIMING_BLOCK, TIMING_ROUNDS, Bench, side_by_side
 
 MAX_SHIPPED = 30
 MIN_SHIPPED = 10  # issue #4: a Pareto set of 10-30 configurations
-# A point from a later rank joins the pool unless a pool point outclasses it by this much subset F1.
-# Between the 200-question subset and the whole split, a cheaper point's lead over a dearer one
-# moved by up to 5.2 F1 in session 14's float-only study (heavy length drops at width 0.25).
+# A point from a later rank joins the pool unless a pool point outclasses it by this much subset F1:
+# between a 200-question subset and the whole split, a cheaper point's lead moved by up to 5.2 F1.
 REACH_F1 = 6.0
 # Side-by-side timing passes before the front ships as it is: on a 2-core AVX2 machine each pass
-# re-times a growing pool (5-6 min per rank), and timing noise reshuffled near-ties as fast as
-# widening added points (session 14's float-only report: 5 passes, 38 min, never 10 points).
+# re-times a growing pool (5-6 min per rank), and timing noise reshuffles near-ties as fast as
+# widening adds points.
 MAX_TIMING_PASSES = 3
-TIMING_ROUNDS = 3  # side-by-side rounds per timing pass, the median kept (`dynaqa search --timing-rounds`)
 
 
-def thin(front: list[search.Measurement], keep: int = MAX_SHIPPED) -> list[search.Measurement]:
+def thin(front: list[Measurement], keep: int = MAX_SHIPPED) -> list[Measurement]:
     """At most `keep` points spread evenly over the front (both ends kept)."""
     if len(front) <= keep:
         return front
@@ -45,37 +43,14 @@ def thin(front: list[search.Measurement], keep: int = MAX_SHIPPED) -> list[searc
     return [front[round(i * step)] for i in range(keep)]
 
 
-def side_by_side(
-    bench: search.Bench,
-    subnets: list[SubnetConfig],
-    rounds: int = TIMING_ROUNDS,
-    progress: bool = False,
-    block: int = search.TIMING_BLOCK,
-) -> dict[SubnetConfig, float]:
-    """Batch-1 latency of each configuration: the median over `rounds` blocked passes
-    (`search.Bench.blocked_pass`: every configuration runs the same `block` questions in turn).
-
-    The study measures each configuration once, minutes apart from the full model, and this
-    machine's speed drifts by tens of percent over a run; speed-ups are ratios, so the full model
-    and the front are timed again here, close together in time.
-    """
-    if rounds < 1:
-        raise ValueError(f"side-by-side timing needs at least one round, not {rounds}")
-    for subnet in subnets:
-        bench.reader.checkpoint.check(subnet)
-        bench.warm_up(subnet)
-    times: dict[SubnetConfig, list[float]] = {s: [] for s in subnets}
-    blocks = rounds * math.ceil(len(bench.windows) / block)
-    with tqdm(
-        total=blocks, desc=f"side-by-side timing, {len(subnets)} configs", unit="block", disable=not progress
-    ) as bar:
-        for _ in range(rounds):
-            for subnet, ms in bench.blocked_pass(subnets, block, bar).items():
-                times[subnet].append(ms)
-    return {s: statistics.median(t) for s, t in times.items()}
+def full_split_scores(reader: Reader, examples: list[SquadExample], subnet: SubnetConfig) -> tuple[float, float]:
+    """F1 and EM on the whole split, batched (the re-evaluation of the front)."""
+    answers, _ = reader.predict(examples, subnet, progress=False)
+    scores = metric.score({e.qid: e.answers for e in examples}, {q: a.text for q, a in answers.items()})
+    return scores["f1"], scores["exact_match"]
 
 
-def outclassed(candidate: search.Measurement, others: list[search.Measurement], margin: float = 0.0) -> bool:
+def outclassed(candidate: Measurement, others: list[Measurement], margin: float = 0.0) -> bool:
     """Whether another point beats `candidate` so plainly that re-timing cannot change it.
 
     It must do strictly less arithmetic in the same number format (MACs are exact, so drift cannot
@@ -83,9 +58,8 @@ def outclassed(candidate: search.Measurement, others: list[search.Measurement], 
     depth 1 and width 0.5 x depth 0.5 have, leave only the noisy timing to decide), have been timed
     no slower (MACs alone miss what dropping tokens costs) and score more than `margin` F1 higher.
     Used twice by `rescore`: with REACH_F1 on subset scores, to keep a later rank's hopeless
-    points from the whole-split scoring (106 s for the full model on a 2-core AVX2 machine;
-    session 13's float-only report ran over an hour without this), and with 0 on whole-split
-    scores, to keep them from the side-by-side timing.
+    points from the whole-split scoring (106 s for the full model on a 2-core AVX2 machine), and
+    with 0 on whole-split scores, to keep them from the side-by-side timing.
     """
     return any(
         q.subnet.quantized == candidate.subnet.quantized
@@ -99,7 +73,7 @@ def outclassed(candidate: search.Measurement, others: list[search.Measurement], 
 def rescore(
     score: Callable[[SubnetConfig], tuple[float, float]],
     retime: Callable[[list[SubnetConfig]], dict[SubnetConfig, float]],
-    trials: list[search.Measurement],
+    trials: list[Measurement],
     minimum: int = MIN_SHIPPED,
     progress: bool = False,
     max_passes: int = MAX_TIMING_PASSES,
@@ -109,20 +83,19 @@ def rescore(
     `score` gives a configuration's whole-split F1 and EM; `retime` times configurations
     side by side (`side_by_side`) and returns their latencies. The subset's front is a noisy judge
     twice over: 200 questions can rank width 0.75 above the full model, and the study times each
-    configuration once, minutes apart (session 10's first report shipped two points that the
-    side-by-side times showed dominated, and had dropped width 0.5 INT8, which the subset ranked
-    just behind width 0.75 x depth 0.75 INT8). So the subset's next non-dominated ranks join the
-    pool, except points it `outclassed` by REACH_F1, until the whole-split front, with the pool's
-    contenders timed side by side, has `minimum` points, or `max_passes` timing passes have run
-    (then the last pass's front ships, short).
+    configuration once, minutes apart, so points on its front can turn out dominated when timed
+    side by side and points just behind it can belong there. So the subset's next non-dominated
+    ranks join the pool, except points it `outclassed` by REACH_F1, until the whole-split front,
+    with the pool's contenders timed side by side, has `minimum` points, or `max_passes` timing
+    passes have run (then the last pass's front ships, short).
     The full model is always in the pool and timed: it is the service's most accurate choice and
     the speed-ups' reference. Returns the entries and the contenders' side-by-side latencies.
     """
     scores: dict[SubnetConfig, tuple[float, float]] = {}
     full = SubnetConfig(1.0, 1.0)
-    ranks = search.pareto_ranks(trials)
+    ranks = pareto_ranks(trials)
     pool = [m for rank in ranks for m in rank if m.subnet == full]  # its fastest measurement, as ranked
-    front: list[search.Measurement] = []
+    front: list[Measurement] = []
     latency: dict[SubnetConfig, float] = {}
     passes = 0
     for i, rank in enumerate(ranks):
@@ -134,13 +107,13 @@ def rescore(
         new = [m.subnet for m in pool if m.subnet not in scores]
         for subnet in tqdm(new, desc=f"whole-split F1, rank {i + 1}", unit="config", disable=not progress):
             scores[subnet] = score(subnet)
-        rescored = [search.Measurement(m.subnet, *scores[m.subnet], m.latency_ms, m.macs) for m in pool]
-        if len(search.pareto_front(rescored)) < minimum and not last:
+        rescored = [Measurement(m.subnet, *scores[m.subnet], m.latency_ms, m.macs) for m in pool]
+        if len(pareto_front(rescored)) < minimum and not last:
             continue  # too few even by the study's times: widen before timing anything
         contenders = [m for m in rescored if m.subnet == full or not outclassed(m, rescored)]
         latency = retime([m.subnet for m in contenders])
         passes += 1
-        front = search.pareto_front([dataclasses.replace(m, latency_ms=latency[m.subnet]) for m in contenders])
+        front = pareto_front([dataclasses.replace(m, latency_ms=latency[m.subnet]) for m in contenders])
         if len(front) >= minimum or last or passes >= max_passes:
             break
     return [
@@ -149,7 +122,7 @@ def rescore(
     ], latency
 
 
-def int8_effect(bench: search.Bench, entries: list[ProfileEntry]) -> list[dict[str, Any]]:
+def int8_effect(bench: Bench, entries: list[ProfileEntry]) -> list[dict[str, Any]]:
     """Each shipped configuration with and without INT8 linear layers (search subset): F1 from a
     pass of each, latency from the two timed side by side in one round (their ratio is what the
     row says; one round, not the front's median, so the table costs minutes, not a quarter of an
@@ -169,25 +142,25 @@ def int8_effect(bench: search.Bench, entries: list[ProfileEntry]) -> list[dict[s
 
 def build(
     reader: Reader,
-    bench: search.Bench,
+    bench: Bench,
     examples: list[SquadExample],
-    trials: list[search.Measurement],
+    trials: list[Measurement],
     settings: dict[str, Any],
     progress: bool = False,
     whole_split: dict[SubnetConfig, tuple[float, float]] | None = None,
-) -> tuple[dict[str, Any], list[ProfileEntry], dict[str, list[search.Measurement]]]:
+) -> tuple[dict[str, Any], list[ProfileEntry], dict[str, list[Measurement]]]:
     """The report, the profile entries to ship and the per-family fronts (for the plot).
 
-    `whole_split` holds whole-split scores already known (`search.StudyScores` keeps them in the
+    `whole_split` holds whole-split scores already known (`study.StudyScores` keeps them in the
     study, so a report stopped part-way resumes); what is scored here is added to it."""
-    fronts = search.fronts_by_family(trials)
+    fronts = fronts_by_family(trials)
     full = SubnetConfig(1.0, 1.0)
     rounds = int(settings.get("timing_rounds", TIMING_ROUNDS))
     whole_split = {} if whole_split is None else whole_split
 
     def score(subnet: SubnetConfig) -> tuple[float, float]:
         if subnet not in whole_split:
-            whole_split[subnet] = search.full_split_scores(reader, examples, subnet)
+            whole_split[subnet] = full_split_scores(reader, examples, subnet)
         return whole_split[subnet]
 
     def retime(subnets: list[SubnetConfig]) -> dict[SubnetConfig, float]:
@@ -198,10 +171,10 @@ def build(
     full_latency = latency[full]
     points = [(e.f1, e.latency_ms or full_latency) for e in entries]
     checks = {
-        "speedup_within_1_f1": round(search.speedup_within(points, (full_f1, full_latency), 1.0), 2),
-        "speedup_within_3_f1": round(search.speedup_within(points, (full_f1, full_latency), 3.0), 2),
-        "joint_never_below_grid": search.never_below(fronts["joint"], fronts["grid"]),
-        "joint_never_below_lengths": search.never_below(fronts["joint"], fronts["lengths"]),
+        "speedup_within_1_f1": round(speedup_within(points, (full_f1, full_latency), 1.0), 2),
+        "speedup_within_3_f1": round(speedup_within(points, (full_f1, full_latency), 3.0), 2),
+        "joint_never_below_grid": never_below(fronts["joint"], fronts["grid"]),
+        "joint_never_below_lengths": never_below(fronts["joint"], fronts["lengths"]),
         "front_points": len(entries),  # under MIN_SHIPPED where the timing passes ran out
     }
     report = {
@@ -218,12 +191,12 @@ def build(
         "int8": int8_effect(bench, entries) if settings.get("int8_enabled", True) else [],
         "checks": checks,
         "timing_rounds": rounds,
-        "timing_block": search.TIMING_BLOCK,
+        "timing_block": TIMING_BLOCK,
     }
     return report, entries, fronts
 
 
-def _point(m: search.Measurement) -> dict[str, Any]:
+def _point(m: Measurement) -> dict[str, Any]:
     return {"id": m.subnet.id, "f1": round(m.f1, 3), "latency_ms": round(m.latency_ms, 3)}
 
 
@@ -288,3 +261,36 @@ def write(report: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "search.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "search.md").write_text(markdown(report))
+
+
+def plot(fronts: dict[str, list[Measurement]], trials: list[Measurement], path: Path, int8: bool = True) -> None:
+    """F1 vs latency: every trial, the joint front and the three baselines, from one run
+    (`int8`: whether INT8 was in the searched space, for the legend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    ax.scatter([m.latency_ms for m in trials], [m.f1 for m in trials], s=8, alpha=0.3, color="grey", label="trials")
+    styles = {
+        "joint": ("o-", "tab:red", f"joint front (width x depth x length{', int8' if int8 else ''})"),
+        "grid": ("s--", "tab:blue", "width x depth grid alone"),
+        "lengths": ("^--", "tab:green", "lengths alone (full width and depth)"),
+        "full": ("*", "black", "full model"),
+    }
+    for name, (style, color, label) in styles.items():
+        front = fronts[name]
+        ax.plot([m.latency_ms for m in front], [m.f1 for m in front], style, color=color, label=label, markersize=6)
+    ax.set(
+        xlabel="mean latency per question, batch 1, this CPU (ms)",
+        ylabel="F1 (search subset)",
+        title="Accuracy/latency frontier",
+        xscale="log",
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)  # --report may name a directory not made yet
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

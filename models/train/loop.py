@@ -104,46 +104,21 @@ def train(
     total = len(plan)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s, total, int(total * recipe.warmup)))
-    start_step, losses = 0, []
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=False, map_location=recipe.device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_step, losses = state["step"], state["losses"]
-        torch.set_rng_state(state["torch_rng"].cpu())
+    resumed = _resume(state_path, model, optimizer, scheduler, recipe.device)
+    start_step, losses = resumed or (0, [])
+    if resumed:
         log.info(json.dumps({"stage": desc, "event": "resumed", "step": start_step, "of": total}))
     model.train()
     began = time.time()
     bar = tqdm(range(start_step, total), desc=desc, unit="step", disable=not progress, initial=start_step, total=total)
     for step in bar:
         batch = {k: v.to(recipe.device) for k, v in squad.collate(windows, plan[step]).items()}
-        optimizer.zero_grad(set_to_none=True)
-        loss = 0.0
-        for term in loss_fn(batch, random.Random(recipe.seed * 100_003 + step)):
-            term.backward()
-            loss += float(term.detach())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss)
+        losses.append(_step(model, optimizer, scheduler, loss_fn, batch, recipe.seed * 100_003 + step))
         recent = losses[-50:]
         bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}")
         out_of_time = deadline is not None and time.monotonic() >= deadline and step + 1 < total
         if (step + 1) % recipe.save_every == 0 or step + 1 == total or out_of_time:
-            tmp = state_path.with_suffix(".tmp")
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "step": step + 1,
-                    "losses": losses,
-                    "torch_rng": torch.get_rng_state(),
-                },
-                tmp,
-            )
-            tmp.replace(state_path)
+            _save_state(state_path, model, optimizer, scheduler, step + 1, losses)
             log.info(
                 json.dumps({"stage": desc, "step": step + 1, "of": total, "loss": round(sum(recent) / len(recent), 4)})
             )
@@ -162,3 +137,66 @@ def train(
             round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 4) for i in range(0, len(losses), 50)
         ],
     }
+
+
+def _step(
+    model: DynamicBertForQA,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    loss_fn: LossFn,
+    batch: dict[str, Tensor],
+    seed: int,
+) -> float:
+    """One optimiser step on `batch`, each loss term backpropagated as it comes; the summed loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = 0.0
+    for term in loss_fn(batch, random.Random(seed)):
+        term.backward()
+        loss += float(term.detach())
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    return loss
+
+
+def _resume(
+    state_path: Path,
+    model: DynamicBertForQA,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    device: str,
+) -> tuple[int, list[float]] | None:
+    """Load a stopped run's state into model, optimiser, schedule and torch's RNG; its step and
+    losses so far, or None where no run was stopped."""
+    if not state_path.exists():
+        return None
+    state = torch.load(state_path, weights_only=False, map_location=device)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    return state["step"], state["losses"]
+
+
+def _save_state(
+    state_path: Path,
+    model: DynamicBertForQA,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    step: int,
+    losses: list[float],
+) -> None:
+    """Everything `_resume` needs, written to a temporary file first so a kill never leaves half a state."""
+    tmp = state_path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "losses": losses,
+            "torch_rng": torch.get_rng_state(),
+        },
+        tmp,
+    )
+    tmp.replace(state_path)

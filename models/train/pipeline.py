@@ -160,29 +160,9 @@ def run_stage(
         scores = rewire(model, batches, progress)
         report = {"importance_batches": len(batches), "head_importance": scores.heads.tolist()}
     else:
-        teacher = _load_model(previous).eval().to(config.width.device)  # type: ignore[arg-type]
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        model = _load_model(config.continue_from) if continued else copy.deepcopy(teacher)  # type: ignore[arg-type]
-        model.requires_grad_(True)
-        if stage == "width":
-            loss = width_loss(model, teacher)
-            report = train(model, windows, config.width, loss, work / "state.pt", "stage W", progress, deadline)
-        elif stage == "width-depth":
-            loss = width_depth_loss(
-                model,
-                teacher,
-                hidden_weight=config.width_depth_hidden_weight,
-                random_subnets=config.random_subnets,
-                pairs=config.wd_pairs,
-            )
-            report = train(model, windows, config.width_depth, loss, work / "state.pt", "stage WD", progress, deadline)
-            report["hidden_weight"] = config.width_depth_hidden_weight
-            report["sampling"] = _sampling(config)
-        else:
-            loss = length_drop_loss(model, teacher)
-            report = train(model, windows, config.length, loss, work / "state.pt", "stage L", progress, deadline)
-            report["sampling"] = "LengthDrop sandwich: full, smallest at 0.8^k lengths, 2 random pairs x lengths"
+        model, report = _distill(
+            stage, config, windows, previous, bool(continued), work / "state.pt", progress, deadline
+        )
     if "paused_at" in report:
         raise StagePaused(stage, report["paused_at"], report["steps"])
     if continued is not None:
@@ -191,6 +171,44 @@ def run_stage(
     saved = _save(model, config, stage, report, previous)
     shutil.rmtree(work, ignore_errors=True)
     return saved
+
+
+def _distill(
+    stage: str,
+    config: PipelineConfig,
+    windows: squad.Windows,
+    previous: Path | None,
+    continued: bool,
+    state: Path,
+    progress: bool,
+    deadline: float | None,
+) -> tuple[DynamicBertForQA, dict[str, Any]]:
+    """Stage W, WD or L: the previous stage's model, frozen, teaches a copy of itself (or the
+    checkpoint `--continue-from` names); the student and the loop's report."""
+    teacher = _load_model(previous).eval().to(config.width.device)  # type: ignore[arg-type]
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    model = _load_model(config.continue_from) if continued else copy.deepcopy(teacher)  # type: ignore[arg-type]
+    model.requires_grad_(True)
+    if stage == "width":
+        loss = width_loss(model, teacher)
+        report = train(model, windows, config.width, loss, state, "stage W", progress, deadline)
+    elif stage == "width-depth":
+        loss = width_depth_loss(
+            model,
+            teacher,
+            hidden_weight=config.width_depth_hidden_weight,
+            random_subnets=config.random_subnets,
+            pairs=config.wd_pairs,
+        )
+        report = train(model, windows, config.width_depth, loss, state, "stage WD", progress, deadline)
+        report["hidden_weight"] = config.width_depth_hidden_weight
+        report["sampling"] = _sampling(config)
+    else:
+        loss = length_drop_loss(model, teacher)
+        report = train(model, windows, config.length, loss, state, "stage L", progress, deadline)
+        report["sampling"] = "LengthDrop sandwich: full, smallest at 0.8^k lengths, 2 random pairs x lengths"
+    return model, report
 
 
 def _sampling(config: PipelineConfig) -> str:

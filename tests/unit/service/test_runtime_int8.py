@@ -40,5 +40,5 @@ def test_int8_off_serves_a_float_front(
     assert ('"dropped": ["w50d100-q8"]' in caplog.text) == (mode != "on")
     assert runtime.reader is not None
     assert len(runtime.reader.checkpoint.fronts["pareto"]) == 3  # writing one front kept the other
-    packed = runtime.reader.checkpoint.model._packed or {}
+    packed = runtime.reader.checkpoint.model.packed or {}
     assert any(quantized for _, quantized in packed) == (mode == "on")
