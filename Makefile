@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test serve bench bench-service loadtest lint audit clean
+.PHONY: setup test test-fast test-integration test-system serve bench bench-service loadtest lint audit clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,18 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The unit tests that start no process (tiny models, pure service parts): about a minute on two cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests/unit
+
+# Real processes talking to each other: redis-server, prometheus, `dynaqa serve`.
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
+
+# `dynaqa serve` end to end, the CLI, the shipped checkpoint, deploy and install checks, load.
+test-system: $(STAMP)
+	$(BIN)/python -m pytest -q tests/system
 
 serve: $(STAMP)
 	$(BIN)/dynaqa serve

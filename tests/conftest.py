@@ -1,14 +1,19 @@
-"""Shared fixtures: a tiny model for millisecond tests, and paths to the real data and weights."""
+"""Shared fixtures: a tiny model for millisecond tests, paths to the real data and weights, and the
+real processes (`dynaqa serve`, redis-server) the integration and system tests start."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
 
+from loadtest.processes import Redis, Server
 from models.infer import checkpoint
 from models.nn.bert_weights import base_model_dir
 from models.nn.config import ArchConfig
@@ -66,6 +71,12 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) ->
     return checkpoint.save(tiny_model(), tmp_path_factory.mktemp("ckpt") / "tiny", base_dir)
 
 
+@pytest.fixture
+def tiny_checkpoint_copy(tiny_checkpoint: Path, tmp_path: Path) -> Path:
+    """A copy of `tiny_checkpoint` this test may damage or rewrite."""
+    return Path(shutil.copytree(tiny_checkpoint, tmp_path / "ckpt"))
+
+
 @pytest.fixture(scope="session")
 def latency_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One latency-profile cache for the server processes of the whole run: one calibration."""
@@ -80,3 +91,36 @@ def most_accurate_id(url: str) -> str:
     response = httpx.get(url + "/v1/model", timeout=10)
     response.raise_for_status()
     return str(response.json()["subnets"][0]["id"])
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[Redis]:
+    """A real redis-server on loopback, shared by one test module."""
+    server = Redis()
+    yield server
+    server.stop()
+
+
+Serve = Callable[..., AbstractContextManager[Server]]
+
+
+@pytest.fixture(scope="session")
+def serve(tmp_path_factory: pytest.TempPathFactory, latency_cache: Path) -> Serve:
+    """`with serve(**settings) as server:` a real `dynaqa serve` on the served checkpoint, ready
+    (`ready=False`: only started), its log in a fresh folder, the session's latency cache unless
+    `cache_dir` says otherwise; on the way out it must drain and stop cleanly."""
+
+    @contextmanager
+    def serving(ready: bool = True, **settings: object) -> Iterator[Server]:
+        settings.setdefault("cache_dir", latency_cache)
+        server = Server(SERVED_CHECKPOINT, tmp_path_factory.mktemp("serve") / "log.jsonl", **settings)
+        try:
+            if ready:
+                server.wait_ready()
+            yield server
+        except BaseException:
+            server.stop()
+            raise
+        assert server.stopped_cleanly()
+
+    return serving

@@ -24,19 +24,16 @@ from loadtest.processes import Server
 from models.data import squad
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import DATA, SERVED_CHECKPOINT, most_accurate_id
+from tests.conftest import DATA, SERVED_CHECKPOINT, Serve, most_accurate_id
 
 CONTEXT = "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy."
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, latency_cache: Path) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("reliability")
-    process = Server(SERVED_CHECKPOINT, tmp / "log.jsonl", cache_dir=latency_cache, max_queue=16)
-    process.wait_ready()
-    yield process
-    assert process.stopped_cleanly()
+def server(serve: Serve) -> Iterator[Server]:
+    with serve(max_queue=16) as process:
+        yield process
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +45,7 @@ def ieee_floats() -> Iterator[None]:
     yield
 
 
+@pytest.mark.slow
 @SCHEMA.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzzing_finds_no_server_error(case: schemathesis.Case, server: Server) -> None:
@@ -84,6 +82,7 @@ CORPUS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "body", "headers", "status", "needle"), CORPUS, ids=[c[0] for c in CORPUS])
 def test_bad_input_gets_the_documented_status(
     server: Server, name: str, body, headers, status: int, needle: str
@@ -93,6 +92,7 @@ def test_bad_input_gets_the_documented_status(
     assert needle in response.json()["error"]["message"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "question", "context", "headers"),
     [
@@ -115,6 +115,7 @@ def test_no_admin_or_file_endpoints() -> None:
     assert paths == {"/v1/qa", "/v1/model", "/v2/health/live", "/v2/health/ready", "/metrics"}
 
 
+@pytest.mark.slow
 def test_overload_is_refused_fast_bounded_and_recovers(server: Server) -> None:
     report = overload.measure(server.url, server.process.pid, factor=10, seconds=30)
     assert report["process_alive"]
@@ -129,6 +130,7 @@ def test_overload_is_refused_fast_bounded_and_recovers(server: Server) -> None:
     print(json.dumps(report))
 
 
+@pytest.mark.slow
 def test_a_disconnected_client_is_not_computed(server: Server) -> None:
     examples = squad.load_squad(DATA / "eval.json.gz", limit=40)
     long = max(examples, key=lambda e: len(e.context))
@@ -167,6 +169,7 @@ def metrics(server: Server) -> dict[str, float]:
     return values
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["corrupt weights", "missing checkpoint"])
 def test_a_bad_checkpoint_exits_non_zero_and_is_never_ready(tmp_path: Path, damage: str) -> None:
     root = tmp_path / "ckpt"
@@ -181,32 +184,31 @@ def test_a_bad_checkpoint_exits_non_zero_and_is_never_ready(tmp_path: Path, dama
     assert ("is corrupt" if damage == "corrupt weights" else "does not exist") in result.stderr
 
 
-def test_sigterm_under_load_drains_without_losing_requests(tmp_path: Path, latency_cache: Path) -> None:
-    server = Server(SERVED_CHECKPOINT, tmp_path / "log.jsonl", cache_dir=latency_cache, max_queue=64)
-    server.wait_ready()
-    examples = squad.load_squad(DATA / "eval.json.gz", limit=100)
-    readiness: list[int] = []
+@pytest.mark.slow
+def test_sigterm_under_load_drains_without_losing_requests(serve: Serve) -> None:
+    with serve(max_queue=64) as server:
+        examples = squad.load_squad(DATA / "eval.json.gz", limit=100)
+        readiness: list[int] = []
 
-    async def scenario() -> list[openloop.Record]:
-        load = asyncio.ensure_future(openloop.run(server.url, examples, 15, 6, lambda rng: 5000.0))
-        await asyncio.sleep(2.0)
-        server.process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.05)
-        try:
-            async with httpx.AsyncClient() as client:
-                readiness.append((await client.get(server.url + "/v2/health/ready", timeout=2)).status_code)
-        except httpx.HTTPError:
-            readiness.append(0)  # not even listening any more: not ready either
-        return await load
+        async def scenario() -> list[openloop.Record]:
+            load = asyncio.ensure_future(openloop.run(server.url, examples, 15, 6, lambda rng: 5000.0))
+            await asyncio.sleep(2.0)
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.05)
+            try:
+                async with httpx.AsyncClient() as client:
+                    readiness.append((await client.get(server.url + "/v2/health/ready", timeout=2)).status_code)
+            except httpx.HTTPError:
+                readiness.append(0)  # not even listening any more: not ready either
+            return await load
 
-    began = time.perf_counter()
-    records = asyncio.run(scenario())
-    server.process.wait(timeout=60)
-    assert time.perf_counter() - began < 40  # the pod's grace period
-    assert readiness and readiness[0] != 200
-    lost = [r for r in records if r.status == 0 and r.error not in ("ConnectError",)]
-    assert not lost, [(r.sent_at, r.error) for r in lost]  # every request was answered or refused at connect
-    answered = [r for r in records if r.status == 200]
-    refused = [r for r in records if r.status == 0 or r.status == 503]
-    assert answered and len(answered) + len(refused) == len(records)
-    assert server.stopped_cleanly()
+        began = time.perf_counter()
+        records = asyncio.run(scenario())
+        server.process.wait(timeout=60)
+        assert time.perf_counter() - began < 40  # the pod's grace period
+        assert readiness and readiness[0] != 200
+        lost = [r for r in records if r.status == 0 and r.error not in ("ConnectError",)]
+        assert not lost, [(r.sent_at, r.error) for r in lost]  # every request was answered or refused at connect
+        answered = [r for r in records if r.status == 200]
+        refused = [r for r in records if r.status == 0 or r.status == 503]
+        assert answered and len(answered) + len(refused) == len(records)

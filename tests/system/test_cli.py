@@ -3,7 +3,6 @@
 import gzip
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DATA
+
+pytestmark = pytest.mark.slow  # every test starts `dynaqa` processes
 
 EVAL = str(DATA / "eval.json.gz")
 
@@ -82,12 +83,12 @@ def test_bad_sub_networks_get_a_clear_error(tiny_checkpoint: Path, args: list[st
 
 
 def test_search_writes_its_report_into_a_new_directory_and_the_front_it_searched(
-    tiny_checkpoint: Path, tmp_path: Path
+    tiny_checkpoint_copy: Path, tmp_path: Path
 ) -> None:
     """`dynaqa search --write-profile` end to end on a tiny study: the report and plot land in a
     --report directory that did not exist (session 15 lost an hour's report to the plot), and with
     --int8 off the front is written as `pareto_float`, the INT8 front kept."""
-    root = Path(shutil.copytree(tiny_checkpoint, tmp_path / "ckpt"))
+    root = tiny_checkpoint_copy
     int8_front = [{"width": 0.5, "depth": 1.0, "quantized": True, "f1": 1.0, "exact_match": 0.5, "macs": 10}]
     (root / "profile.json").write_text(json.dumps({"pareto": int8_front}))
     squad = json.loads(gzip.decompress((DATA / "eval.json.gz").read_bytes()))
@@ -117,8 +118,8 @@ def test_search_writes_its_report_into_a_new_directory_and_the_front_it_searched
     assert json.loads((report / "search.json").read_text())["int8_enabled"] is False
 
 
-def test_corrupt_weights_and_bad_files_get_a_clear_error(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    root = Path(shutil.copytree(tiny_checkpoint, tmp_path / "ckpt"))
+def test_corrupt_weights_and_bad_files_get_a_clear_error(tiny_checkpoint_copy: Path, tmp_path: Path) -> None:
+    root = tiny_checkpoint_copy
     (root / "model.safetensors").write_bytes(b"garbage")
     for args, message in (
         (["info", str(root)], "model.safetensors is corrupt"),

@@ -14,6 +14,8 @@ from benchmarks.reproduce import TOLERANCE, evaluate
 from models.infer import checkpoint
 from models.infer.quantize import int8_enabled, int8_kernel
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def shipped() -> checkpoint.Checkpoint:

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,54 +15,51 @@ import yaml
 
 from loadtest.processes import Server, free_port
 from models.data import squad
-from tests.conftest import DATA, SERVED_CHECKPOINT
+from tests.conftest import DATA, REPO, Serve
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, latency_cache: Path) -> Iterator[tuple[Server, str]]:
+def stack(tmp_path_factory: pytest.TempPathFactory, serve: Serve) -> Iterator[tuple[Server, str]]:
     binary = shutil.which("prometheus")
     assert binary, "prometheus is missing (Debian package prometheus; .ci/run installs it)"
     tmp = tmp_path_factory.mktemp("prom")
-    server = Server(
-        SERVED_CHECKPOINT, tmp / "service.jsonl", cache_dir=latency_cache, max_queue=16, controller_interval_s=0.5
-    )
-    rule = yaml.safe_load((REPO / "deploy" / "k8s" / "base" / "prometheusrule.yaml").read_text())["spec"]
-    for group in rule["groups"]:
-        group["interval"] = "1s"  # the same rules, evaluated every second for a short test
-    (tmp / "rules.yml").write_text(yaml.safe_dump(rule))
-    port = free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(tmp / "rules.yml")],
-        "scrape_configs": [
-            {
-                "job_name": "dynaqa",
-                "static_configs": [
-                    {"targets": [f"127.0.0.1:{server.port}"], "labels": {"namespace": "dynaqa", "pod": "dynaqa-0"}}
-                ],
-            }
-        ],
-    }
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    prometheus = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp / "prometheus.log").open("w"),
-    )
-    try:
-        server.wait_ready()
-        yield server, f"http://127.0.0.1:{port}"
-    finally:
-        prometheus.terminate()
-        prometheus.wait(timeout=20)
-        server.stop()
+    with serve(ready=False, max_queue=16, controller_interval_s=0.5) as server:
+        rule = yaml.safe_load((REPO / "deploy" / "k8s" / "base" / "prometheusrule.yaml").read_text())["spec"]
+        for group in rule["groups"]:
+            group["interval"] = "1s"  # the same rules, evaluated every second for a short test
+        (tmp / "rules.yml").write_text(yaml.safe_dump(rule))
+        port = free_port()
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(tmp / "rules.yml")],
+            "scrape_configs": [
+                {
+                    "job_name": "dynaqa",
+                    "static_configs": [
+                        {"targets": [f"127.0.0.1:{server.port}"], "labels": {"namespace": "dynaqa", "pod": "dynaqa-0"}}
+                    ],
+                }
+            ],
+        }
+        (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+        prometheus = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp / "prometheus.log").open("w"),
+        )
+        try:
+            server.wait_ready()
+            yield server, f"http://127.0.0.1:{port}"
+        finally:
+            prometheus.terminate()
+            prometheus.wait(timeout=20)
 
 
 def query(prometheus: str, expr: str) -> list[dict]:

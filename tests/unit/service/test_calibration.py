@@ -1,16 +1,13 @@
 """Start-up records shared by a fleet (the INT8 decision, the latency profile) and the lookup
-they share: the real INT8 probe, the in-process store and a real Redis."""
+they share: the real INT8 probe and the in-process store (a real Redis: tests/integration/test_redis.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import redis
-
-from loadtest.processes import Redis
 from service import calibration
-from service.state import LocalState, RedisState
+from service.state import LocalState
 
 
 def test_the_int8_decision_is_probed_once_then_recorded(tmp_path: Path) -> None:
@@ -59,22 +56,3 @@ def test_a_record_comes_from_state_then_disk_then_is_computed(tmp_path: Path) ->
         value, source = look(LocalState())
         assert source == "measured" and value == len(computed) - 1
     assert json.loads((tmp_path / "r.json").read_text()) == computed[-1]
-
-
-def test_replicas_starting_together_keep_the_first_record(tmp_path: Path) -> None:
-    """Two replicas found nothing and each measured: over real Redis the second claims the first's
-    record and takes it; a record that is not a JSON object is replaced."""
-    server = Redis()
-    try:
-        first, second = (RedisState(server.url, lambda operation: None) for _ in range(2))
-        assert first.claim_profile("k", {"int8": True}) == {"int8": True}
-        assert second.claim_profile("k", {"int8": False}) == {"int8": True}
-        assert second.load_profile("k") == {"int8": True}
-        redis.Redis.from_url(server.url).set("dynaqa:profile:j", "[]")
-        assert second.claim_profile("j", {"int8": False}) == {"int8": False}
-        assert first.load_profile("j") == {"int8": False}
-        decision, source = calibration.int8_decision(second, tmp_path)  # nothing recorded yet: probed
-        assert source == "measured"
-        assert calibration.int8_decision(first, tmp_path / "other") == (decision, "state:redis")
-    finally:
-        server.stop()

@@ -233,6 +233,7 @@ def test_a_full_queue_is_refused_before_the_body_is_read(client: TestClient) -> 
     assert ask(client, {"X-Latency-Budget-Ms": "5000"}).status_code == 200  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # compiles the layer steps: 10-30 s on two idle cores, minutes on busy ones
 def test_every_torch_call_runs_on_the_one_model_thread(
     tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,7 +16,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO
+
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
 OVERLAYS = ("dev", "prod", "prod-hpa")
 CRD_SCHEMAS = {
     "PodMonitor": "podmonitor.json",
@@ -43,7 +45,7 @@ def test_every_manifest_validates(overlay: str) -> None:
     for doc in docs:
         kind = doc["kind"]
         if kind in CRD_SCHEMAS:
-            schema = json.loads((REPO / "tests" / "schemas" / CRD_SCHEMAS[kind]).read_text())
+            schema = json.loads((SCHEMAS / CRD_SCHEMAS[kind]).read_text())
             jsonschema.validate(doc, schema)
         else:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -123,6 +125,7 @@ def test_dashboard_uses_only_exported_series() -> None:
             assert name in exported or name in recorded, (name, expr)
 
 
+@pytest.mark.slow
 def test_dockerfile_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
     """The image's RUN step (deploy/docker/install.sh) run as CI can: same script, a new venv."""
     env_dir = tmp_path / "venv"
