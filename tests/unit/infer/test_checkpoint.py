@@ -1,7 +1,6 @@
 """The checkpoint format: round trip, validation messages, `dynaqa info`."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,6 @@ from models.infer import checkpoint
 from models.infer.checkpoint import ProfileEntry
 from models.nn.subnet import SubnetConfig
 from tests.conftest import padded_batch, tiny_model
-
-
-def copy(src: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(src, tmp_path / "ckpt"))
 
 
 def test_round_trip_keeps_the_model(tiny_checkpoint: Path) -> None:
@@ -30,8 +25,8 @@ def test_round_trip_keeps_the_model(tiny_checkpoint: Path) -> None:
     assert len(loaded.fingerprint()) == 64
 
 
-def test_profile_ids_resolve(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    root = copy(tiny_checkpoint, tmp_path)
+def test_profile_ids_resolve(tiny_checkpoint_copy: Path) -> None:
+    root = tiny_checkpoint_copy
     subnet = SubnetConfig(0.5, 0.5, (0.8, 0.5))
     checkpoint.write_profile(root, [ProfileEntry(subnet, 70.0, 60.0, 123)])
     loaded = checkpoint.load(root)
@@ -43,13 +38,13 @@ def test_profile_ids_resolve(tiny_checkpoint: Path, tmp_path: Path) -> None:
 
 
 def test_each_kernel_front_is_written_beside_the_others_and_reset_by_new_weights(
-    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_checkpoint_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`dynaqa search --write-profile` fills the front of the INT8 kernel it ran (`pareto` for
     oneDNN, `pareto_fbgemm`) or, with INT8 off, `pareto_float`, and keeps the others; a CPU serves
     its own kernel's INT8 front, another kernel's where its own was never searched; saving new
     weights into the directory drops them all (they were measured on the old)."""
-    root = copy(tiny_checkpoint, tmp_path)
+    root = tiny_checkpoint_copy
     q8, fb, fast = (
         SubnetConfig(0.5, 1.0, quantized=True),
         SubnetConfig(0.75, 1.0, quantized=True),
@@ -73,22 +68,22 @@ def test_each_kernel_front_is_written_beside_the_others_and_reset_by_new_weights
 
 
 @pytest.mark.parametrize("name", ["config.json", "model.safetensors", "vocab.txt", "profile.json"])
-def test_a_missing_file_is_named(tiny_checkpoint: Path, tmp_path: Path, name: str) -> None:
-    root = copy(tiny_checkpoint, tmp_path)
+def test_a_missing_file_is_named(tiny_checkpoint_copy: Path, name: str) -> None:
+    root = tiny_checkpoint_copy
     (root / name).unlink()
     with pytest.raises(CheckpointError, match=f"missing {name}"):
         checkpoint.load(root)
 
 
-def test_a_corrupt_weights_file_is_reported(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    root = copy(tiny_checkpoint, tmp_path)
+def test_a_corrupt_weights_file_is_reported(tiny_checkpoint_copy: Path) -> None:
+    root = tiny_checkpoint_copy
     (root / "model.safetensors").write_bytes(b"\x00\x01 not a safetensors file")
     with pytest.raises(CheckpointError, match="model.safetensors is corrupt"):
         checkpoint.load(root)
 
 
-def test_a_shape_mismatch_names_the_weight(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    root = copy(tiny_checkpoint, tmp_path)
+def test_a_shape_mismatch_names_the_weight(tiny_checkpoint_copy: Path) -> None:
+    root = tiny_checkpoint_copy
     config = json.loads((root / "config.json").read_text())
     config["architecture"]["intermediate_size"] = 128
     (root / "config.json").write_text(json.dumps(config))
@@ -98,16 +93,16 @@ def test_a_shape_mismatch_names_the_weight(tiny_checkpoint: Path, tmp_path: Path
         checkpoint.load(root)
 
 
-def test_an_unknown_subnet_in_the_profile_is_rejected(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    root = copy(tiny_checkpoint, tmp_path)
+def test_an_unknown_subnet_in_the_profile_is_rejected(tiny_checkpoint_copy: Path) -> None:
+    root = tiny_checkpoint_copy
     body = {"pareto": [{"width": 0.3, "depth": 1.0, "f1": 1, "exact_match": 1, "macs": 1}]}
     (root / "profile.json").write_text(json.dumps(body))
     with pytest.raises(CheckpointError, match=r"pareto\[0\] is malformed: width 0.3"):
         checkpoint.load(root)
 
 
-def test_a_wrong_length_count_in_the_profile_is_rejected(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    root = copy(tiny_checkpoint, tmp_path)
+def test_a_wrong_length_count_in_the_profile_is_rejected(tiny_checkpoint_copy: Path) -> None:
+    root = tiny_checkpoint_copy
     checkpoint.write_profile(root, [ProfileEntry(SubnetConfig(1.0, 0.5, (0.5,)), 1, 1, 1)])
     with pytest.raises(CheckpointError, match="keeps 2 of 4 layers"):
         checkpoint.load(root)
