@@ -4,7 +4,7 @@ Measures the full model's single-stream capacity (1 / p50 latency, loose budget,
 offers `--factor` times that as an open loop for `--seconds`, sampling the server's RSS and queue
 depth, then waits for the degradation level to return to 0 and checks a loose-budget request is
 served by the full model again. Reports statuses, the p99 latency of refusals, peak RSS and the
-highest queue depth seen. Used by tests/test_reliability.py and runnable on its own.
+highest queue depth seen. Used by tests/system/test_reliability.py and runnable on its own.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The image's install steps, also run by tests/test_deploy.py in a fresh venv so CI exercises them.
+# The image's install steps, also run by tests/system/test_deploy.py in a fresh venv so CI exercises them.
 # torch first, pinned; TORCH_INDEX_URL selects the CPU wheel index in the image build.
 set -eu
 python -m pip install --no-cache-dir --upgrade pip

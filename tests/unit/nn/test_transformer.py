@@ -251,6 +251,7 @@ COMPILE_CASES = [
 ]
 
 
+@pytest.mark.slow  # TorchInductor compiles C++ for every variant: 40-50 s on two cores
 def test_the_compiled_layer_steps_answer_as_the_eager_ones(tiny: DynamicBertForQA) -> None:
     """Compiling changes the speed, not the answer: same logits on padded batches and alone, for
     float, INT8, depth and Drop-and-Restore configurations; and compilation happens at load."""
