@@ -1,4 +1,4 @@
-"""Domain errors of the service, raised low and mapped to HTTP in one table (see app.py)."""
+"""Domain errors of the service, raised low and mapped to HTTP in one table (service/api/errors.py)."""
 
 from __future__ import annotations
 

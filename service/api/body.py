@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
 
 from service.errors import PayloadTooLarge
@@ -37,7 +37,12 @@ class LimitedBodyRoute(APIRoute):
 
         async def limited(request: Request) -> Response:
             if request.method in ("POST", "PUT", "PATCH"):
-                request._body = await read_limited(request, request.app.state.settings.max_body_bytes)
+                try:
+                    request._body = await read_limited(request, request.app.state.settings.max_body_bytes)
+                except PayloadTooLarge:
+                    raise
+                except Exception as exc:  # a client gone mid-body: FastAPI's own answer to a body it cannot read
+                    raise HTTPException(400, "There was an error parsing the body") from exc
             return await handler(request)
 
         return limited

@@ -6,8 +6,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service import budget as budgets
-from service.budget import Budget
 from service.engine.engine import Engine
 from service.errors import NotReady
 from service.outcomes import Outcomes
@@ -38,11 +36,5 @@ def get_outcomes(runtime: RuntimeDep) -> Outcomes:
     return runtime.outcomes
 
 
-def get_budget(request: Request, settings: SettingsDep) -> Budget:
-    """The request's latency budget from its headers (400 when a budget header is malformed)."""
-    return budgets.parse(request.headers, settings.default_budget_ms, settings.min_budget_ms, settings.max_budget_ms)
-
-
 EngineDep = Annotated[Engine, Depends(get_engine)]
 OutcomesDep = Annotated[Outcomes, Depends(get_outcomes)]
-BudgetDep = Annotated[Budget, Depends(get_budget)]

@@ -15,8 +15,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.nn.subnet import SubnetConfig
+from service import budget as budgets
 from service.api.body import LimitedBodyRoute
-from service.api.deps import BudgetDep, EngineDep, OutcomesDep, RuntimeDep
+from service.api.deps import EngineDep, OutcomesDep, RuntimeDep, SettingsDep
 from service.api.errors import QA_PATH
 from service.api.schemas import ErrorResponse, ModelInfo, QARequest, QAResponse, ServedSubnet, SubnetInfo
 from service.engine.engine import Result
@@ -40,12 +41,19 @@ QA_RESPONSES: dict[int | str, dict[str, Any]] = {
     summary="Answer a question from a context within the request's latency budget",
 )
 async def qa(
-    body: QARequest, request: Request, response: Response, budget: BudgetDep, engine: EngineDep, outcomes: OutcomesDep
+    body: QARequest,
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    engine: EngineDep,
+    outcomes: OutcomesDep,
 ) -> QAResponse:
     """Budget: `X-Latency-Budget-Ms`, else the smallest of `grpc-timeout`,
     `x-envoy-expected-rq-timeout-ms` and `Prefer: wait=N`, else the server default.
     Strict handling (`Prefer: handling=strict` or `X-Budget-Policy: strict`) refuses what
     cannot be met instead of answering late with the fastest sub-network."""
+    # Parsed here, after the body validated: a bad body is 422 before a bad budget header is 400.
+    budget = budgets.parse(request.headers, settings.default_budget_ms, settings.min_budget_ms, settings.max_budget_ms)
     arrival = request.state.arrival
     work = engine.answer(body.question, body.context, budget, arrival, request.scope["state"].get("place"))
     result = await _unless_disconnected(request, work)

@@ -2,7 +2,8 @@
 
 Tickets are served in `rank` order: the deadline (EDF), or the end of the queue for a ticket that
 chose to wait behind the queued work instead of overtaking it (`Scheduler.add`). A ticket that is
-done (answered, expired or cancelled) stays in the heap until popped, and counts for nothing.
+done (answered, expired or cancelled) stays in the heap until popped: it still counts in the
+queue's length (depth, capacity) but in no wait, slack or batch.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ reserved for requests whose bodies are still being read), the earliest-deadline-
 controller's degradation cap, the plan made when a request arrives and the re-plan made when it
 leaves the queue, and the batches. It computes nothing and awaits nothing: `add` returns a
 ticket or a refusal, `next_batch(now)` says what to run next, `on_batch_done(report)` feeds back
-what running it took. The engine calls these three; nothing here calls back up.
+what running it took, `served(ticket)` says how a ticket was served. Nothing here calls back up.
 """
 
 from __future__ import annotations
@@ -177,9 +177,10 @@ class Scheduler:
 
         Lenient budgets that nothing fits get the sub-network quickest for the input; strict ones
         are refused: 400 below the idle floor, 503 when load is what makes them impossible."""
-        refusal = self.refusal(place)
-        if refusal is not None:
-            return refusal
+        if place is None:  # a place holder was admitted by the gate and by `Engine.answer` already
+            refusal = self.refusal()
+            if refusal is not None:
+                return refusal
         self.arrivals += 1
         plan_s = self.budget_s(request.budget)
         self.recent_budgets.append(plan_s)

@@ -259,3 +259,9 @@ def test_every_torch_call_runs_on_the_one_model_thread(
     assert set(threads) == {"load", "calibrate", "_warm", "_forward"}
     names = set().union(*threads.values())
     assert len(names) == 1 and names.pop().startswith("dynaqa-model"), threads
+
+
+def test_a_bad_body_is_422_before_a_bad_budget_header_is_400(client: TestClient) -> None:
+    response = client.post("/v1/qa", json={"question": "q"}, headers={"X-Latency-Budget-Ms": "-1"})
+    assert response.status_code == 422 and "context" in response.json()["error"]["message"]
+    assert ask(client, {"X-Latency-Budget-Ms": "-1"}).status_code == 400  # type: ignore[attr-defined]
