@@ -50,6 +50,10 @@ def candidates_of(checkpoint: ckpt.Checkpoint, int8: bool = True) -> list[Candid
     return [Candidate(s, scores.get(s.id), macs(checkpoint.config, s, 384)) for s in space]
 
 
+def _draining() -> Draining:
+    return Draining("the replica is draining", retry_after_s=1.0)
+
+
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -198,7 +202,7 @@ class Runtime:
             downgrade_f1=s.downgrade_f1,
         )
         if self.draining:
-            scheduler.close(Draining("the replica is draining", retry_after_s=1.0))
+            scheduler.close(_draining())
         self.executor.reader = self.reader
         engine = Engine(scheduler, self.executor, self.metrics, Limits(s.max_context_chars, s.max_question_chars))
         controller = Controller(
@@ -245,7 +249,7 @@ class Runtime:
         """The gate's question, asked before a body is read: a queue place, or the refusal
         (draining, not ready, queue full) that costs the event loop microseconds under overload."""
         if self.draining:
-            return Draining("the replica is draining", retry_after_s=1.0)
+            return _draining()
         if not self.ready or self.engine is None:
             return NotReady("the replica is not ready yet", retry_after_s=2.0)
         return self.engine.scheduler.reserve()
@@ -258,7 +262,7 @@ class Runtime:
         if self.metrics:
             self.metrics.ready.set(0)
         if self.engine:
-            self.engine.scheduler.close(Draining("the replica is draining", retry_after_s=1.0))
+            self.engine.scheduler.close(_draining())
         log.info(json.dumps({"event": "draining", "queued": self.engine.scheduler.depth if self.engine else 0}))
 
     async def stop(self) -> None:

@@ -76,8 +76,12 @@ def run_batches(scheduler: Scheduler, now: float, seconds: float | None = None) 
             continue
         took = seconds if seconds is not None else sum(t.predicted_s for t in plan.tickets)
         now += took
-        assert plan.subnet is not None
-        report = BatchReport(plan.subnet, len(plan.tickets), sum(t.windows for t in plan.tickets), 100, took)
-        scheduler.on_batch_done(report)
+        scheduler.on_batch_done(report_of(plan, took))
         plans.append(plan)
     return plans
+
+
+def report_of(plan: BatchPlan, seconds: float) -> BatchReport:
+    """What running `plan` took, as the executor would report it (100-token windows)."""
+    assert plan.subnet is not None
+    return BatchReport(plan.subnet, len(plan.tickets), sum(t.windows for t in plan.tickets), 100, seconds)

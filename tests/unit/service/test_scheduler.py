@@ -8,7 +8,7 @@ from models.nn.subnet import SubnetConfig
 from service.engine.queue import Ticket, batch_time_cap, slack_after
 from service.errors import BudgetBelowFloor, Draining, Overloaded
 from service.planner import Planner
-from tests.unit.service.conftest import TicketFactory, make_scheduler, request, run_batches
+from tests.unit.service.conftest import TicketFactory, make_scheduler, report_of, request, run_batches
 
 BIG, SMALL = SubnetConfig(1.0, 1.0), SubnetConfig(0.25, 0.5)
 
@@ -29,17 +29,11 @@ def test_the_queue_is_edf_batches_by_subnet_and_drops_expired(ticket: TicketFact
         ticket(now + 0.5, BIG, "expired", drop_after=now),
     ):
         scheduler.queue.push(t)
-    scheduler.on_batch_done(scheduler_report(first, 0.02))
+    scheduler.on_batch_done(report_of(first, 0.02))
     plans = run_batches(scheduler, now + 0.02)
     assert payloads([first, *plans]) == [["warm"], ["early-small", "mid-small"], ["late-big"]]
     assert [t.payload for t in plans[0].expired] == ["expired"] and plans[0].expired[0].done
     assert plans[0].subnet is not None and plans[0].subnet.id == "w25d50"
-
-
-def scheduler_report(plan, seconds: float):  # type: ignore[no-untyped-def]
-    from service.engine.scheduler import BatchReport
-
-    return BatchReport(plan.subnet, len(plan.tickets), len(plan.tickets), 100, seconds)
 
 
 def test_a_companion_joins_a_batch_only_if_no_ticket_it_overtakes_becomes_late(ticket: TicketFactory) -> None:
@@ -51,7 +45,7 @@ def test_a_companion_joins_a_batch_only_if_no_ticket_it_overtakes_becomes_late(t
         scheduler.queue.push(ticket(now + 0.2, BIG, "A", predicted_s=0.05))
         scheduler.queue.push(ticket(now + 0.25, SMALL, "B", predicted_s=0.05))
         scheduler.queue.push(ticket(now + 2.0, BIG, "C", predicted_s=companion_s))
-        scheduler.on_batch_done(scheduler_report(warm, 0.05))
+        scheduler.on_batch_done(report_of(warm, 0.05))
         return payloads([warm, *run_batches(scheduler, now + 0.05)])
 
     # C batched with A would push B (due 250 ms, on time by prediction) past its deadline: C waits.
