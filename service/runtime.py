@@ -60,6 +60,7 @@ class Runtime:
         self.replica = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}"
         self.ready = False
         self.draining = False
+        self.leaving = False  # a stop signal came: not ready, still serving until the drain
         self.failed: str | None = None  # why start-up failed, if it did
         self.store: StateStore = LocalState()
         self.metrics: Metrics | None = None
@@ -242,7 +243,7 @@ class Runtime:
         self.engine.start()
         self._tasks.append(asyncio.get_running_loop().create_task(control.run(), name="dynaqa-controller"))
         self.ready = True
-        self.metrics.ready.set(0 if self.draining else 1)
+        self.metrics.ready.set(1 if self.accepting else 0)
 
     # --- admission and shutdown ----------------------------------------------------------------
     def reserve(self) -> Place | ServiceError:
@@ -253,6 +254,18 @@ class Runtime:
         if not self.ready or self.engine is None:
             return NotReady("the replica is not ready yet", retry_after_s=2.0)
         return self.engine.scheduler.reserve()
+
+    @property
+    def accepting(self) -> bool:
+        """What readiness reports: serving, and no stop signal or drain under way."""
+        return self.ready and not (self.leaving or self.draining)
+
+    def leave(self) -> None:
+        """Readiness false at a stop signal; requests are still answered until `begin_drain`."""
+        self.leaving = True
+        if self.metrics:
+            self.metrics.ready.set(0)
+        log.info(json.dumps({"event": "leaving", "linger_s": self.settings.drain_linger_s}))
 
     def begin_drain(self) -> None:
         """Readiness false, new requests refused (503); queued and running work carries on."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from types import FrameType
 
 import uvicorn
@@ -14,17 +15,32 @@ from service.settings import Settings
 class DrainingServer(uvicorn.Server):
     """uvicorn, plus: readiness turns false at SIGTERM/SIGINT, before uvicorn stops listening.
 
-    uvicorn then lets in-flight requests finish (up to its graceful timeout) and runs the
-    lifespan shutdown, which drains the queue.
+    With `drain_linger_s`, the replica keeps answering that long first: an HTTP/1.1 server cannot
+    close an idle keep-alive connection without racing a client that reuses it, so it stops
+    listening only after load balancers have had time to stop sending. uvicorn then lets in-flight
+    requests finish (up to its graceful timeout) and runs the lifespan shutdown, which drains.
     """
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI, linger_s: float = 0.0) -> None:
         super().__init__(config)
         self._app = app
+        self._linger_s = linger_s
+        self._exit_at: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self._app.state.runtime.begin_drain()
+        runtime = self._app.state.runtime
+        if self._exit_at is None and self._linger_s > 0:  # the first signal: linger
+            runtime.leave()
+            self._exit_at = time.monotonic() + self._linger_s
+            return
+        runtime.begin_drain()
         super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._exit_at is not None and not self.should_exit and time.monotonic() >= self._exit_at:
+            self._app.state.runtime.begin_drain()
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def serve(app: FastAPI, settings: Settings) -> None:
@@ -43,4 +59,4 @@ def serve(app: FastAPI, settings: Settings) -> None:
         timeout_keep_alive=settings.keep_alive_s,
         backlog=4096,
     )
-    DrainingServer(config, app).run()
+    DrainingServer(config, app, settings.drain_linger_s).run()

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     pin_subnet: str | None = Field(None, description="Serve only this sub-network id (for comparisons).")
     keep_alive_s: int = Field(75, ge=1, description="Idle keep-alive connections are closed after this.")
     drain_seconds: float = Field(10.0, ge=0, description="On shutdown, wait this long for queued work.")
+    drain_linger_s: float = Field(
+        0.0,
+        ge=0,
+        le=300,
+        description="After a stop signal, keep serving this long with readiness false, so load balancers "
+        "take the replica out before it stops listening (an in-process preStop pause; a second signal ends it).",
+    )
     log_level: str = Field("INFO", description="Python log level.")
 
     @model_validator(mode="after")

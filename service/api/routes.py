@@ -130,8 +130,8 @@ async def live() -> dict[str, bool]:
 
 @router.get("/v2/health/ready", summary="Model loaded, warmed, calibrated and not draining")
 async def ready(rt: RuntimeDep) -> JSONResponse:
-    ok = rt.ready and not rt.draining
-    body = {"ready": ok, "draining": rt.draining, "calibration": rt.calibration_source or None}
+    ok = rt.accepting
+    body = {"ready": ok, "draining": rt.draining or rt.leaving, "calibration": rt.calibration_source or None}
     if rt.failed:
         body["failed"] = rt.failed
     return JSONResponse(body, status_code=200 if ok else 503)

@@ -186,7 +186,9 @@ def test_a_bad_checkpoint_exits_non_zero_and_is_never_ready(tmp_path: Path, dama
 
 @pytest.mark.slow
 def test_sigterm_under_load_drains_without_losing_requests(serve: Serve) -> None:
-    with serve(max_queue=64) as server:
+    # The linger outlasts the load, as a load balancer stops sending during a preStop pause: a
+    # server that closes idle keep-alive connections while clients still send would race them.
+    with serve(max_queue=64, drain_linger_s=6.0) as server:
         examples = squad.load_squad(DATA / "eval.json.gz", limit=100)
         readiness: list[int] = []
 
@@ -210,5 +212,20 @@ def test_sigterm_under_load_drains_without_losing_requests(serve: Serve) -> None
         lost = [r for r in records if r.status == 0 and r.error not in ("ConnectError",)]
         assert not lost, [(r.sent_at, r.error) for r in lost]  # every request was answered or refused at connect
         answered = [r for r in records if r.status == 200]
+        assert any(r.sent_at > 2.0 for r in answered)  # sent after the signal, during the linger
         refused = [r for r in records if r.status == 0 or r.status == 503]
         assert answered and len(answered) + len(refused) == len(records)
+
+
+@pytest.mark.slow
+def test_a_lingering_replica_is_unready_but_answers_until_a_second_signal(serve: Serve) -> None:
+    with serve(drain_linger_s=120.0) as server:
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        ready = httpx.get(server.url + "/v2/health/ready", timeout=5)
+        assert ready.status_code == 503 and ready.json()["draining"] is True
+        body = {"question": "Who wrote it?", "context": "The book was written by Ada Lovelace in 1843."}
+        answer = httpx.post(server.url + "/v1/qa", json=body, timeout=30)
+        assert answer.status_code == 200 and answer.json()["answer"]
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == -signal.SIGTERM  # uvicorn re-raises the signal it handled
