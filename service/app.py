@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service.api.auth import Auth, KeyStore
 from service.api.errors import HANDLERS
 from service.api.middleware import Admission, RequestContext
+from service.api.oip import router as oip_router
 from service.api.routes import router
 from service.api.schemas import ErrorResponse
 from service.runtime import Runtime
@@ -38,8 +40,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.runtime = runtime
     app.state.settings = settings
     app.add_middleware(Admission, runtime=runtime)
+    app.add_middleware(Auth, keys=KeyStore.from_setting(settings.api_keys), runtime=runtime)  # before the gate
     app.add_middleware(RequestContext)  # added last: outermost, so refusals carry the request id too
     app.include_router(router)
+    app.include_router(oip_router)
     return app
 
 

@@ -120,3 +120,8 @@ class Metrics:
             "dynaqa_calibration_seconds", "Time the start-up calibration took.", registry=r
         )
         self.ready = Gauge("dynaqa_ready", "1 when the replica is ready to serve.", registry=r)
+        self.unauthorized = Counter(
+            "dynaqa_unauthorized_total", "Requests refused 401 by API-key auth, by reason.", ["reason"], registry=r
+        )
+        for reason in ("missing", "invalid"):
+            self.unauthorized.labels(reason)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.data.squad import MAX_QUESTION_TOKENS
@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Request bodies larger than this get 413.")
     max_context_chars: int = Field(20_000, ge=100, description="Contexts longer than this get 413.")
     max_question_chars: int = Field(1_000, ge=10, description="Questions longer than this get 422.")
+    max_batch_questions: int = Field(64, ge=1, description="A call with more questions than this gets 413.")
+    max_batch_chars: int = Field(
+        200_000, ge=100, description="A call whose questions and contexts add up to more characters gets 413."
+    )
     max_length: int = Field(384, ge=128, le=512, description="Tokens per window.")
     stride: int = Field(128, ge=0, description="Tokens of overlap between windows of a long context.")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default (all cores).")
@@ -124,6 +128,13 @@ class Settings(BaseSettings):
         "take the replica out before it stops listening (an in-process preStop pause; a second signal ends it).",
     )
     log_level: str = Field("INFO", description="Python log level.")
+    api_keys: SecretStr | None = Field(
+        None,
+        description="API keys required as `Authorization: Bearer <key>` on every path but health, metrics "
+        "and docs: a file of keys, one per line (# comments), re-read when it changes, or the keys "
+        "inline, comma-separated. A value starting with /, ./, ../ or ~ is a file, and a missing or "
+        "empty one stops start-up. Unset or empty: no authentication.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -222,35 +222,65 @@ def best_answer(
     max_answer_tokens: int = MAX_ANSWER_TOKENS,
     n_best: int = N_BEST,
 ) -> Answer:
-    """Best span over all windows of one example, by start + end logit (the SQuAD convention).
+    """Best span over all windows of one example, by start + end logit (the SQuAD convention)."""
+    return best_answers(context, offsets, start_logits, end_logits, 1, max_answer_tokens, n_best)[0]
+
+
+def best_answers(
+    context: str,
+    offsets: list[list[tuple[int, int] | None]],
+    start_logits: list[np.ndarray],
+    end_logits: list[np.ndarray],
+    top_k: int = 1,
+    max_answer_tokens: int = MAX_ANSWER_TOKENS,
+    n_best: int = N_BEST,
+) -> list[Answer]:
+    """The `top_k` best distinct spans over all windows, best first (at least one: an empty
+    answer when no window has a valid span).
 
     `score` is what the Hugging Face QA pipeline reports: the span's start x end probability,
     normalised over the context tokens of its window.
     """
-    best: Answer | None = None
+    spans: dict[tuple[int, int], Answer] = {}
     for window_offsets, start, end in zip(offsets, start_logits, end_logits):
-        n = len(window_offsets)
-        is_context = np.array([span is not None for span in window_offsets])
-        start = np.where(is_context, start[:n], -np.inf)
-        end = np.where(is_context, end[:n], -np.inf)
-        k = min(n_best, int(is_context.sum()))
-        if k == 0:
-            continue
-        starts = np.argsort(start)[::-1][:k]
-        ends = np.argsort(end)[::-1][:k]
-        pair_logit = start[starts][:, None] + end[ends][None, :]  # (k, k)
-        span_length = ends[None, :] - starts[:, None]
-        pair_logit = np.where((span_length >= 0) & (span_length < max_answer_tokens), pair_logit, -np.inf)
-        flat = int(np.argmax(pair_logit))
+        for answer in _window_spans(context, window_offsets, start, end, max(top_k, 1), max_answer_tokens, n_best):
+            kept = spans.get((answer.start, answer.end))
+            if kept is None or answer.logit > kept.logit:  # the same text seen from two windows: once
+                spans[(answer.start, answer.end)] = answer
+    ranked = sorted(spans.values(), key=lambda a: -a.logit)[: max(top_k, 1)]
+    return ranked or [Answer("", 0.0, 0, 0, float("-inf"))]
+
+
+def _window_spans(
+    context: str,
+    window_offsets: list[tuple[int, int] | None],
+    start: np.ndarray,
+    end: np.ndarray,
+    top_k: int,
+    max_answer_tokens: int,
+    n_best: int,
+) -> list[Answer]:
+    """The `top_k` best valid spans of one window from its `n_best` starts x `n_best` ends."""
+    n = len(window_offsets)
+    is_context = np.array([span is not None for span in window_offsets])
+    start = np.where(is_context, start[:n], -np.inf)
+    end = np.where(is_context, end[:n], -np.inf)
+    k = min(n_best, int(is_context.sum()))
+    if k == 0:
+        return []
+    starts = np.argsort(start)[::-1][:k]
+    ends = np.argsort(end)[::-1][:k]
+    pair_logit = start[starts][:, None] + end[ends][None, :]  # (k, k)
+    span_length = ends[None, :] - starts[:, None]
+    pair_logit = np.where((span_length >= 0) & (span_length < max_answer_tokens), pair_logit, -np.inf)
+    start_p, end_p = _softmax(start[is_context]), _softmax(end[is_context])
+    found = []
+    for flat in np.argsort(-pair_logit, axis=None, kind="stable")[:top_k]:
         logit = float(pair_logit.flat[flat])
-        if logit == -np.inf or (best is not None and logit <= best.logit):
-            continue
+        if logit == -np.inf:
+            break
         s, e = int(starts[flat // k]), int(ends[flat % k])
         char_start, char_end = window_offsets[s][0], window_offsets[e][1]  # type: ignore[index]
-        probability = float(_softmax(start[is_context])[is_context[:s].sum()]) * float(
-            _softmax(end[is_context])[is_context[:e].sum()]
-        )
-        best = Answer(context[char_start:char_end], probability, char_start, char_end, logit)
-    if best is None:
-        return Answer("", 0.0, 0, 0, float("-inf"))
-    return best
+        probability = float(start_p[is_context[:s].sum()]) * float(end_p[is_context[:e].sum()])
+        found.append(Answer(context[char_start:char_end], probability, char_start, char_end, logit))
+    return found

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -17,6 +18,14 @@ from models.data import squad
 from models.data.squad import Answer, SquadExample, Windows
 from models.infer.checkpoint import Checkpoint
 from models.nn.subnet import SubnetConfig
+
+
+class Asked(NamedTuple):
+    """One question as the engine queues it: tokenised, with how many answers it wants."""
+
+    example: SquadExample
+    windows: Windows
+    top_k: int = 1
 
 
 class Reader:
@@ -59,12 +68,15 @@ class Reader:
         indices: list[int],
         start: list[np.ndarray],
         end: list[np.ndarray],
-    ) -> Answer:
-        return squad.best_answer(
+        top_k: int = 1,
+    ) -> list[Answer]:
+        """The `top_k` best distinct spans of one example, best first."""
+        return squad.best_answers(
             example.context,
             [windows.offsets[i] for i in indices],
             start,
             end,
+            top_k,
             self.max_answer_tokens,
         )
 
@@ -74,23 +86,25 @@ class Reader:
         windows = self.windows([example])
         indices = list(range(len(windows)))
         start, end = self.logits(windows, indices, subnet)
-        return self.decode(example, windows, indices, start, end)
+        return self.decode(example, windows, indices, start, end)[0]
 
-    def answer_batch(self, requests: list[tuple[SquadExample, Windows]], subnet: SubnetConfig) -> list[Answer]:
+    def answer_batch(self, requests: list[Asked], subnet: SubnetConfig) -> list[list[Answer]]:
         """Answers for several already-windowed questions run as one forward (micro-batching)."""
         merged = Windows([], [], [], [])
         spans = []
-        for _example, windows in requests:
+        for asked in requests:
             begin = len(merged)
-            merged.input_ids += windows.input_ids
-            merged.token_type_ids += windows.token_type_ids
-            merged.offsets += windows.offsets
-            merged.example_index += [len(spans)] * len(windows)
+            merged.input_ids += asked.windows.input_ids
+            merged.token_type_ids += asked.windows.token_type_ids
+            merged.offsets += asked.windows.offsets
+            merged.example_index += [len(spans)] * len(asked.windows)
             spans.append(range(begin, len(merged)))
         start, end = self.logits(merged, list(range(len(merged))), subnet)
         return [
-            self.decode(example, merged, list(rows), [start[i] for i in rows], [end[i] for i in rows])
-            for (example, _), rows in zip(requests, spans, strict=True)
+            self.decode(
+                asked.example, merged, list(rows), [start[i] for i in rows], [end[i] for i in rows], asked.top_k
+            )
+            for asked, rows in zip(requests, spans, strict=True)
         ]
 
     def predict(
@@ -124,7 +138,7 @@ class Reader:
                 indices,
                 [start[i] for i in indices],
                 [end[i] for i in indices],  # type: ignore[misc]
-            )
+            )[0]
         return answers, windows
 
 

@@ -54,7 +54,8 @@ class Bench:
         for i, (example, windows) in enumerate(zip(self.examples, self.windows, strict=True)):
             took, start, end = self.forward(i, subnet)
             seconds.append(took)
-            predictions[example.qid] = self.reader.decode(example, windows, list(range(len(windows))), start, end).text
+            best = self.reader.decode(example, windows, list(range(len(windows))), start, end)[0]
+            predictions[example.qid] = best.text
             macs += [cost.macs(self.reader.checkpoint.config, subnet, n) for n in windows.lengths()]
         scores = metric.score({e.qid: e.answers for e in self.examples}, predictions)
         return Measurement(

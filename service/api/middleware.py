@@ -17,7 +17,7 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import QA_PATH, count, error_response, service_error_response
+from service.api.errors import count, error_response, is_inference, service_error_response
 from service.errors import ServiceError
 from service.logs import request_id
 from service.runtime import Runtime
@@ -81,7 +81,7 @@ class Admission:
         self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != QA_PATH:
+        if scope["type"] != "http" or scope["method"] != "POST" or not is_inference(scope["path"]):
             await self.app(scope, receive, send)
             return
         place = self.runtime.reserve()

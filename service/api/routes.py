@@ -2,30 +2,50 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import json
-import logging
-import time
-from collections.abc import Coroutine
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.nn.subnet import SubnetConfig
 from service import budget as budgets
+from service.api import answering
 from service.api.body import LimitedBodyRoute
 from service.api.deps import EngineDep, OutcomesDep, RuntimeDep, SettingsDep
 from service.api.errors import QA_PATH
-from service.api.schemas import ErrorResponse, ModelInfo, QARequest, QAResponse, ServedSubnet, SubnetInfo
+from service.api.schemas import (
+    ErrorResponse,
+    HFRequest,
+    ModelInfo,
+    QABatchRequest,
+    QABatchResponse,
+    QABody,
+    QAResponse,
+    ServedSubnet,
+    Span,
+    SubnetInfo,
+)
 from service.engine.engine import Result
 from service.errors import NotReady
 
-log = logging.getLogger("dynaqa.access")
 router = APIRouter(route_class=LimitedBodyRoute)
 
+QA_EXAMPLES: dict[str, Any] = {
+    "one": {"value": {"question": "Who wrote it?", "context": "The book was written by Ada Lovelace in 1843."}},
+    "batch": {
+        "value": {
+            "questions": [
+                {"question": "Who wrote it?", "context": "The book was written by Ada Lovelace in 1843."},
+                {"question": "When was it written?", "context": "The book was written by Ada Lovelace in 1843."},
+            ],
+            "top_k": 2,
+        }
+    },
+    "huggingface": {
+        "value": {"inputs": {"question": "Who wrote it?", "context": "The book was written by Ada Lovelace in 1843."}}
+    },
+}
 QA_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid budget header, or strict budget below the floor"},
     413: {"model": ErrorResponse, "description": "Body or context too large"},
@@ -36,55 +56,73 @@ QA_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     QA_PATH,
-    response_model=QAResponse,
+    response_model=QAResponse | QABatchResponse | Span | list[Span] | list[Span | list[Span]],
     responses=QA_RESPONSES,
-    summary="Answer a question from a context within the request's latency budget",
+    summary="Answer questions from contexts within the request's latency budget",
 )
 async def qa(
-    body: QARequest,
+    body: Annotated[QABody, Body(openapi_examples=QA_EXAMPLES)],
     request: Request,
     response: Response,
     settings: SettingsDep,
     engine: EngineDep,
     outcomes: OutcomesDep,
-) -> QAResponse:
-    """Budget: `X-Latency-Budget-Ms`, else the smallest of `grpc-timeout`,
+) -> Any:
+    """Three bodies: one `{question, context, top_k?}`; a batch `{questions: [...], top_k?}`
+    answered under one budget (each question planned and batched with the rest of the traffic);
+    or the Hugging Face payload `{inputs: {question, context} | [...], parameters: {top_k}}`,
+    answered in the Hugging Face pipeline's shape.
+
+    Budget: `X-Latency-Budget-Ms`, else the smallest of `grpc-timeout`,
     `x-envoy-expected-rq-timeout-ms` and `Prefer: wait=N`, else the server default.
     Strict handling (`Prefer: handling=strict` or `X-Budget-Policy: strict`) refuses what
     cannot be met instead of answering late with the fastest sub-network."""
+    if isinstance(body, HFRequest):
+        listed = isinstance(body.inputs, list)
+        asked = body.inputs if isinstance(body.inputs, list) else [body.inputs]
+        top_k = body.parameters.top_k
+    else:
+        listed = isinstance(body, QABatchRequest)
+        asked = body.questions if isinstance(body, QABatchRequest) else [body]
+        top_k = body.top_k
+    pairs = [(q.question, q.context) for q in asked]
+    answering.check_batch(settings, pairs)
     # Parsed here, after the body validated: a bad body is 422 before a bad budget header is 400.
     budget = budgets.parse(request.headers, settings.default_budget_ms, settings.min_budget_ms, settings.max_budget_ms)
-    arrival = request.state.arrival
-    work = engine.answer(body.question, body.context, budget, arrival, request.scope["state"].get("place"))
-    result = await _unless_disconnected(request, work)
-    if result is None:  # the client left: its work was cancelled (dropped if still queued)
-        outcomes.record("cancelled", time.perf_counter() - arrival)
-        return Response(status_code=499)  # type: ignore[return-value]
-    outcome = "ok" if result.fits and result.budget_met else "degraded"
-    outcomes.record(outcome, result.latency_s, result)
-    request.state.on_sent = functools.partial(engine.settle, result)
-    _headers(response, result)
-    event = {
-        "event": "request",
-        "outcome": outcome,
-        "subnet": result.candidate.subnet.id,
-        "budget_ms": budget.ms,
-        "latency_ms": round(result.latency_s * 1000, 2),
-        "planned_ms": round(result.planned_s * 1000, 2),
-        "queue_ms": round(result.queue_s * 1000, 2),
-        "model_ms": round(result.model_s * 1000, 2),
-        "budget_met": result.budget_met,
-    }
-    log.info(json.dumps(event))
+    results = await answering.answer(request, engine, outcomes, pairs, budget, top_k)
+    if results is None:  # the client left
+        return Response(status_code=499)
+    answering.set_headers(response, results)
+    if isinstance(body, HFRequest):
+        spans = [_spans(r)[0] if top_k == 1 else _spans(r) for r in results]
+        return spans if listed else spans[0]
+    answers = [_qa_response(r) for r in results]
+    if not listed:
+        return answers[0]
+    return QABatchResponse(
+        results=answers,
+        latency_ms=round(max(r.latency_s for r in results) * 1000, 3),
+        budget_ms=budget.ms,
+        budget_met=all(r.budget_met for r in results),
+    )
+
+
+def _spans(result: Result) -> list[Span]:
+    return [Span(answer=a.text, score=a.score, start=a.start, end=a.end) for a in result.answers]
+
+
+def _qa_response(result: Result) -> QAResponse:
+    best = result.answer
     return QAResponse(
-        answer=result.answer.text,
-        score=result.answer.score,
-        start=result.answer.start,
-        end=result.answer.end,
+        answer=best.text,
+        score=best.score,
+        start=best.start,
+        end=best.end,
+        answers=_spans(result),
         subnet=SubnetInfo(**_subnet_fields(result.candidate.subnet)),
         expected_f1=result.candidate.expected_f1,
         latency_ms=round(result.latency_s * 1000, 3),
-        budget_ms=budget.ms,
+        budget_ms=result.budget.ms,
         budget_met=result.budget_met,
     )
 
@@ -153,38 +191,3 @@ def _subnet_fields(subnet: SubnetConfig) -> dict[str, Any]:
         "lengths": list(subnet.lengths) if subnet.lengths else None,
         "layer_widths": list(subnet.layer_widths) if subnet.layer_widths else None,
     }
-
-
-async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Result]) -> Result | None:
-    """Run `work`, cancelling it if the client disconnects first (then None)."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    return None
-
-
-def _headers(response: Response, result: Result) -> None:
-    response.headers["X-Subnet"] = result.candidate.subnet.id
-    if result.candidate.expected_f1 is not None:
-        response.headers["X-Expected-F1"] = f"{result.candidate.expected_f1:.2f}"
-    response.headers["X-Budget-Met"] = "true" if result.budget_met else "false"
-    response.headers["Server-Timing"] = (
-        f"queue;dur={max(0.0, result.queue_s) * 1000:.2f}, model;dur={result.model_s * 1000:.2f}"
-    )
-    if result.budget.preferences_applied:
-        response.headers["Preference-Applied"] = ", ".join(result.budget.preferences_applied)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 
 class QARequest(BaseModel):
@@ -25,6 +25,58 @@ class QARequest(BaseModel):
         return value
 
 
+TopK = Annotated[int, Field(ge=1, le=20, description="How many distinct answers to return, best first.")]
+
+
+class QABatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    questions: list[QARequest] = Field(min_length=1, description="Questions answered under one budget, in order.")
+    top_k: TopK = 1
+
+
+class HFParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: TopK = 1
+
+
+class HFRequest(BaseModel):
+    """The Hugging Face inference payload of the question-answering task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: QARequest | Annotated[list[QARequest], Field(min_length=1)] = Field(
+        description="One {question, context}, or a non-empty list of them."
+    )
+    parameters: HFParameters = Field(default_factory=HFParameters)
+
+
+class SingleRequest(QARequest):
+    top_k: TopK = 1
+
+
+def _shape(body: Any) -> str:
+    if isinstance(body, dict) and "inputs" in body:
+        return "hf"
+    return "batch" if isinstance(body, dict) and "questions" in body else "single"
+
+
+QABody = Annotated[
+    Annotated[SingleRequest, Tag("single")] | Annotated[QABatchRequest, Tag("batch")] | Annotated[HFRequest, Tag("hf")],
+    Discriminator(_shape),
+]
+
+
+class Span(BaseModel):
+    """An answer in the Hugging Face pipeline's shape."""
+
+    answer: str = Field(description="The answer: a slice of the context.")
+    score: float = Field(description="Probability of the span (start x end), as the Hugging Face QA pipeline.")
+    start: int = Field(description="Character offset of the answer in the context.")
+    end: int = Field(description="Character offset just past the answer.")
+
+
 class SubnetInfo(BaseModel):
     id: str
     width: float = Field(description="Width multiplier (the widest kept layer's, where layer_widths is set).")
@@ -35,16 +87,20 @@ class SubnetInfo(BaseModel):
     )
 
 
-class QAResponse(BaseModel):
-    answer: str = Field(description="The answer: a slice of the context.")
-    score: float = Field(description="Probability of the span (start x end), as the Hugging Face QA pipeline.")
-    start: int = Field(description="Character offset of the answer in the context.")
-    end: int = Field(description="Character offset just past the answer.")
+class QAResponse(Span):
+    answers: list[Span] = Field(description="The `top_k` best distinct answers, best first (the first is the above).")
     subnet: SubnetInfo = Field(description="The sub-network that answered.")
     expected_f1: float | None = Field(description="F1 of that sub-network on the eval split (null if unmeasured).")
     latency_ms: float = Field(description="Time from arrival to response.")
     budget_ms: float = Field(description="The latency budget applied, after clamping.")
     budget_met: bool
+
+
+class QABatchResponse(BaseModel):
+    results: list[QAResponse] = Field(description="One per question, in the order asked.")
+    latency_ms: float = Field(description="Time from arrival to the last answer.")
+    budget_ms: float = Field(description="The latency budget applied to the whole batch, after clamping.")
+    budget_met: bool = Field(description="Whether every answer was in time.")
 
 
 class ServedSubnet(SubnetInfo):

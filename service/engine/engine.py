@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from models.data.squad import Answer, SquadExample
 from models.errors import InvalidInput
+from models.infer.reader import Asked
 from service.budget import Budget
 from service.engine.executor import BatchFailed, Executor
 from service.engine.queue import Ticket
@@ -27,7 +28,7 @@ LONG_CONTEXT_CHARS = 4000  # tokenising longer contexts takes milliseconds: off 
 
 @dataclass(frozen=True)
 class Result:
-    answer: Answer
+    answers: list[Answer]  # best first; `top_k` of them at most
     candidate: Candidate
     budget: Budget
     fits: bool
@@ -37,6 +38,10 @@ class Result:
     model_s: float
     latency_s: float  # arrival to answer computed
     arrival: float  # perf_counter seconds when the app first saw the request
+
+    @property
+    def answer(self) -> Answer:
+        return self.answers[0]
 
     @property
     def budget_met(self) -> bool:
@@ -57,17 +62,56 @@ class Engine:
         self.executor = executor
         self.metrics = metrics
         self.limits = limits
-        self._waiting: dict[int, asyncio.Future[tuple[Answer, float]]] = {}  # by ticket seq
+        self._waiting: dict[int, asyncio.Future[tuple[list[Answer], float]]] = {}  # by ticket seq
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def answer(
-        self, question: str, context: str, budget: Budget, arrival: float, place: Place | None = None
+        self, question: str, context: str, budget: Budget, arrival: float, place: Place | None = None, top_k: int = 1
     ) -> Result:
         """Plan, queue and compute one request; a refusal is raised as its ServiceError."""
         refusal = self.scheduler.refusal(place)
         if refusal is not None:
             raise refusal
+        self.check(question, context)
+        return await self._answer(question, context, budget, arrival, place, top_k)
+
+    async def answer_all(
+        self, pairs: list[tuple[str, str]], budget: Budget, arrival: float, place: Place | None = None, top_k: int = 1
+    ) -> list[Result]:
+        """Several questions under one budget: each is planned and batched with the rest of the
+        traffic, all toward one deadline. Every pair is checked and every queue place reserved
+        before anything is queued, so a bad pair or a full queue refuses the whole call and
+        changes nothing; one failing pair cancels the others (their queued work is dropped)."""
+        if not pairs:
+            raise InvalidInput("no questions to answer")
+        refusal = self.scheduler.refusal(place)
+        if refusal is not None:
+            raise refusal
+        for question, context in pairs:
+            self.check(question, context)
+        reserved: list[Place] = []  # the caller's own place is the caller's to release
+        try:
+            while len(reserved) + (place is not None) < len(pairs):
+                extra = self.scheduler.reserve()
+                if isinstance(extra, ServiceError):
+                    raise extra
+                reserved.append(extra)
+            places = ([place] if place is not None else []) + reserved
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._answer(q, c, budget, arrival, held, top_k))
+                    for (q, c), held in zip(pairs, places, strict=True)
+                ]
+        except* Exception as failed:  # the first pair's error is the call's (a refusal, a model error)
+            raise failed.exceptions[0] from None
+        finally:
+            for held in reserved:
+                held.release()
+        return [task.result() for task in tasks]
+
+    def check(self, question: str, context: str) -> None:
+        """The size limits: 413 past the context's, 422 past the question's."""
         if len(context) > self.limits.max_context_chars:
             raise PayloadTooLarge(
                 f"context has {len(context)} characters; the limit is {self.limits.max_context_chars}"
@@ -76,6 +120,10 @@ class Engine:
             raise InvalidInput(
                 f"question has {len(question)} characters; the limit is {self.limits.max_question_chars}"
             )
+
+    async def _answer(
+        self, question: str, context: str, budget: Budget, arrival: float, place: Place | None, top_k: int
+    ) -> Result:
         reader = self.executor.reader
         assert reader is not None
         example = SquadExample("request", question, context)
@@ -83,17 +131,17 @@ class Engine:
             windows = await asyncio.to_thread(reader.windows, [example])
         else:
             windows = reader.windows([example])
-        request = Request(budget, arrival, max(windows.lengths()), len(windows), (example, windows))
+        request = Request(budget, arrival, max(windows.lengths()), len(windows), Asked(example, windows, top_k))
         ticket = self.scheduler.add(request, place)
         if isinstance(ticket, ServiceError):
             raise ticket
-        answer, model_s = await self._wait(ticket)
+        answers, model_s = await self._wait(ticket)
         done = time.perf_counter()
         served = self.scheduler.served(ticket)
         if served.downgraded:
             self.metrics.downgraded.inc()
         return Result(
-            answer,
+            answers,
             served.candidate,
             budget,
             served.fits,
@@ -105,7 +153,7 @@ class Engine:
             arrival,
         )
 
-    async def _wait(self, ticket: Ticket) -> tuple[Answer, float]:
+    async def _wait(self, ticket: Ticket) -> tuple[list[Answer], float]:
         future = asyncio.get_running_loop().create_future()
         self._waiting[ticket.seq] = future
         self._wake.set()
@@ -168,7 +216,7 @@ class Engine:
         for ticket, answer in zip(plan.tickets, answers, strict=True):
             self._settle(ticket, answer)
 
-    def _settle(self, ticket: Ticket, outcome: tuple[Answer, float] | BaseException) -> None:
+    def _settle(self, ticket: Ticket, outcome: tuple[list[Answer], float] | BaseException) -> None:
         """Hand `outcome` to the request waiting for `ticket`, if it still waits."""
         ticket.done = True
         future = self._waiting.get(ticket.seq)

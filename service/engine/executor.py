@@ -56,11 +56,11 @@ class Executor:
         """Run `fn` on the model thread and wait for it."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
-    async def run(self, plan: BatchPlan) -> tuple[list[tuple[Answer, float]], BatchReport]:
+    async def run(self, plan: BatchPlan) -> tuple[list[tuple[list[Answer], float]], BatchReport]:
         """One forward over every window of every ticket of `plan`: each answer with the model
-        seconds it took, and the report the scheduler learns from (timed around the thread hop,
-        as a request waits for it). A model error comes back as `BatchFailed`, carrying the failed
-report, with the model's exception as its cause."""
+                seconds it took, and the report the scheduler learns from (timed around the thread hop,
+                as a request waits for it). A model error comes back as `BatchFailed`, carrying the failed
+        report, with the model's exception as its cause."""
         assert plan.subnet is not None and plan.tickets
         started = self._clock()
         report = BatchReport(
@@ -76,7 +76,7 @@ report, with the model's exception as its cause."""
             raise BatchFailed(replace(report, seconds=self._clock() - started, failed=True)) from exc
         return answers, replace(report, seconds=self._clock() - started)
 
-    def _forward(self, plan: BatchPlan) -> list[tuple[Answer, float]]:
+    def _forward(self, plan: BatchPlan) -> list[tuple[list[Answer], float]]:
         """Runs on the model thread."""
         assert self.reader is not None and plan.subnet is not None
         began = time.perf_counter()

@@ -70,6 +70,37 @@ def test_deployment_is_production_shaped() -> None:
     assert "ScaledObject" not in {d["kind"] for d in render("prod-hpa")}
 
 
+def dynaqa_pod(overlay: str) -> dict:
+    """The pod template of the service's Deployment, as `overlay` renders it."""
+    deployment = next(d for d in render(overlay) if d["kind"] == "Deployment" and d["metadata"]["name"] == "dynaqa")
+    return deployment["spec"]["template"]["spec"]
+
+
+def test_prod_requires_api_keys_from_a_secret_and_base_does_not() -> None:
+    for overlay in ("prod", "prod-hpa"):
+        pod = dynaqa_pod(overlay)
+        container = pod["containers"][0]
+        volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+        assert volume["secret"]["secretName"] == "dynaqa-api-keys"
+        assert volume["secret"]["items"] == [{"key": "keys", "path": "keys"}]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "api-keys")
+        assert mount["readOnly"] and "subPath" not in mount  # a subPath mount never sees a rotated Secret
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["DYNAQA_API_KEYS"] == mount["mountPath"] + "/keys"
+        # Probes and the scrape stay on the paths the service leaves open.
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["httpGet"]["path"].startswith("/v2/health/")
+    monitor = next(d for d in render("prod") if d["kind"] == "PodMonitor")
+    assert [e["path"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["/metrics"]
+    base = yaml.safe_load((REPO / "deploy" / "k8s" / "base" / "deployment.yaml").read_text())["spec"]["template"]
+    base_container = base["spec"]["containers"][0]
+    assert "DYNAQA_API_KEYS" not in {e["name"] for e in base_container.get("env", [])}
+    assert "api-keys" not in {v["name"] for v in base["spec"]["volumes"]}
+    config = yaml.safe_load((REPO / "deploy" / "k8s" / "base" / "configmap.yaml").read_text())["data"]
+    assert "DYNAQA_API_KEYS" not in config
+    assert "DYNAQA_API_KEYS" not in {e["name"] for e in dynaqa_pod("dev")["containers"][0].get("env", [])}
+
+
 def rules(tmp_path: Path) -> Path:
     rule = yaml.safe_load((REPO / "deploy" / "k8s" / "base" / "prometheusrule.yaml").read_text())
     path = tmp_path / "rules.yml"

@@ -23,15 +23,16 @@ from tests.conftest import REPO, SERVED_CHECKPOINT
 
 README = REPO / "README.md"
 MARKER = "<!-- quickstart: tests/system/test_readme.py runs every curl line of the next block verbatim -->"
+CALLS_MARKER = "<!-- calls: tests/system/test_readme.py runs every curl line of the next block verbatim -->"
 ADDRESS = "http://127.0.0.1:${DYNAQA_PORT:-8000}"
 
 
-def quickstart_commands() -> list[str]:
-    """The curl commands of the fenced bash block after MARKER, continuation lines joined."""
+def quickstart_commands(marker: str = MARKER) -> list[str]:
+    """The curl commands of the fenced bash block after `marker`, continuation lines joined."""
     text = README.read_text()
-    assert MARKER in text, f"README.md lost its quickstart marker: {MARKER}"
-    block = re.search(r"```bash\n(.*?)\n```", text.split(MARKER, 1)[1], re.DOTALL)
-    assert block is not None, "no ```bash block after the quickstart marker"
+    assert marker in text, f"README.md lost its marker: {marker}"
+    block = re.search(r"```bash\n(.*?)\n```", text.split(marker, 1)[1], re.DOTALL)
+    assert block is not None, f"no ```bash block after {marker}"
     commands, current = [], ""
     for line in block.group(1).splitlines():
         current += line[:-1] + " " if line.endswith("\\") else line
@@ -101,3 +102,21 @@ def test_the_quickstart_curl_lines_work_verbatim(server: Server) -> None:
         elif "/v1/model" in command:
             assert payload["subnets"]
     assert answered >= 1
+
+
+@pytest.mark.slow
+def test_the_api_calls_work_verbatim(server: Server) -> None:
+    """Every call the API section shows answers 200 with JSON, as written."""
+    commands = quickstart_commands(CALLS_MARKER)
+    assert commands and all(ADDRESS in c for c in commands)
+    for command in commands:
+        run = subprocess.run(
+            ["bash", "-c", command + " -w '\\n%{http_code}'"],
+            env={**os.environ, "DYNAQA_PORT": str(server.port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        body, _, status = run.stdout.rpartition("\n")
+        assert run.returncode == 0 and status == "200", (command, run.stdout, run.stderr)
+        assert json.loads(body), command

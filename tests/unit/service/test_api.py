@@ -52,6 +52,7 @@ def test_answer_has_the_contract_fields_and_headers(client: TestClient) -> None:
     body = response.json()  # type: ignore[attr-defined]
     assert set(body) == {
         "answer",
+        "answers",
         "score",
         "start",
         "end",
@@ -265,3 +266,78 @@ def test_a_bad_body_is_422_before_a_bad_budget_header_is_400(client: TestClient)
     response = client.post("/v1/qa", json={"question": "q"}, headers={"X-Latency-Budget-Ms": "-1"})
     assert response.status_code == 422 and "context" in response.json()["error"]["message"]
     assert ask(client, {"X-Latency-Budget-Ms": "-1"}).status_code == 400  # type: ignore[attr-defined]
+
+
+def batch_count(client: TestClient) -> float:
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    return next(s.value for s in families["dynaqa_batch_size"].samples if s.name.endswith("_count"))
+
+
+QUESTIONS = ["When was the tower completed?", "Who designed it?", "Where is the tower?"]
+
+
+def test_a_batch_is_answered_in_order_as_the_single_calls(client: TestClient) -> None:
+    singles = [ask(client, {"X-Latency-Budget-Ms": "5000"}, question=q).json()["answer"] for q in QUESTIONS]  # type: ignore[attr-defined]
+    body = {"questions": [{"question": q, "context": CONTEXT} for q in QUESTIONS]}
+    response = client.post("/v1/qa", json=body, headers={"X-Latency-Budget-Ms": "5000"})
+    assert response.status_code == 200
+    batch = response.json()
+    assert [r["answer"] for r in batch["results"]] == singles
+    assert batch["budget_ms"] == 5000 and batch["budget_met"] is True
+    assert response.headers["X-Budget-Met"] == "true" and response.headers["X-Subnet"]
+
+
+def test_top_k_answers_are_distinct_spans_best_first(client: TestClient) -> None:
+    body = ask(client, top_k=3).json()  # type: ignore[attr-defined]
+    spans = [(a["start"], a["end"]) for a in body["answers"]]
+    assert 1 <= len(spans) <= 3 and len(set(spans)) == len(spans)
+    assert body["answers"][0] == {k: body[k] for k in ("answer", "score", "start", "end")}
+    assert all(CONTEXT[a["start"] : a["end"]] == a["answer"] for a in body["answers"])
+
+
+def test_the_hugging_face_payload_is_answered_in_its_shape(client: TestClient) -> None:
+    pair = {"question": "Who designed it?", "context": CONTEXT}
+    one = client.post("/v1/qa", json={"inputs": pair}).json()
+    assert set(one) == {"answer", "score", "start", "end"} and CONTEXT[one["start"] : one["end"]] == one["answer"]
+    assert one["answer"] == ask(client, question="Who designed it?").json()["answer"]  # type: ignore[attr-defined]
+    listed = client.post("/v1/qa", json={"inputs": [pair, pair]}).json()
+    assert [span(a) for a in listed] == [span(one), span(one)]
+    top = client.post("/v1/qa", json={"inputs": pair, "parameters": {"top_k": 2}}).json()
+    assert isinstance(top, list) and span(top[0]) == span(one)
+    nested = client.post("/v1/qa", json={"inputs": [pair], "parameters": {"top_k": 2}}).json()
+    assert [[span(a) for a in answers] for answers in nested] == [[span(a) for a in top]]
+
+
+def span(answer: dict) -> tuple:  # type: ignore[type-arg]
+    """What must match between calls: batched forwards pad differently, so scores agree to ~1e-6."""
+    return answer["answer"], answer["start"], answer["end"], round(answer["score"], 4)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"questions": []}, 422, "questions"),
+        ({"inputs": []}, 422, "inputs"),
+        ({"question": "q?", "context": CONTEXT, "top_k": 0}, 422, "top_k"),
+        ({"inputs": {"question": "q?", "context": CONTEXT}, "parameters": {"doc_stride": 5}}, 422, "doc_stride"),
+        ({"questions": [{"question": "q?", "context": CONTEXT}] * 65}, 413, "the limit is 64"),
+        (
+            {
+                "questions": [{"question": "q?", "context": "x" * 1900}] * 2
+                + [{"question": "q?", "context": "x" * 3000}]
+            },
+            413,
+            "3000",
+        ),
+    ],
+)
+def test_bad_batches_are_refused_and_nothing_is_computed(
+    client: TestClient,
+    body: dict,  # type: ignore[type-arg]
+    status: int,
+    needle: str,
+) -> None:
+    before = batch_count(client)
+    response = client.post("/v1/qa", json=body)
+    assert response.status_code == status and needle in response.text
+    assert batch_count(client) == before

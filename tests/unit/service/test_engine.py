@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from models.errors import InvalidInput
 from models.infer import checkpoint
 from models.infer.reader import Reader
 from service.budget import Budget
@@ -37,7 +38,7 @@ def computed(reader: Reader, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real = reader.answer_batch
 
     def slow(requests, subnet):  # type: ignore[no-untyped-def]
-        seen.extend(example.question for example, _ in requests)
+        seen.extend(asked.example.question for asked in requests)
         time.sleep(0.03)
         return real(requests, subnet)
 
@@ -132,3 +133,21 @@ def test_the_model_thread_yields_the_cpu_to_the_event_loop() -> None:
         return niceness
 
     assert asyncio.run(scenario()) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
+
+
+def test_a_batch_that_does_not_fit_the_queue_is_refused_whole(reader: Reader, computed: list[str]) -> None:
+    async def scenario() -> None:
+        engine = make_engine(reader)  # max_queue 10
+        engine.start()
+        with pytest.raises(Overloaded):
+            await engine.answer_all([(f"q{i}?", CONTEXT) for i in range(11)], LOOSE, time.perf_counter())
+        with pytest.raises(InvalidInput):  # one question too long: nothing of the call is queued
+            await engine.answer_all([("ok?", CONTEXT), ("x" * 300, CONTEXT)], LOOSE, time.perf_counter())
+        assert engine.scheduler.reserved == 0 and engine.scheduler.depth == 0
+        results = await engine.answer_all([(f"q{i}?", CONTEXT) for i in range(10)], LOOSE, time.perf_counter())
+        assert len(results) == 10 and engine.scheduler.reserved == 0
+        await engine.stop()
+        engine.executor.shutdown()
+
+    asyncio.run(scenario())
+    assert sorted(computed) == sorted(f"q{i}?" for i in range(10))
