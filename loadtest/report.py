@@ -116,6 +116,12 @@ def _checks(summary: dict, servers: dict, reference: dict) -> dict:
     for kind in summary:
         if isinstance(summary[kind], dict) and "sweep" in summary[kind]:
             checks[f"highest_load_99pct_{kind}"] = best_load(kind)
+    if "adaptive" in summary and "ort-peer" in summary:
+        sweep = summary["ort-peer"]["sweep"]
+        checks["ort_peer_attainment_at_2x"] = sweep["2.0"]["attainment"] if "2.0" in sweep else None
+        ort = best_load("ort-peer")
+        # None when the peer held 99% at no offered load: the ratio has no finite value then
+        checks["adaptive_over_ort_peer_highest_load_99pct"] = round(best_load("adaptive") / ort, 2) if ort else None
     burst = servers.get("adaptive", {}).get("burst")
     if burst and burst["levels"]:
         up, down = burst["phases"][1]["start_s"], burst["phases"][2]["start_s"]
@@ -202,7 +208,6 @@ def _plot_burst(burst: dict, out: Path) -> None:
     for phase in burst["phases"][1:]:
         ax.axvline(phase["start_s"], color="grey", ls="--", lw=0.8)
     _save(fig, out / "loadtest-burst.png")
-
 
 
 def _save(fig: plt.Figure, path: Path) -> None:

@@ -1,10 +1,11 @@
 """Adaptive vs static serving under load: the scenarios of docs/design.md, "Load tests".
 
-Four servers, one at a time, each on the same checkpoint and the same offered traffic:
+Five servers, one at a time, each on the same checkpoint and the same offered traffic:
   adaptive         `dynaqa serve` (the planner chooses per request)
   pinned-full      `dynaqa serve` pinned to w100d100
   pinned-smallest  `dynaqa serve` pinned to the fastest grid pair (w25d50)
-  peer             FastAPI + transformers `pipeline("question-answering")` with the teacher
+  peer             FastAPI + transformers `pipeline("question-answering")` on the full model
+  ort-peer         FastAPI + ONNX Runtime INT8 of the full model, dynamically batched (ort_peer.py)
 Scenarios (open loop, Poisson arrivals, eval-split questions, every answer scored):
   sweep   offered load from 0.25x to 3x the full model's measured capacity
   burst   1x -> 3x -> 1x, with the degradation level sampled from /metrics
@@ -38,7 +39,8 @@ from models.infer import checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "squad" / "eval.json.gz"
-SERVERS = ("adaptive", "pinned-full", "pinned-smallest", "peer")
+SERVERS = ("adaptive", "pinned-full", "pinned-smallest", "peer", "ort-peer")
+PEERS = {"peer": "loadtest.peer", "ort-peer": "loadtest.ort_peer"}  # kind -> module
 SWEEP = (0.25, 0.5, 1.0, 2.0, 3.0)
 SWEEP_BUDGETS = (2.0, 3.0, 5.0)  # x L
 MIXED_BUDGETS = (0.5, 1.0, 2.0, 4.0, 8.0)  # x L
@@ -48,18 +50,18 @@ GIVE_UP = 0.05  # a static server meeting fewer budgets than this is not offered
 
 
 class Peer(HttpProcess):
-    """The transformers-pipeline peer in a subprocess."""
+    """A static peer (`PEERS`: transformers, or ONNX Runtime) in a subprocess."""
 
-    def __init__(self, checkpoint_dir: Path, log_path: Path, cpus: set[int] | None = None) -> None:
+    def __init__(self, module: str, checkpoint_dir: Path, log_path: Path, cpus: set[int] | None = None) -> None:
         port = free_port()
-        command = [sys.executable, "-m", "loadtest.peer", "--checkpoint", str(checkpoint_dir), "--port", str(port)]
+        command = [sys.executable, "-m", module, "--checkpoint", str(checkpoint_dir), "--port", str(port)]
         super().__init__(command, port, log_path, cpus=cpus)
 
 
 def start(kind: str, checkpoint_dir: Path, tmp: Path, cpus: set[int] | None) -> Server | Peer:
     """Start one of SERVERS on `cpus` (one torch thread per core) and wait until it is ready."""
-    if kind == "peer":
-        server: Server | Peer = Peer(checkpoint_dir, tmp / "peer.log", cpus)
+    if kind in PEERS:
+        server: Server | Peer = Peer(PEERS[kind], checkpoint_dir, tmp / f"{kind}.log", cpus)
     else:
         pin = {"pinned-full": "w100d100", "pinned-smallest": "w25d50"}.get(kind)
         settings: dict[str, object] = {"cache_dir": tmp / "cache", "max_queue": 64}
@@ -166,7 +168,7 @@ def run_server(
     stop = threading.Event()
     began = time.perf_counter()
     sampler = threading.Thread(target=sample_levels, args=(url, stop, began, levels), daemon=True)
-    if kind != "peer":
+    if kind not in PEERS:
         sampler.start()
     phases = []
     for factor, seconds in BURST:

@@ -1,12 +1,14 @@
-"""The per-token scaling of FBGEMM INT8 linear maps, fused in C++ and compiled at first use.
+"""The per-token scaling of the INT8 linear maps, fused in C++ and compiled at first use.
 
 Why: FBGEMM's INT8 linear takes one activation scale per call, so `FbgemmInt8Linear` divides each
-token by its own max |x| first and multiplies the output back. Eagerly that is five tensor ops per
-map (abs, amax, reciprocal, multiply; multiply, add), each a pass over memory and a dispatcher
-trip: on this 2-core AVX2 VM fusing them saves 40-80 us per call on a median window (183
-tokens), 8-24% of an INT8 map's time (`python -m benchmarks.int8_scaling`). `csrc/int8_rows.cpp` does
-each side in one pass per row, with the eager arithmetic step for step, so results are equal bit
-for bit and the shipped front's F1 does not depend on whether the build succeeded.
+token by its own max |x| first and multiplies the output back; `OneDnnInt8Linear` quantises each
+token itself and scales the int32 products back. Eagerly that is five to eight tensor ops per map,
+each a pass over memory and a dispatcher trip: on a 2-core AVX2 VM fusing FBGEMM's saved 40-80 us
+per call on a median window (183 tokens), 8-24% of an INT8 map's time (`python -m
+benchmarks.int8_scaling`); on an AVX-512 VNNI CPU oneDNN's eager scaling was a fifth of the INT8
+full model's time. `csrc/int8_rows.cpp` does each side in one pass per row, with the eager
+arithmetic step for step, so results are equal bit for bit and the shipped fronts' F1 does not
+depend on whether the build succeeded.
 
 The build needs a C++ compiler and ninja and takes about 30 s on 2 cores, once per machine and
 source (under dynaqa/ in torch's extension folder: `TORCH_EXTENSIONS_DIR`, default
@@ -139,3 +141,22 @@ def unscale_rows_(y: Tensor, amax: Tensor, bias: Tensor) -> Tensor:
     if module is not None and all(t.is_contiguous() and t.dtype == torch.float32 for t in (y, amax, bias)):
         return module.unscale_rows_(y, amax, bias)
     return y.mul_(amax).add_(bias)  # addcmul: 2x slower
+
+
+def quantize_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """rows (m, k) float32 -> (round(row * 127 / max |row|) as int8, those maxes (m, 1))."""
+    module = _module()
+    if module is not None and rows.dtype == torch.float32:
+        return module.quantize_rows(rows.contiguous())
+    amax = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12)
+    # Multiply by 127 / amax rather than divide by amax / 127: the broadcast division is up to
+    # 10x slower on an AVX2 CPU for (384, 1536) inputs.
+    return rows.mul(127 / amax).round_().to(torch.int8), amax
+
+
+def dequantize_rows(acc: Tensor, amax: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
+    """acc (m, n) int32 -> float32 acc * (amax / 127) * scale + bias, multiplying left to right."""
+    module = _module()
+    if module is not None and all(t.is_contiguous() for t in (acc, amax, scale, bias)):
+        return module.dequantize_rows(acc, amax, scale, bias)
+    return acc.float().mul_(amax * (1 / 127)).mul_(scale).add_(bias)

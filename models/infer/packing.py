@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from models.infer.quantize import Int8Linear, int8_linear
+from models.infer.quantize import Int8Kernel, Int8Linear, int8_linear
 from models.nn.transformer import DynamicBertForQA
 from models.nn.weights import LayerWeights, Projection
 
@@ -32,19 +32,21 @@ def packed(projection: Projection) -> Projection:
     return Projection(projection.weight.detach().contiguous().clone(), projection.bias.detach().contiguous().clone())
 
 
-def quantized(projection: Projection) -> Int8Projection:
-    """The INT8 copy of `projection`.
+def quantized(projection: Projection, kernel: Int8Kernel | None = None) -> Int8Projection:
+    """The INT8 copy of `projection`, on `kernel` (default: this CPU's, `int8_kernel`).
 
     Per-row weight scales, not one per matrix: on the shipped checkpoint (300 eval questions) the
     INT8 full model lost 5.5 F1 with one scale per matrix and 2.2 with one per row (7-bit
     activations), at the same speed.
     """
-    return Int8Projection(projection.weight, projection.bias, int8_linear(projection.weight, projection.bias))
+    return Int8Projection(projection.weight, projection.bias, int8_linear(projection.weight, projection.bias, kernel))
 
 
-def pack_widths(model: DynamicBertForQA, widths: tuple[float, ...], int8: bool = True) -> None:
-    """Install contiguous per-width weights on `model` for inference (and INT8 copies when `int8`),
-    back on eager layer steps. Call again after the weights change.
+def pack_widths(
+    model: DynamicBertForQA, widths: tuple[float, ...], int8: bool = True, kernel: Int8Kernel | None = None
+) -> None:
+    """Install contiguous per-width weights on `model` for inference (and INT8 copies on `kernel`,
+    default this CPU's, when `int8`), back on eager layer steps. Call again after the weights change.
 
     Also turns on flush-to-zero for denormal floats (process-wide): a softmax over hundreds of
     keys produces many denormals, which made Drop-and-Restore's attention up to 10x slower on
@@ -55,6 +57,6 @@ def pack_widths(model: DynamicBertForQA, widths: tuple[float, ...], int8: bool =
     for width in widths:
         weights[(width, False)] = [layer.weights(width).map(packed) for layer in model.encoder.layers]
         if int8:
-            weights[(width, True)] = [w.map(quantized) for w in weights[(width, False)]]
+            weights[(width, True)] = [w.map(lambda p: quantized(p, kernel)) for w in weights[(width, False)]]
     model.unpack()
     model.packed = weights

@@ -1,8 +1,10 @@
-// Per-token scaling around FBGEMM's INT8 linear map (models/quantize.py, FbgemmInt8Linear), fused.
+// Per-token scaling around the INT8 linear maps (models/infer/quantize.py), fused: FBGEMM's
+// (FbgemmInt8Linear: scale_rows, unscale_rows_) and oneDNN's (OneDnnInt8Linear: quantize_rows,
+// dequantize_rows).
 //
-// Eagerly the scaling is five tensor ops per call (abs, amax, reciprocal, multiply on the way in;
-// multiply and bias add on the way out), each a pass over memory and a trip through the
-// dispatcher. Here each side is one pass per row. The arithmetic is the eager one, operation for
+// Eagerly the scaling is five to eight tensor ops per call (abs, amax, reciprocal or division,
+// multiply, round, cast on the way in; cast, multiplies and bias add on the way out), each a pass
+// over memory and a trip through the dispatcher. Here each side is one pass per row. The arithmetic is the eager one, operation for
 // operation (built with -ffp-contract=off, so no multiply-add is fused), so results are equal bit
 // for bit and the answers of an INT8 sub-network do not depend on whether this built.
 #include <torch/extension.h>
@@ -75,9 +77,90 @@ torch::Tensor unscale_rows_(torch::Tensor y, const torch::Tensor& amax, const to
   return y;
 }
 
+// Hot loops of oneDNN's side, compiled for AVX-512, AVX2 and plain x86-64 alike and picked when
+// the library loads (GCC's target_clones): one image runs on any x86 CPU, and the wide ones get
+// vectors as wide as the eager torch kernels these replace.
+#define DYNAQA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+DYNAQA_CLONES float row_peak(const float* row, int64_t k) {
+  float peak = 0.0f;
+  for (int64_t j = 0; j < k; ++j) {
+    const float magnitude = std::fabs(row[j]);
+    peak = magnitude > peak ? magnitude : peak;
+  }
+  return std::max(peak, 1e-12f);
+}
+
+// round half to even by the float trick: adding and subtracting 1.5 * 2^23 leaves the nearest
+// integer (|x| <= 127 here), under the default rounding mode, as torch.round's nearbyint does.
+DYNAQA_CLONES void quantize_row(const float* row, int64_t k, float scale, int8_t* target) {
+  const float magic = 12582912.0f;
+  for (int64_t j = 0; j < k; ++j) {
+    const float scaled = row[j] * scale;
+    const float rounded = (scaled + magic) - magic;
+    target[j] = static_cast<int8_t>(static_cast<int32_t>(rounded));
+  }
+}
+
+DYNAQA_CLONES void dequantize_row(const int32_t* row, int64_t n, float token, const float* columns,
+                                  const float* offsets, float* target) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float scaled = static_cast<float>(row[j]) * token;
+    const float product = scaled * columns[j];
+    target[j] = product + offsets[j];
+  }
+}
+
+// rows (m, k) float -> (round(row * (127 / max|row|)) as int8, max|row| as (m, 1)): oneDNN's
+// per-token quantisation, rounding half to even as torch.round does. (A row holding a NaN is
+// not carried as the eager ops carry it: its other values set the scale.)
+std::tuple<torch::Tensor, torch::Tensor> quantize_rows(const torch::Tensor& rows) {
+  check_rows(rows, "rows");
+  const int64_t m = rows.size(0), k = rows.size(1);
+  auto quantized = torch::empty({m, k}, rows.options().dtype(torch::kChar));
+  auto amax = torch::empty({m, 1}, rows.options());
+  const float* in = rows.data_ptr<float>();
+  int8_t* out = quantized.data_ptr<int8_t>();
+  float* maxes = amax.data_ptr<float>();
+  at::parallel_for(0, m, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      maxes[i] = row_peak(in + i * k, k);
+      quantize_row(in + i * k, k, 127.0f / maxes[i], out + i * k);
+    }
+  });
+  return {quantized, amax};
+}
+
+// acc (m, n) int32 -> float: acc * (amax[i] * (1 / 127)) * scale[j] + bias[j], in that order.
+torch::Tensor dequantize_rows(const torch::Tensor& acc, const torch::Tensor& amax, const torch::Tensor& scale,
+                              const torch::Tensor& bias) {
+  TORCH_CHECK(acc.dim() == 2 && acc.scalar_type() == torch::kInt && acc.is_contiguous(),
+              "acc must be 2-D contiguous int32");
+  const int64_t m = acc.size(0), n = acc.size(1);
+  TORCH_CHECK(amax.numel() == m && amax.is_contiguous() && amax.scalar_type() == torch::kFloat,
+              "amax must be ", m, " contiguous float32 values");
+  for (const auto* t : {&scale, &bias}) {
+    TORCH_CHECK(t->numel() == n && t->is_contiguous() && t->scalar_type() == torch::kFloat,
+                "scale and bias must be ", n, " contiguous float32 values");
+  }
+  auto y = torch::empty({m, n}, amax.options());
+  const int32_t* in = acc.data_ptr<int32_t>();
+  float* out = y.data_ptr<float>();
+  const float* maxes = amax.data_ptr<float>();
+  const float inverse = 1.0f / 127.0f;
+  at::parallel_for(0, m, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      dequantize_row(in + i * n, n, maxes[i] * inverse, scale.data_ptr<float>(), bias.data_ptr<float>(), out + i * n);
+    }
+  });
+  return y;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("scale_rows", &scale_rows, "rows / max|row| and the maxes (m, 1)");
   m.def("unscale_rows_", &unscale_rows_, "y * amax + bias, in place");
+  m.def("quantize_rows", &quantize_rows, "round(rows * 127 / max|row|) as int8, and the maxes (m, 1)");
+  m.def("dequantize_rows", &dequantize_rows, "acc * amax / 127 * scale + bias, as float32");
 }

@@ -128,3 +128,31 @@ def test_without_the_native_build_the_eager_ops_run(monkeypatch: pytest.MonkeyPa
         assert torch.equal(y, torch.tensor([[3.0, 2.0, 1.0], [4.0, 3.0, 2.0]]))
     finally:
         native.kernels.cache_clear()  # the next caller builds (or loads the cached build) again
+
+
+def test_the_native_onednn_scaling_answers_as_the_eager_ops_bit_for_bit() -> None:
+    """oneDNN's per-token quantisation and the int32 products' scaling back, fused in C++: equal to
+    the eager ops, so an INT8 front's F1 does not depend on the build either."""
+    if native.kernels() is None:
+        pytest.skip("no C++ build here: the eager ops run (the fallback test covers them)")
+    g = torch.Generator().manual_seed(5)
+    rows = torch.randn(41, 384, generator=g) * 3
+    rows[4] = 0.0
+    rows[6, ::7] = 0.5 / 127 * rows[6].abs().max()  # ties at .5 steps: both round half to even
+    acc = torch.randint(-(2**20), 2**20, (41, 96), generator=g, dtype=torch.int32)
+    amax, scale, bias = torch.rand(41, 1, generator=g), torch.rand(96, generator=g) / 50, torch.randn(96, generator=g)
+    fused_q, fused_amax = native.quantize_rows(rows)
+    fused_y = native.dequantize_rows(acc, amax, scale, bias)
+    with native.eager():
+        eager_q, eager_amax = native.quantize_rows(rows)
+        eager_y = native.dequantize_rows(acc, amax, scale, bias)
+    assert fused_q.dtype == eager_q.dtype == torch.int8
+    assert torch.equal(fused_q, eager_q) and torch.equal(fused_amax, eager_amax)
+    assert torch.equal(fused_y, eager_y)
+    linear = quantize.int8_linear(torch.randn(64, 384, generator=g) * 0.05, torch.randn(64, generator=g), "onednn")
+    x = torch.randn(2, 41, 384, generator=g)
+    with torch.inference_mode():
+        fused = linear(x)
+        with native.eager():
+            eager = linear(x)
+    assert torch.equal(fused, eager)
