@@ -35,15 +35,18 @@ test-system: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/dynaqa serve
 
+# Every sub-network's latency; then the full model on each runtime (dynaqa, transformers, ONNX
+# Runtime, OpenVINO), each in its own process, side by side.
 bench: $(STAMP)
 	OMP_WAIT_POLICY=ACTIVE $(BIN)/python benchmarks/model_latency.py
+	$(BIN)/python -m benchmarks.runtimes
 
 # Service start-up, per-request overhead, tight budgets; then 10x overload (real processes).
 bench-service: $(STAMP)
 	$(BIN)/python -m loadtest.service_bench
 	$(BIN)/python -m loadtest.overload
 
-# Adaptive vs pinned vs the transformers-pipeline peer, open loop (about 12 minutes).
+# Adaptive vs pinned vs the transformers and ONNX Runtime peers, open loop (about 15 minutes).
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtest.scenarios
 

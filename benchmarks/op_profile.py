@@ -10,14 +10,20 @@ module calls, the tokenised batch's assembly) is "outside operators". Rounds are
 the median kept per configuration and kind, so this machine's drift hits all configurations alike.
 
 The profiler's own overhead inflates the many small operators a little: read the shares, and take
-speed-ups from `dynaqa search`'s side-by-side timing. Writes op_profile.{md,json} under --out.
+speed-ups from `dynaqa search`'s side-by-side timing.
+
+Then one layer alone, plain and dropping tokens (`--layer-tokens`, float and INT8): what a dropping
+layer costs against a plain one at the same input, so "lengths pay" is read per layer, not guessed
+from a whole sub-network. Writes op_profile.{md,json} under --out.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,7 +34,9 @@ from models.data import squad
 from models.infer.checkpoint import load as load_checkpoint
 from models.infer.quantize import int8_enabled, int8_kernel
 from models.infer.reader import Reader
+from models.nn import drop_restore
 from models.nn.subnet import SubnetConfig
+from models.nn.transformer import EAGER_STEPS, DynamicBertForQA, dropping_layer
 
 # Operator name -> kind. Names are torch's own (aten:: and quantized::); an operator not listed is
 # "other". Elementwise ops are shared by INT8's per-token scaling, residuals and masks, so they
@@ -67,6 +75,7 @@ ELEMENTWISE = {
     "aten::copy_",
 }
 OUTSIDE = "outside operators (Python, module calls)"
+LAYER_KEEPS = (0.99, 0.8, 0.5)  # a dropping layer that keeps almost every token costs what ranking adds
 
 
 def kind_of(name: str) -> str:
@@ -150,14 +159,67 @@ def int8_ceiling(rows: list[dict[str, Any]], row: dict[str, Any]) -> float | Non
     )
 
 
+def layer_costs(model: DynamicBertForQA, tokens: int, quantized: bool, rounds: int) -> dict[str, float]:
+    """Median ms of the first full-width layer over `tokens` random hidden states at batch 1:
+    plain, and dropping to each of `LAYER_KEEPS` (ranking, selection and the kept tokens' rest)."""
+    layer = model.encoder.layers[0]
+    with torch.inference_mode():  # the packed (and INT8) weights are inference's only
+        weights = model.layer_weights(SubnetConfig(quantized=quantized))[0]
+    x = torch.randn(1, tokens, model.config.hidden_size, generator=torch.Generator().manual_seed(tokens))
+    alive = drop_restore.TokenSet.full(torch.ones(1, tokens, dtype=torch.long))
+    runs: dict[str, Callable[[], object]] = {"plain": functools.partial(EAGER_STEPS.whole, layer, x, None, weights)}
+    for keep in LAYER_KEEPS:
+        counts = drop_restore.keep_counts([tokens], keep, [tokens])
+        runs[f"keeps {keep}"] = functools.partial(
+            dropping_layer, EAGER_STEPS, (layer, weights, None), x, None, alive, counts
+        )
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    with torch.inference_mode():
+        for run in runs.values():
+            run()
+        for _ in range(rounds):
+            for name, run in runs.items():
+                began = time.perf_counter()
+                for _ in range(5):
+                    run()
+                samples[name].append((time.perf_counter() - began) / 5 * 1e3)
+    return {name: round(statistics.median(s), 3) for name, s in samples.items()}
+
+
+def layer_markdown(rows: list[dict[str, Any]]) -> str:
+    names = list(rows[0]["ms"])
+    lines = [
+        "",
+        "## One layer, plain and dropping tokens",
+        "",
+        "Full width, batch 1, ms per call (median of interleaved rounds of 5 calls); in brackets, the ratio to the "
+        "plain layer on the same input. A dropping layer keeps its share of the tokens after attention.",
+        "",
+        "| tokens | precision | " + " | ".join(names) + " |",
+        "|---|---|" + "---:|" * len(names),
+    ]
+    for r in rows:
+        plain = r["ms"]["plain"]
+        cells = [f"{ms:.2f} ({ms / plain:.2f})" for ms in r["ms"].values()]
+        lines.append(f"| {r['tokens']} | {r['precision']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser(
+    cli = parser(
         __doc__,
         questions=100,
         subnets="w100d100,w75d100,w75d100-q8,w50d100-q8",
         subnets_help="comma-separated ids, the first is the reference (default: the full model, width 0.75 in float "
         "and INT8, width 0.5 INT8); ids with lengths are looked up in the checkpoint's profile",
-    ).parse_args(argv)
+    )
+    cli.add_argument(
+        "--layer-tokens",
+        default="180,384",
+        help="token counts at which one layer is timed plain and dropping (the eval split's median window is about "
+        "180 tokens); empty to skip",
+    )
+    args = cli.parse_args(argv)
 
     int8 = int8_enabled("auto")
     checkpoint = load_checkpoint(args.checkpoint, int8=int8)
@@ -182,7 +244,15 @@ def main(argv: list[str] | None = None) -> int:
         "kinds": kinds,
         "rows": rows,
     }
-    write_report(args.out, "op_profile", report, markdown(report))
+    lengths = [int(t) for t in args.layer_tokens.split(",")] if args.layer_tokens else []
+    report["layers"] = [
+        {"tokens": t, "precision": "INT8" if q else "float", "ms": layer_costs(checkpoint.model, t, q, args.rounds * 5)}
+        for t in lengths
+        for q in ([False, True] if int8 else [False])
+    ]
+    write_report(
+        args.out, "op_profile", report, markdown(report) + (layer_markdown(report["layers"]) if lengths else "")
+    )
     return 0
 
 

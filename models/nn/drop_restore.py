@@ -1,10 +1,13 @@
 """Drop-and-Restore (LAT, Kim & Cho 2021): per-layer token dropping for a padded batch.
 
 After a layer's attention, each example keeps its `ceil(ratio * real_length)` most attended
-tokens; the rest skip the FFN and every later layer. Every layer's surviving outputs are scattered
-back to their original positions, so at the end every token reaches the span head with the last
-vector computed for it. Order inside the kept set does not matter (positions were added at the
-embeddings), so the kept tokens are never re-sorted.
+tokens; the rest skip the FFN and every later layer. "Most attended" is estimated from at most
+`RANKING_QUERIES` queries, evenly strided over the sequence: the attention a token receives is a
+sum over queries, and a strided sample of them ranks tokens nearly as all of them do, while the
+full probability matrix a dropping layer used to materialise cost as much as the FFN it saved.
+Every layer's surviving outputs are scattered back to their original positions, so at the end every
+token reaches the span head with the last vector computed for it. Order inside the kept set does
+not matter (positions were added at the embeddings), so the kept tokens are never re-sorted.
 """
 
 from __future__ import annotations
@@ -14,6 +17,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+RANKING_QUERIES = 32
+
+
+def ranking_stride(tokens: int) -> int:
+    """Every how-many-th query ranks the tokens: all of them up to `RANKING_QUERIES`."""
+    return max(1, math.ceil(tokens / RANKING_QUERIES))
 
 
 @dataclass
@@ -43,15 +53,16 @@ def keep_counts(real_lengths: list[int], ratio: float, alive: list[int]) -> list
     return [min(a, max(1, math.ceil(n * ratio - 1e-9))) for n, a in zip(real_lengths, alive)]
 
 
-def attention_received(probs: Tensor, tokens: TokenSet) -> Tensor:
-    """Importance of each key token: attention it receives, summed over heads and real queries.
+def attention_received(probs: Tensor, tokens: TokenSet, stride: int = 1) -> Tensor:
+    """Importance of each key token: attention it receives, summed over heads and the real ones
+    among the ranking queries (every `stride`-th).
 
-    probs: (batch, heads, queries, keys) -> (batch, keys).
+    probs: (batch, heads, queries // stride, keys) -> (batch, keys).
     """
     if tokens.all_alive:
         return probs.sum(dim=(1, 2))
-    per_query = probs.sum(dim=1)  # (batch, queries, keys)
-    return (tokens.mask[:, None, :].to(probs.dtype) @ per_query)[:, 0]
+    per_query = probs.sum(dim=1)  # (batch, ranking queries, keys)
+    return (tokens.mask[:, None, ::stride].to(probs.dtype) @ per_query)[:, 0]
 
 
 def select(scores: Tensor, tokens: TokenSet, counts: list[int]) -> tuple[Tensor, TokenSet]:
@@ -86,9 +97,9 @@ def gather_tokens(hidden: Tensor, slots: Tensor) -> Tensor:
     return hidden[rows(hidden.shape[0], hidden.device), slots]
 
 
-def gather_queries(probs: Tensor, slots: Tensor) -> Tensor:
-    """probs (batch, heads, queries, keys) -> (batch, heads, kept, keys): the kept query rows."""
-    return probs[rows(probs.shape[0], probs.device), :, slots].transpose(1, 2)
+def gather_queries(queries: Tensor, slots: Tensor) -> Tensor:
+    """queries (batch, heads, tokens, head_size) -> (batch, heads, kept, head_size): the kept ones."""
+    return queries[rows(queries.shape[0], queries.device), :, slots].transpose(1, 2)
 
 
 def restore(buffer: Tensor, hidden: Tensor, tokens: TokenSet, in_place: bool) -> Tensor:

@@ -99,7 +99,7 @@ class SelfAttention(nn.Module):
         return qkv[0], qkv[1], qkv[2]
 
     def probabilities(self, q: Tensor, k: Tensor, bias: Tensor | None) -> Tensor:
-        """Attention probabilities (batch, heads, queries, keys), materialised for ranking."""
+        """Attention probabilities (batch, heads, queries, keys), materialised (ranking, head masks)."""
         scores = (q * (1.0 / math.sqrt(self.head_size))) @ k.transpose(-1, -2)
         if bias is not None:
             scores = scores + bias
@@ -118,15 +118,17 @@ class SelfAttention(nn.Module):
         out = self.dropout(w.out(context))
         return self.norm(out + residual)
 
+    def context(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, head_mask: Tensor | None) -> Tensor:
+        """Context vectors (batch, heads, queries, head_size) for the queries in `q`, over every key."""
+        if head_mask is not None:
+            return self.mix(self.probabilities(q, k, bias), v)
+        dropout = self.dropout_p if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+
     def forward(self, x: Tensor, bias: Tensor | None, w: LayerWeights, head_mask: Tensor | None = None) -> Tensor:
         """x (batch, tokens, hidden); bias (batch, 1, 1, tokens) additive key mask, None if none."""
         q, k, v = self.project(x, w)
-        if head_mask is not None:
-            context = self.mix(self.probabilities(q, k, bias), v)
-        else:
-            dropout = self.dropout_p if self.training else 0.0
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
-        return self.finish(context, x, w, head_mask)
+        return self.finish(self.context(q, k, v, bias, head_mask), x, w, head_mask)
 
 
 class FeedForward(nn.Module):
@@ -175,16 +177,28 @@ class Layer(nn.Module):
         """The layer for every token: attention, then the FFN."""
         return self.ffn(self.attention(x, bias, w, head_mask), w)
 
-    def attend(self, x: Tensor, bias: Tensor | None, w: LayerWeights) -> tuple[Tensor, Tensor]:
-        """A dropping layer's first half: attention probabilities (to rank tokens by) and the values."""
+    def attend(
+        self, x: Tensor, bias: Tensor | None, w: LayerWeights, stride: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """A dropping layer's first half: the attention probabilities of every `stride`-th query
+        (to rank tokens by), and the queries, keys and values, each (batch, heads, tokens, hs)."""
         q, k, v = self.attention.project(x, w)
-        return self.attention.probabilities(q, k, bias), v  # (batch, heads, tokens, tokens), (b, h, tokens, hs)
+        return self.attention.probabilities(q[:, :, ::stride], k, bias), q, k, v
 
     def finish(
-        self, probs: Tensor, v: Tensor, residual: Tensor, w: LayerWeights, head_mask: Tensor | None = None
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        bias: Tensor | None,
+        residual: Tensor,
+        w: LayerWeights,
+        head_mask: Tensor | None = None,
     ) -> Tensor:
-        """A dropping layer's second half, for the kept queries only: context, output projection, FFN."""
-        return self.ffn(self.attention.finish(self.attention.mix(probs, v), residual, w, head_mask), w)
+        """A dropping layer's second half, for the kept queries `q` only: their attention over every
+        key (fused), the output projection and the FFN."""
+        context = self.attention.context(q, k, v, bias, head_mask)
+        return self.ffn(self.attention.finish(context, residual, w, head_mask), w)
 
 
 @dataclass(frozen=True)
@@ -193,7 +207,7 @@ class LayerSteps:
     methods, or compiled copies of them (`models.infer.compile`)."""
 
     whole: Callable[..., Tensor]  # Layer.forward
-    attend: Callable[..., tuple[Tensor, Tensor]]  # Layer.attend
+    attend: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]  # Layer.attend
     finish: Callable[..., Tensor]  # Layer.finish; head masks (training only) always run eagerly
 
 
@@ -201,6 +215,26 @@ EAGER_STEPS = LayerSteps(Layer.forward, Layer.attend, Layer.finish)
 
 # One kept layer as the encoder runs it: the layer, its weights at its width, its head mask.
 KeptLayer = tuple[Layer, LayerWeights, Tensor | None]
+
+
+def dropping_layer(
+    steps: LayerSteps,
+    kept_layer: KeptLayer,
+    x: Tensor,
+    bias: Tensor | None,
+    tokens: drop_restore.TokenSet,
+    counts: list[int],
+) -> tuple[Tensor, drop_restore.TokenSet]:
+    """One layer keeping `counts[b]` tokens of example b, ranked by attention received (from a
+    strided sample of queries): their outputs (batch, max(counts), hidden) and the tokens alive.
+    Only kept queries attend: a dropped token keeps its previous output, its context is unused."""
+    layer, w, head_mask = kept_layer
+    stride = drop_restore.ranking_stride(x.shape[1])
+    probs, q, k, v = steps.attend(layer, x, bias, w, stride)
+    received = drop_restore.attention_received(probs, tokens, stride)
+    slots, tokens = drop_restore.select(received, tokens, counts)
+    kept = drop_restore.gather_queries(q, slots)  # (batch, heads, kept, head_size)
+    return steps.finish(layer, kept, k, v, bias, drop_restore.gather_tokens(x, slots), w, head_mask), tokens
 
 
 class Encoder(nn.Module):
@@ -270,12 +304,7 @@ class Encoder(nn.Module):
             if counts != tokens.alive:
                 if not keep_hidden:  # the tokens dropped here keep x, their previous layer's output
                     restored = drop_restore.restore(restored, x, tokens, in_place)
-                # Rank by attention received, then finish attention only for the kept queries:
-                # a dropped token keeps its previous layer's output, so its context is never used.
-                probs, v = steps.attend(layer, x, bias, w)  # (batch, heads, tokens, tokens), values
-                slots, tokens = drop_restore.select(drop_restore.attention_received(probs, tokens), tokens, counts)
-                queries = drop_restore.gather_queries(probs, slots)  # (batch, heads, kept, tokens)
-                x = steps.finish(layer, queries, v, drop_restore.gather_tokens(x, slots), w, mask)
+                x, tokens = dropping_layer(steps, (layer, w, mask), x, bias, tokens, counts)
             else:
                 x = steps.whole(layer, x, bias, w, mask)
             if keep_hidden:
