@@ -7,7 +7,10 @@ depth table of the README). This runs the public command, in a fresh process per
 and writes benchmarks/results/reproduce.md (or --out); the exit status is 1 if any score is off
 by more than 0.1. By default it checks the float front and this CPU's kernel's INT8 front: INT8
 scores depend on the kernel's weight bits, and oneDNN's whole-split evals take minutes each on
-a CPU without its integer kernel.
+a CPU without its integer kernel (`DYNAQA_INT8_KERNEL=fbgemm` re-scores FBGEMM's front on any x86).
+
+`--update` writes the measured scores back into profile.json (after a change to the model's
+arithmetic, e.g. how Drop-and-Restore ranks tokens), so the service never reports a stale F1.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from models.infer import checkpoint as ckpt
@@ -42,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         "CPU's kernel; another kernel's INT8 scores differ by tenths of a point)",
     )
     parser.add_argument("--out", default=str(RESULTS / "reproduce.md"), help="the markdown table to write")
+    parser.add_argument("--subnets", default=None, help="only these ids, comma-separated (default: every claim)")
+    parser.add_argument(
+        "--update", action="store_true", help="write the measured F1 and EM of the fronts' entries into profile.json"
+    )
     args = parser.parse_args(argv)
     checkpoint = ckpt.load(args.checkpoint)
     fronts = {key: checkpoint.fronts.get(key, []) for key in ckpt.FRONT_KEYS.values()}
@@ -52,20 +60,38 @@ def main(argv: list[str] | None = None) -> int:
     claims = [(name, e.subnet.id, e.f1) for name in chosen for e in fronts[name]]
     if args.grid:
         claims += [("grid", i, f1) for i, f1 in checkpoint.training.get("grid_scores", {}).items()]
+    if args.subnets:
+        claims = [c for c in claims if c[1] in args.subnets.split(",")]
     lines = ["| source | config | shipped F1 | `dynaqa eval` F1 | difference |", "|---|---|---:|---:|---:|"]
     worst = 0.0
-    measured_by_id: dict[str, float] = {}  # a grid pair on the front is evaluated once
+    measured_by_id: dict[str, dict] = {}  # a grid pair on the front is evaluated once
     for source, subnet_id, shipped in claims:
         if subnet_id not in measured_by_id:
-            measured_by_id[subnet_id] = evaluate(checkpoint.path, subnet_id)["f1"]
-        measured = measured_by_id[subnet_id]
+            measured_by_id[subnet_id] = evaluate(checkpoint.path, subnet_id)
+        measured = measured_by_id[subnet_id]["f1"]
         worst = max(worst, abs(measured - shipped))
         lines.append(f"| {source} | `{subnet_id}` | {shipped:.2f} | {measured:.3f} | {measured - shipped:+.3f} |")
         print(lines[-1], flush=True)
     lines += ["", f"largest difference: {worst:.3f} F1 (tolerance {TOLERANCE})"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
+    if args.update:
+        update(checkpoint, [name for name in chosen if name in fronts], measured_by_id)
+        return 0
     return 0 if worst <= TOLERANCE else 1
+
+
+def update(checkpoint: ckpt.Checkpoint, keys: list[str], measured: dict[str, dict]) -> None:
+    """Write each re-measured entry's F1 and EM into its front in profile.json; the rest stay."""
+    kernels = {key: kernel for kernel, key in ckpt.FRONT_KEYS.items()}
+    for key in keys:
+        entries = [
+            replace(e, f1=measured[e.subnet.id]["f1"], exact_match=measured[e.subnet.id]["exact_match"])
+            if e.subnet.id in measured
+            else e
+            for e in checkpoint.fronts[key]
+        ]
+        ckpt.write_profile(checkpoint.path, entries, kernels[key])
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def probe_every_variant(model: DynamicBertForQA, steps: LayerSteps) -> None:
             for batch, bias in ((1, None), (3, None), (3, key_bias(mask[:3], torch.float32))):
                 x = torch.randn(batch, 7, hidden)
                 steps.whole(layer, x, bias, layers[0])
-                _, q, k, v = steps.attend(layer, x, bias, layers[0], 2)
+                q, k, v = steps.attend(layer, x, layers[0])
                 slots = torch.arange(5).expand(batch, 5)
                 residual = drop_restore.gather_tokens(x, slots)
                 steps.finish(layer, drop_restore.gather_queries(q, slots), k, v, bias, residual, layers[0])

@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).resolve().parent / "csrc" / "int8_rows.cpp"
 NATIVE_ENV = "DYNAQA_NATIVE"  # "off" runs the eager ops
 # -ffp-contract=off: no fused multiply-add, so the C++ rounds exactly as the eager ops do. No
-# -march: an image built on one x86 machine must run on any (SSE2 vectors suffice for two passes
-# over memory).
+# -march: an image built on one x86 machine must run on any; the hot loops carry their own AVX-512
+# and AVX2 clones, picked when the library loads.
 CFLAGS = ["-O3", "-ffp-contract=off", "-fopenmp"]
 _eager = False  # set by `eager()`
 
@@ -157,6 +157,10 @@ def quantize_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
 def dequantize_rows(acc: Tensor, amax: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
     """acc (m, n) int32 -> float32 acc * (amax / 127) * scale + bias, multiplying left to right."""
     module = _module()
-    if module is not None and all(t.is_contiguous() for t in (acc, amax, scale, bias)):
-        return module.dequantize_rows(acc, amax, scale, bias)
+    if (
+        module is not None
+        and acc.dtype == torch.int32
+        and all(t.is_contiguous() and t.dtype == torch.float32 for t in (amax, scale, bias))
+    ):
+        return module.dequantize_rows(acc.contiguous(), amax, scale, bias)
     return acc.float().mul_(amax * (1 / 127)).mul_(scale).add_(bias)

@@ -10,6 +10,7 @@ So the kernels are probed at start-up, not assumed.
 from __future__ import annotations
 
 import functools
+import os
 import statistics
 import time
 import warnings
@@ -30,6 +31,7 @@ FBGEMM_WEIGHT_LEVELS = 63  # see FbgemmInt8Linear
 # (24 fresh processes, `_interleaved_medians`), so at 1.2 replicas of one machine flipped between
 # fronts; CPUs where INT8 does not pay read 0.03x (oneDNN's reference loop).
 MIN_INT8_SPEEDUP = 1.1
+KERNEL_ENV = "DYNAQA_INT8_KERNEL"  # auto (the probe), onednn or fbgemm
 PROBE_SHAPE = (128, 384, 1536)  # tokens, in, out: a full-width FFN up-projection of a typical window
 
 
@@ -166,8 +168,14 @@ def int8_speedup(threads: int | None = None) -> float:
 
 
 def int8_kernel(threads: int | None = None) -> Int8Kernel:
-    """The INT8 kernel this CPU runs: oneDNN's where it pays (the README's VNNI profile was
-    measured on it), else FBGEMM where this torch has it, else oneDNN (then INT8 is off in `auto`)."""
+    """The INT8 kernel this CPU runs: `DYNAQA_INT8_KERNEL` where set (to re-score another CPU's
+    front here, or to overrule the probe); else oneDNN's where it pays, else FBGEMM where this torch
+    has it, else oneDNN (then INT8 is off in `auto`)."""
+    forced = os.environ.get(KERNEL_ENV, "auto")
+    if forced != "auto":
+        if forced not in available_kernels():
+            raise ValueError(f"{KERNEL_ENV}={forced!r}: this torch runs {list(available_kernels())} (or 'auto')")
+        return forced  # type: ignore[return-value]
     return _pick(kernel_speedups(threads))
 
 

@@ -2,9 +2,10 @@
 
 After a layer's attention, each example keeps its `ceil(ratio * real_length)` most attended
 tokens; the rest skip the FFN and every later layer. "Most attended" is estimated from at most
-`RANKING_QUERIES` queries, evenly strided over the sequence: the attention a token receives is a
-sum over queries, and a strided sample of them ranks tokens nearly as all of them do, while the
-full probability matrix a dropping layer used to materialise cost as much as the FFN it saved.
+`RANKING_QUERIES` queries per example, evenly strided over its live tokens (a stride from its own
+count, so its ranking does not depend on what it is batched with): the attention a token receives
+is a sum over queries, and a strided sample of them ranks tokens nearly as all of them do, while
+the full probability matrix a dropping layer used to materialise cost about what it saved.
 Every layer's surviving outputs are scattered back to their original positions, so at the end every
 token reaches the span head with the last vector computed for it. Order inside the kept set does
 not matter (positions were added at the embeddings), so the kept tokens are never re-sorted.
@@ -24,6 +25,31 @@ RANKING_QUERIES = 32
 def ranking_stride(tokens: int) -> int:
     """Every how-many-th query ranks the tokens: all of them up to `RANKING_QUERIES`."""
     return max(1, math.ceil(tokens / RANKING_QUERIES))
+
+
+@dataclass(frozen=True)
+class RankingQueries:
+    """The slots whose queries rank an example's tokens: every `ranking_stride(alive)`-th of its
+    live slots (which are its first `alive` slots: right padding, then rank order after a drop)."""
+
+    stride: int  # where every example strides alike (one example, or no padding); else 0
+    slots: Tensor | None = None  # (batch, S) each example's ranking slots, padded with its last
+    valid: Tensor | None = None  # (batch, S) bool: False for the padding of `slots`
+
+    @classmethod
+    def of(cls, tokens: TokenSet) -> RankingQueries:
+        strides = [ranking_stride(n) for n in tokens.alive]
+        if tokens.all_alive:
+            return cls(strides[0])
+        counts = torch.tensor([math.ceil(n / s) for n, s in zip(tokens.alive, strides)], device=tokens.mask.device)
+        j = torch.arange(int(counts.max()), device=tokens.mask.device)[None, :]
+        valid = j < counts[:, None]
+        slots = torch.minimum(j, counts[:, None] - 1) * torch.tensor(strides, device=tokens.mask.device)[:, None]
+        return cls(0, slots, valid)
+
+    def pick(self, queries: Tensor) -> Tensor:
+        """(batch, heads, tokens, head_size) -> (batch, heads, S, head_size): the ranking queries."""
+        return queries[:, :, :: self.stride] if self.slots is None else gather_queries(queries, self.slots)
 
 
 @dataclass
@@ -53,16 +79,16 @@ def keep_counts(real_lengths: list[int], ratio: float, alive: list[int]) -> list
     return [min(a, max(1, math.ceil(n * ratio - 1e-9))) for n, a in zip(real_lengths, alive)]
 
 
-def attention_received(probs: Tensor, tokens: TokenSet, stride: int = 1) -> Tensor:
-    """Importance of each key token: attention it receives, summed over heads and the real ones
-    among the ranking queries (every `stride`-th).
+def attention_received(probs: Tensor, ranking: RankingQueries) -> Tensor:
+    """Importance of each key token: attention it receives, summed over heads and each example's
+    own ranking queries.
 
-    probs: (batch, heads, queries // stride, keys) -> (batch, keys).
+    probs: (batch, heads, ranking queries, keys) -> (batch, keys).
     """
-    if tokens.all_alive:
+    if ranking.valid is None:
         return probs.sum(dim=(1, 2))
     per_query = probs.sum(dim=1)  # (batch, ranking queries, keys)
-    return (tokens.mask[:, None, ::stride].to(probs.dtype) @ per_query)[:, 0]
+    return (ranking.valid[:, None, :].to(probs.dtype) @ per_query)[:, 0]
 
 
 def select(scores: Tensor, tokens: TokenSet, counts: list[int]) -> tuple[Tensor, TokenSet]:

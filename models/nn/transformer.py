@@ -177,13 +177,9 @@ class Layer(nn.Module):
         """The layer for every token: attention, then the FFN."""
         return self.ffn(self.attention(x, bias, w, head_mask), w)
 
-    def attend(
-        self, x: Tensor, bias: Tensor | None, w: LayerWeights, stride: int
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """A dropping layer's first half: the attention probabilities of every `stride`-th query
-        (to rank tokens by), and the queries, keys and values, each (batch, heads, tokens, hs)."""
-        q, k, v = self.attention.project(x, w)
-        return self.attention.probabilities(q[:, :, ::stride], k, bias), q, k, v
+    def attend(self, x: Tensor, w: LayerWeights) -> tuple[Tensor, Tensor, Tensor]:
+        """A dropping layer's first step: queries, keys and values (batch, heads, tokens, hs)."""
+        return self.attention.project(x, w)
 
     def finish(
         self,
@@ -207,7 +203,7 @@ class LayerSteps:
     methods, or compiled copies of them (`models.infer.compile`)."""
 
     whole: Callable[..., Tensor]  # Layer.forward
-    attend: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]  # Layer.attend
+    attend: Callable[..., tuple[Tensor, Tensor, Tensor]]  # Layer.attend
     finish: Callable[..., Tensor]  # Layer.finish; head masks (training only) always run eagerly
 
 
@@ -226,13 +222,13 @@ def dropping_layer(
     counts: list[int],
 ) -> tuple[Tensor, drop_restore.TokenSet]:
     """One layer keeping `counts[b]` tokens of example b, ranked by attention received (from a
-    strided sample of queries): their outputs (batch, max(counts), hidden) and the tokens alive.
+    strided sample of its queries): their outputs (batch, max(counts), hidden) and the tokens alive.
     Only kept queries attend: a dropped token keeps its previous output, its context is unused."""
     layer, w, head_mask = kept_layer
-    stride = drop_restore.ranking_stride(x.shape[1])
-    probs, q, k, v = steps.attend(layer, x, bias, w, stride)
-    received = drop_restore.attention_received(probs, tokens, stride)
-    slots, tokens = drop_restore.select(received, tokens, counts)
+    q, k, v = steps.attend(layer, x, w)
+    ranking = drop_restore.RankingQueries.of(tokens)
+    probs = layer.attention.probabilities(ranking.pick(q), k, bias)  # (batch, heads, ranking queries, tokens)
+    slots, tokens = drop_restore.select(drop_restore.attention_received(probs, ranking), tokens, counts)
     kept = drop_restore.gather_queries(q, slots)  # (batch, heads, kept, head_size)
     return steps.finish(layer, kept, k, v, bias, drop_restore.gather_tokens(x, slots), w, head_mask), tokens
 

@@ -80,7 +80,11 @@ torch::Tensor unscale_rows_(torch::Tensor y, const torch::Tensor& amax, const to
 // Hot loops of oneDNN's side, compiled for AVX-512, AVX2 and plain x86-64 alike and picked when
 // the library loads (GCC's target_clones): one image runs on any x86 CPU, and the wide ones get
 // vectors as wide as the eager torch kernels these replace.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define DYNAQA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DYNAQA_CLONES
+#endif
 
 DYNAQA_CLONES float row_peak(const float* row, int64_t k) {
   float peak = 0.0f;
@@ -96,7 +100,8 @@ DYNAQA_CLONES float row_peak(const float* row, int64_t k) {
 DYNAQA_CLONES void quantize_row(const float* row, int64_t k, float scale, int8_t* target) {
   const float magic = 12582912.0f;
   for (int64_t j = 0; j < k; ++j) {
-    const float scaled = row[j] * scale;
+    float scaled = row[j] * scale;
+    scaled = (scaled >= -128.0f && scaled <= 128.0f) ? scaled : 0.0f;  // NaN (an Inf or NaN row): 0, not UB
     const float rounded = (scaled + magic) - magic;
     target[j] = static_cast<int8_t>(static_cast<int32_t>(rounded));
   }

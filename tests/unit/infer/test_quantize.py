@@ -156,3 +156,14 @@ def test_the_native_onednn_scaling_answers_as_the_eager_ops_bit_for_bit() -> Non
         with native.eager():
             eager = linear(x)
     assert torch.equal(fused, eager)
+
+
+def test_the_kernel_can_be_named_instead_of_probed(monkeypatch: pytest.MonkeyPatch) -> None:
+    for kernel in quantize.available_kernels():
+        monkeypatch.setenv(quantize.KERNEL_ENV, kernel)
+        assert quantize.int8_kernel() == kernel
+    monkeypatch.setenv(quantize.KERNEL_ENV, "avx9000")
+    with pytest.raises(ValueError, match="DYNAQA_INT8_KERNEL='avx9000'"):
+        quantize.int8_kernel()
+    monkeypatch.setenv(quantize.KERNEL_ENV, "auto")
+    assert quantize.int8_kernel() in quantize.available_kernels()

@@ -1,12 +1,14 @@
 """The ranking of Drop-and-Restore: attention received, from every query up to RANKING_QUERIES and
-from an even stride of them beyond; padding queries never vote and padding keys never win."""
+from an even stride of each example's own live tokens beyond, so a long neighbour in the batch
+changes nothing; padding queries never vote."""
 
 from __future__ import annotations
 
 import torch
 
-from models.nn import drop_restore
-from models.nn.drop_restore import RANKING_QUERIES, TokenSet, attention_received, ranking_stride
+from models.nn.drop_restore import RANKING_QUERIES, RankingQueries, TokenSet, attention_received, ranking_stride
+from models.nn.subnet import SubnetConfig
+from models.nn.transformer import DynamicBertForQA
 
 
 def test_short_inputs_rank_from_every_query_and_long_ones_from_a_bounded_sample() -> None:
@@ -16,22 +18,30 @@ def test_short_inputs_rank_from_every_query_and_long_ones_from_a_bounded_sample(
         assert len(range(0, tokens, ranking_stride(tokens))) <= RANKING_QUERIES
 
 
-def test_a_strided_sample_sums_only_its_real_queries() -> None:
+def test_each_example_strides_over_its_own_live_tokens() -> None:
+    mask = torch.zeros(2, 100, dtype=torch.long)
+    mask[0, :100], mask[1, :40] = 1, 1
+    ranking = RankingQueries.of(TokenSet.full(mask))
+    assert ranking.slots is not None and ranking.valid is not None
+    assert ranking.slots[0].tolist() == list(range(0, 100, 4))  # 25 queries, stride 4
+    picked = ranking.slots[1][ranking.valid[1]].tolist()
+    assert picked == list(range(0, 40, 2))  # 20 queries, stride 2, never a padding slot
     g = torch.Generator().manual_seed(0)
-    probs = torch.rand(2, 3, 10, 10, generator=g).softmax(-1)
-    mask = torch.ones(2, 10, dtype=torch.long)
-    mask[1, 6:] = 0
-    tokens = TokenSet.full(mask)
-    sampled = attention_received(probs[:, :, ::3], tokens, stride=3)
-    # example 1 keeps queries 0 and 3 (6 and 9 are padding); example 0 keeps 0, 3, 6, 9
-    assert torch.allclose(sampled[0], probs[0, :, ::3].sum(dim=(0, 1)))
-    assert torch.allclose(sampled[1], probs[1, :, [0, 3]].sum(dim=(0, 1)))
-    assert torch.allclose(attention_received(probs, tokens)[0], probs[0].sum(dim=(0, 1)))
+    probs = torch.rand(2, 3, ranking.slots.shape[1], 100, generator=g)
+    received = attention_received(probs, ranking)
+    assert torch.allclose(received[1], probs[1, :, : len(picked)].sum(dim=(0, 1)))
+    assert torch.allclose(received[0], probs[0].sum(dim=(0, 1)))
 
 
-def test_padding_never_outranks_a_real_token_whatever_its_score() -> None:
-    mask = torch.tensor([[1, 1, 1, 0, 0]])
-    tokens = TokenSet.full(mask)
-    scores = torch.tensor([[0.1, 0.2, 0.3, 9.0, 9.0]])
-    slots, kept = drop_restore.select(scores, tokens, [2])
-    assert sorted(slots[0].tolist()) == [1, 2] and kept.alive == [2]
+def test_a_long_neighbour_does_not_change_which_tokens_a_short_window_keeps(tiny: DynamicBertForQA) -> None:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1000, 29000, (2, 120), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 50:] = 0
+    types = torch.zeros_like(ids)
+    types[:, 10:] = 1
+    subnet = SubnetConfig(1.0, 1.0, (0.8, 0.6, 0.5, 0.3))
+    with torch.inference_mode():
+        together = tiny(ids, mask, types, subnet).start_logits
+        alone = tiny(ids[1:, :50], mask[1:, :50], types[1:, :50], subnet).start_logits
+    assert (together[1, :50] - alone[0]).abs().max() <= 1e-4
