@@ -17,21 +17,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from models.infer import checkpoint as ckpt
-from models.infer.quantize import int8_enabled, int8_kernel
+from models.infer.quantize import KERNEL_ENV, int8_enabled, int8_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOLERANCE = 0.1
 
 
-def evaluate(checkpoint_dir: Path, subnet_id: str) -> dict:
+def evaluate(checkpoint_dir: Path, subnet_id: str, kernel: str | None = None) -> dict:
+    """`dynaqa eval --subnet ID` in a fresh process; INT8 on `kernel` where given (else this CPU's)."""
     command = [sys.executable, "-m", "service.cli", "eval", "--checkpoint", str(checkpoint_dir), "--subnet", subnet_id]
-    out = subprocess.run([*command, "--quiet"], capture_output=True, text=True, check=True)
+    env = {**os.environ, KERNEL_ENV: kernel} if kernel else None
+    out = subprocess.run([*command, "--quiet"], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
@@ -64,11 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         claims = [c for c in claims if c[1] in args.subnets.split(",")]
     lines = ["| source | config | shipped F1 | `dynaqa eval` F1 | difference |", "|---|---|---:|---:|---:|"]
     worst = 0.0
-    measured_by_id: dict[str, dict] = {}  # a grid pair on the front is evaluated once
+    kernels = {key: kernel for kernel, key in ckpt.FRONT_KEYS.items()}
+    measured_by: dict[tuple[str | None, str], dict] = {}  # (INT8 kernel, id): a grid pair on a front runs once
     for source, subnet_id, shipped in claims:
-        if subnet_id not in measured_by_id:
-            measured_by_id[subnet_id] = evaluate(checkpoint.path, subnet_id)
-        measured = measured_by_id[subnet_id]["f1"]
+        key = (kernels.get(source) if subnet_id.endswith("-q8") else None, subnet_id)
+        if key not in measured_by:
+            measured_by[key] = evaluate(checkpoint.path, subnet_id, key[0])
+        measured = measured_by[key]["f1"]
         worst = max(worst, abs(measured - shipped))
         lines.append(f"| {source} | `{subnet_id}` | {shipped:.2f} | {measured:.3f} | {measured - shipped:+.3f} |")
         print(lines[-1], flush=True)
@@ -76,21 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     if args.update:
-        update(checkpoint, [name for name in chosen if name in fronts], measured_by_id)
+        update(checkpoint, [name for name in chosen if name in fronts], measured_by)
         return 0
     return 0 if worst <= TOLERANCE else 1
 
 
-def update(checkpoint: ckpt.Checkpoint, keys: list[str], measured: dict[str, dict]) -> None:
+def update(checkpoint: ckpt.Checkpoint, keys: list[str], measured: dict[tuple[str | None, str], dict]) -> None:
     """Write each re-measured entry's F1 and EM into its front in profile.json; the rest stay."""
     kernels = {key: kernel for kernel, key in ckpt.FRONT_KEYS.items()}
     for key in keys:
-        entries = [
-            replace(e, f1=measured[e.subnet.id]["f1"], exact_match=measured[e.subnet.id]["exact_match"])
-            if e.subnet.id in measured
-            else e
-            for e in checkpoint.fronts[key]
-        ]
+        entries = []
+        for e in checkpoint.fronts[key]:
+            got = measured.get((kernels[key] if e.subnet.quantized else None, e.subnet.id))
+            entries.append(replace(e, f1=got["f1"], exact_match=got["exact_match"]) if got else e)
         ckpt.write_profile(checkpoint.path, entries, kernels[key])
 
 

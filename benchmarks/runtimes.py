@@ -6,7 +6,8 @@ dynamically quantised), and OpenVINO bf16 where it is installed. Each runtime li
 worker process (one runtime's thread pool, allocator or JIT state cannot slow another's), and the
 workers take turns: for each token count, round after round in a shuffled order, each times
 `--reps` batch-1 forwards of the same random tokens; the median over rounds of each round's
-median is kept. Logits at 128 tokens are compared with dynaqa's float full model.
+median is kept. Speed-ups are over ORT INT8 (the strongest static peer) and over transformers; logits
+at 128 tokens are compared with dynaqa's float full model.
 
 Writes runtimes.md, runtimes.json and runtimes.png to --out (default benchmarks/results/).
 """
@@ -33,6 +34,7 @@ from models.infer.checkpoint import DEFAULT_DIR
 RESULTS = Path(__file__).resolve().parent / "results"
 Forward = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # ids, mask, types -> start logits
 REFERENCE = "dynaqa-fp32"
+BASELINES = ("ort-int8", "transformers-fp32")  # the speed-up columns: the strongest and the usual peer
 
 
 def _torch_forward(model: Any, subnet: Any = None, hf: bool = False) -> Forward:
@@ -185,7 +187,11 @@ class Worker:
     def close(self) -> None:
         if self.process.stdin:
             self.process.stdin.close()
-        self.process.wait(timeout=60)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def measure(workers: list[Worker], lengths: list[int], rounds: int, reps: int) -> dict[str, dict[int, float]]:
@@ -208,30 +214,22 @@ def logit_gaps(workers: list[Worker]) -> dict[str, float]:
 
 
 def report(ms: dict[str, dict[int, float]], gaps: dict[str, float], meta: dict[str, Any], out: Path) -> None:
-    """runtimes.json, runtimes.md (ms and speed-up over transformers and over ORT INT8), a PNG."""
+    """runtimes.json, runtimes.md (ms, and speed-ups over each of `BASELINES` that ran), a PNG."""
     lengths = sorted(next(iter(ms.values())))
+    baselines = [b for b in BASELINES if b in ms]
+    columns = [f"{t} tokens ms" for t in lengths] + [f"vs {b} at {t}" for b in baselines for t in lengths]
     lines = [
         f"# Runtimes on this CPU: batch 1, {meta['threads']} threads, median of {meta['rounds']} rounds",
         "",
-        f"CPU: {meta['cpu']}. Each runtime in its own process, turns alternating. Logit gap: largest",
-        f"|start logit - {REFERENCE}| at 128 tokens.",
+        f"CPU: {meta['cpu']}. Each runtime in its own process, turns alternating. Speed-up: the baseline's ms",
+        f"over the runtime's. Logit gap: largest |start logit - {REFERENCE}| at 128 tokens.",
         "",
-        "| runtime | "
-        + " | ".join(f"{t} tokens ms" for t in lengths)
-        + " | "
-        + " | ".join(f"vs ort-int8 at {t}" for t in lengths)
-        + " | logit gap |",
-        "|---" * (2 * len(lengths) + 2) + "|",
+        "| runtime | " + " | ".join(columns) + " | logit gap |",
+        "|---" * (len(columns) + 2) + "|",
     ]
     for name, by_t in sorted(ms.items(), key=lambda kv: kv[1][lengths[-1]]):
-        speed = [f"{ms['ort-int8'][t] / by_t[t]:.2f}x" for t in lengths]
-        lines.append(
-            f"| {name} | "
-            + " | ".join(f"{by_t[t]:.2f}" for t in lengths)
-            + " | "
-            + " | ".join(speed)
-            + f" | {gaps[name]:.4f} |"
-        )
+        cells = [f"{by_t[t]:.2f}" for t in lengths] + [f"{ms[b][t] / by_t[t]:.2f}x" for b in baselines for t in lengths]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {gaps[name]:.4f} |")
     (out / "runtimes.md").write_text("\n".join(lines) + "\n")
     (out / "runtimes.json").write_text(json.dumps({"meta": meta, "ms": ms, "logit_gap": gaps}, indent=1) + "\n")
     _plot(ms, out / "runtimes.png", meta)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -24,20 +25,25 @@ Precision = Literal["fp32", "int8"]
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUTS = ("start_logits", "end_logits")
 CACHE = Path(tempfile.gettempdir()) / "dynaqa-onnx"
+GRAPH_VERSION = 1  # part of the cache key: raise it when `fused_graph` or `_quantize` changes
 log = logging.getLogger(__name__)
 
 
 def build(checkpoint_dir: Path, cache: Path = CACHE) -> dict[Precision, Path]:
     """The fp32 (fused) and INT8 ONNX files of the checkpoint's full model, built when missing."""
-    out = cache / ckpt.file_sha256(checkpoint_dir / ckpt.WEIGHTS)[:16]
+    out = cache / f"{ckpt.file_sha256(checkpoint_dir / ckpt.WEIGHTS)[:16]}-v{GRAPH_VERSION}"
     paths: dict[Precision, Path] = {"fp32": out / "bert-fp32.onnx", "int8": out / "bert-int8.onnx"}
     if all(p.exists() for p in paths.values()):
         return paths
     out.mkdir(parents=True, exist_ok=True)
     import onnx
 
-    onnx.save(fused_graph(checkpoint_dir), str(paths["fp32"]))
-    _quantize(paths["fp32"], paths["int8"])
+    with tempfile.TemporaryDirectory(dir=out) as scratch:  # written whole, then moved: never half a file
+        fp32, int8 = Path(scratch) / paths["fp32"].name, Path(scratch) / paths["int8"].name
+        onnx.save(fused_graph(checkpoint_dir), str(fp32))
+        _quantize(fp32, int8)
+        for built, path in ((fp32, paths["fp32"]), (int8, paths["int8"])):
+            os.replace(built, path)
     return paths
 
 

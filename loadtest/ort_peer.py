@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -73,7 +74,8 @@ class OrtAnswerer:
 
 
 class DynamicBatcher:
-    """Collects requests for up to `max_wait_s` (or `max_batch` windows) and runs them as one."""
+    """Collects requests for up to `max_wait_s`, at most `max_batch` windows (more only when one
+    request alone has more), and runs them as one forward."""
 
     def __init__(self, answerer: OrtAnswerer, max_batch: int, max_wait_s: float) -> None:
         self.answerer = answerer
@@ -90,23 +92,35 @@ class DynamicBatcher:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        held: Waiting | None = None  # a request that would have overfilled the last batch
         while True:
-            batch = [await self.queue.get()]
+            batch = [held or await self.queue.get()]
+            held = None
             deadline = loop.time() + self.max_wait_s
-            while sum(len(w.windows) for w in batch) < self.max_batch:
+            windows = len(batch[0].windows)
+            while windows < self.max_batch:
                 try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
+                    more = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
                 except TimeoutError:
                     break
-            try:
-                answers = await asyncio.to_thread(self.answerer.answer_all, batch)
-            except Exception as exc:  # a failed forward fails its requests, not the server
-                for w in batch:
+                if windows + len(more.windows) > self.max_batch:
+                    held = more
+                    break
+                batch.append(more)
+                windows += len(more.windows)
+            await self._answer(batch)
+
+    async def _answer(self, batch: list[Waiting]) -> None:
+        try:
+            answers = await asyncio.to_thread(self.answerer.answer_all, batch)
+        except Exception as exc:  # a failed forward fails its requests, not the server
+            for w in batch:
+                if not w.future.done():  # a client that left cancelled its future
                     w.future.set_exception(exc)
-                continue
-            for w, answer in zip(batch, answers, strict=True):
-                if not w.future.done():
-                    w.future.set_result(answer)
+            return
+        for w, answer in zip(batch, answers, strict=True):
+            if not w.future.done():
+                w.future.set_result(answer)
 
 
 def create_ort_peer(answerer: OrtAnswerer, max_batch: int = 8, max_wait_ms: float = 5.0) -> FastAPI:
@@ -117,6 +131,8 @@ def create_ort_peer(answerer: OrtAnswerer, max_batch: int = 8, max_wait_ms: floa
         task = asyncio.create_task(batcher.run())
         yield
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     app = FastAPI(title="ONNX Runtime peer", lifespan=lifespan)
 

@@ -59,6 +59,14 @@ def parse_keys(items: Iterable[str]) -> tuple[bytes, ...]:
     return tuple(digest(k.encode("utf-8")) for k in keys if k and not k.startswith("#"))
 
 
+def _is_file(text: str) -> bool:
+    """Whether `text` names an existing file; a long inline list of keys is no file name at all."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # ENAMETOOLONG; a NUL in the value
+        return False
+
+
 def signature(path: Path) -> tuple[int, int, int]:
     """mtime, size and inode: a rewrite shows in one of them even within one mtime tick, and a
     Secret update (an atomic symlink swap) shows as a new inode."""
@@ -104,7 +112,7 @@ class KeyStore:
         text = (value.get_secret_value() if isinstance(value, SecretStr) else value or "").strip()
         if not text:
             return None
-        if text.startswith(PATH_STARTS) or Path(text).is_file():
+        if text.startswith(PATH_STARTS) or _is_file(text):
             return cls.from_file(Path(text).expanduser())
         keys = parse_keys(re.split(r"[,\n]", text))
         if not keys:

@@ -240,9 +240,13 @@ def _budget(request: Request, settings: Settings, parameters: dict[str, Any]) ->
     headers = request.headers.mutablecopy()
     if "latency_budget_ms" in parameters:
         value = parameters["latency_budget_ms"]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-            raise InvalidBudget(f"parameters.latency_budget_ms must be a positive number, got {value!r}")
-        headers["x-latency-budget-ms"] = str(value)
+        try:  # a JSON integer of 400 digits is a Python int that float() cannot hold
+            ms = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+        except OverflowError:
+            ms = math.inf
+        if not math.isfinite(ms) or ms <= 0:
+            raise InvalidBudget(f"parameters.latency_budget_ms must be a positive finite number, got {str(value)[:40]}")
+        headers["x-latency-budget-ms"] = repr(ms)
     return budgets.parse(headers, settings.default_budget_ms, settings.min_budget_ms, settings.max_budget_ms)
 
 

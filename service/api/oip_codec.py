@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,9 +89,11 @@ def split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """The JSON header and the binary part after it (empty without the extension's header)."""
     if header_length is None:
         return body, b""
-    if not header_length.strip().isdigit() or int(header_length) > len(body):
-        raise InvalidTensor(f"{HEADER_LENGTH} {header_length!r} is not a length within the {len(body)}-byte body")
-    length = int(header_length)
+    digits = header_length.strip()
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+    if re.fullmatch(r"[0-9]{1,12}", digits) is None or int(digits) > len(body):
+        raise InvalidTensor(f"{HEADER_LENGTH} {header_length[:40]!r} is not a length within the {len(body)}-byte body")
+    length = int(digits)
     return body[:length], body[length:]
 
 

@@ -70,11 +70,7 @@ class Engine:
         self, question: str, context: str, budget: Budget, arrival: float, place: Place | None = None, top_k: int = 1
     ) -> Result:
         """Plan, queue and compute one request; a refusal is raised as its ServiceError."""
-        refusal = self.scheduler.refusal(place)
-        if refusal is not None:
-            raise refusal
-        self.check(question, context)
-        return await self._answer(question, context, budget, arrival, place, top_k)
+        return (await self.answer_all([(question, context)], budget, arrival, place, top_k))[0]
 
     async def answer_all(
         self, pairs: list[tuple[str, str]], budget: Budget, arrival: float, place: Place | None = None, top_k: int = 1
@@ -85,6 +81,8 @@ class Engine:
         changes nothing; one failing pair cancels the others (their queued work is dropped)."""
         if not pairs:
             raise InvalidInput("no questions to answer")
+        if len(pairs) > self.scheduler.max_queue:  # could never be queued at once: no retry helps
+            raise PayloadTooLarge(f"{len(pairs)} questions in one call; this replica queues {self.scheduler.max_queue}")
         refusal = self.scheduler.refusal(place)
         if refusal is not None:
             raise refusal
@@ -103,7 +101,7 @@ class Engine:
                     group.create_task(self._answer(q, c, budget, arrival, held, top_k))
                     for (q, c), held in zip(pairs, places, strict=True)
                 ]
-        except* Exception as failed:  # the first pair's error is the call's (a refusal, a model error)
+        except* Exception as failed:  # the first error to end a pair is the call's (a refusal, a model error)
             raise failed.exceptions[0] from None
         finally:
             for held in reserved:

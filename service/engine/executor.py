@@ -58,9 +58,9 @@ class Executor:
 
     async def run(self, plan: BatchPlan) -> tuple[list[tuple[list[Answer], float]], BatchReport]:
         """One forward over every window of every ticket of `plan`: each answer with the model
-                seconds it took, and the report the scheduler learns from (timed around the thread hop,
-                as a request waits for it). A model error comes back as `BatchFailed`, carrying the failed
-        report, with the model's exception as its cause."""
+        seconds it took, and the report the scheduler learns from (timed around the thread hop, as a
+        request waits for it). A model error comes back as `BatchFailed`, carrying the failed report,
+        with the model's exception as its cause."""
         assert plan.subnet is not None and plan.tickets
         started = self._clock()
         report = BatchReport(

@@ -60,6 +60,14 @@ def test_the_int8_graph_is_quantised_and_close(built: dict[str, Path]) -> None:
 def test_a_batch_answers_as_single_requests_do(tiny_checkpoint: Path, built: dict[str, Path]) -> None:
     answerer = ort_peer.OrtAnswerer(tiny_checkpoint, "fp32", threads=1)
     examples = squad.load_squad(DATA / "eval.json.gz", limit=3)
+    forwards: list[int] = []
+    answer_all = answerer.answer_all
+
+    def counted(batch: list[ort_peer.Waiting]) -> list[dict]:
+        forwards.append(len(batch))
+        return answer_all(batch)
+
+    answerer.answer_all = counted  # type: ignore[method-assign]
 
     async def ask(together: bool) -> list[dict]:
         batcher = ort_peer.DynamicBatcher(answerer, max_batch=16 if together else 1, max_wait_s=0.05)
@@ -69,7 +77,10 @@ def test_a_batch_answers_as_single_requests_do(tiny_checkpoint: Path, built: dic
         finally:
             runner.cancel()
 
-    alone, batched = asyncio.run(ask(False)), asyncio.run(ask(True))
+    alone = asyncio.run(ask(False))
+    assert forwards == [1, 1, 1]
+    batched = asyncio.run(ask(True))
+    assert forwards[3:] == [3]  # one forward for the three
     for example, one, many in zip(examples, alone, batched, strict=True):
         assert (one["answer"], one["start"], one["end"]) == (many["answer"], many["start"], many["end"])
         assert one["score"] == pytest.approx(many["score"], abs=1e-4)

@@ -43,6 +43,9 @@ def test_inline_keys_are_comma_separated() -> None:
     assert store is not None and len(store) == 3
     assert all(store.matches(k) for k in (b"one", b"two", b"three"))
     assert not store.matches(b"one, two")
+    rotation = ",".join(f"{i}" * 64 for i in range(5))  # longer than a file name may be: still keys
+    store = KeyStore.from_setting(rotation)
+    assert store is not None and len(store) == 5 and store.matches(b"3" * 64)
 
 
 @pytest.mark.parametrize("value", [None, "", "   ", SecretStr("")])

@@ -18,7 +18,7 @@ from service.budget import Budget
 from service.engine.engine import Engine, Limits
 from service.engine.executor import Executor
 from service.engine.scheduler import Scheduler
-from service.errors import Overloaded
+from service.errors import Overloaded, PayloadTooLarge
 from service.metrics import Metrics
 from tests.unit.service.conftest import make_planner
 
@@ -139,8 +139,13 @@ def test_a_batch_that_does_not_fit_the_queue_is_refused_whole(reader: Reader, co
     async def scenario() -> None:
         engine = make_engine(reader)  # max_queue 10
         engine.start()
-        with pytest.raises(Overloaded):
+        with pytest.raises(PayloadTooLarge):  # more than the queue holds: no retry could help
             await engine.answer_all([(f"q{i}?", CONTEXT) for i in range(11)], LOOSE, time.perf_counter())
+        held = [engine.scheduler.reserve() for _ in range(5)]  # others wait: room for 5 only
+        with pytest.raises(Overloaded):
+            await engine.answer_all([(f"q{i}?", CONTEXT) for i in range(6)], LOOSE, time.perf_counter())
+        for place in held:
+            place.release()  # type: ignore[union-attr]
         with pytest.raises(InvalidInput):  # one question too long: nothing of the call is queued
             await engine.answer_all([("ok?", CONTEXT), ("x" * 300, CONTEXT)], LOOSE, time.perf_counter())
         assert engine.scheduler.reserved == 0 and engine.scheduler.depth == 0

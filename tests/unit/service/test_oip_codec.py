@@ -93,8 +93,9 @@ def test_invalid_utf8_in_binary_bytes_is_refused() -> None:
 def test_framing_errors() -> None:
     with pytest.raises(InvalidTensor):
         codec.split(b"{}", "10")
-    with pytest.raises(InvalidTensor):
-        codec.split(b"{}", "-1")
+    for length in ("-1", "\u00b2", "1" * 5000, ""):  # "²" passes str.isdigit(), not int()
+        with pytest.raises(InvalidTensor):
+            codec.split(b"{}", length)
     with pytest.raises(ValidationError):
         codec.parse(b'{"inputs": ', None)
     with pytest.raises(ValidationError):
