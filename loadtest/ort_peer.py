@@ -26,7 +26,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from loadtest import onnx_model
-from loadtest.peer import Question
+from loadtest.peer import Question, peer_app
 from models.data import squad
 
 
@@ -134,17 +134,10 @@ def create_ort_peer(answerer: OrtAnswerer, max_batch: int = 8, max_wait_ms: floa
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    app = FastAPI(title="ONNX Runtime peer", lifespan=lifespan)
-
-    @app.post("/v1/qa")
     async def answer(body: Question) -> dict[str, Any]:
         return await batcher.submit(body.question, body.context)
 
-    @app.get("/v2/health/ready")
-    def ready() -> dict[str, bool]:
-        return {"ready": True}
-
-    return app
+    return peer_app("ONNX Runtime peer", answer, lifespan)
 
 
 def main(argv: list[str] | None = None) -> int:

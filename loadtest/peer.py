@@ -92,20 +92,27 @@ def span_answerer(model_dir: Path) -> Callable[[str, str], dict[str, Any]]:
     return answer
 
 
-def create_peer(model_dir: Path) -> FastAPI:
-    qa = span_answerer(model_dir)
-    app = FastAPI(title="transformers pipeline peer")
-
-    @app.post("/v1/qa")
-    def answer(body: Question) -> dict[str, object]:
-        result = qa(body.question, body.context)
-        return {"answer": result["answer"], "score": result["score"], "start": result["start"], "end": result["end"]}
+def peer_app(title: str, answer: Callable[..., Any], lifespan: Any = None) -> FastAPI:
+    """A static peer: POST /v1/qa answered by `answer(body: Question)` (sync or async), and the
+    readiness path the load test waits on."""
+    app = FastAPI(title=title, lifespan=lifespan)
+    app.post("/v1/qa")(answer)
 
     @app.get("/v2/health/ready")
     def ready() -> dict[str, bool]:
         return {"ready": True}
 
     return app
+
+
+def create_peer(model_dir: Path) -> FastAPI:
+    qa = span_answerer(model_dir)
+
+    def answer(body: Question) -> dict[str, object]:
+        result = qa(body.question, body.context)
+        return {"answer": result["answer"], "score": result["score"], "start": result["start"], "end": result["end"]}
+
+    return peer_app("transformers pipeline peer", answer)
 
 
 def main(argv: list[str] | None = None) -> int:
