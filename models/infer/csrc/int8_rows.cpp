@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <tuple>
 
 namespace {
@@ -86,24 +87,33 @@ torch::Tensor unscale_rows_(torch::Tensor y, const torch::Tensor& amax, const to
 #define DYNAQA_CLONES
 #endif
 
+// max |x| of a row over the bit patterns of |x|: ordered as the floats are, and a reduction the
+// compiler vectorises (a float max is not, without -ffast-math); a NaN, the largest pattern, carries.
 DYNAQA_CLONES float row_peak(const float* row, int64_t k) {
-  float peak = 0.0f;
+  uint32_t peak = 0;
   for (int64_t j = 0; j < k; ++j) {
-    const float magnitude = std::fabs(row[j]);
+    uint32_t bits;
+    std::memcpy(&bits, row + j, sizeof bits);
+    const uint32_t magnitude = bits & 0x7fffffffu;
     peak = magnitude > peak ? magnitude : peak;
   }
-  return std::max(peak, 1e-12f);
+  float value;
+  std::memcpy(&value, &peak, sizeof value);
+  return std::isnan(value) ? value : std::max(value, 1e-12f);
 }
 
-// round half to even by the float trick: adding and subtracting 1.5 * 2^23 leaves the nearest
+// Round half to even by the float trick: adding and subtracting 1.5 * 2^23 leaves the nearest
 // integer (|x| <= 127 here), under the default rounding mode, as torch.round's nearbyint does.
+// Through an int32 chunk because GCC 12 vectorises float -> int32 and int32 -> int8 but not the
+// two in one loop. The caller sends only finite rows, so every cast is defined.
 DYNAQA_CLONES void quantize_row(const float* row, int64_t k, float scale, int8_t* target) {
+  constexpr int64_t kChunk = 64;
   const float magic = 12582912.0f;
-  for (int64_t j = 0; j < k; ++j) {
-    float scaled = row[j] * scale;
-    scaled = (scaled >= -128.0f && scaled <= 128.0f) ? scaled : 0.0f;  // NaN (an Inf or NaN row): 0, not UB
-    const float rounded = (scaled + magic) - magic;
-    target[j] = static_cast<int8_t>(static_cast<int32_t>(rounded));
+  int32_t whole[kChunk];
+  for (int64_t start = 0; start < k; start += kChunk) {
+    const int64_t n = std::min(kChunk, k - start);
+    for (int64_t j = 0; j < n; ++j) whole[j] = static_cast<int32_t>((row[start + j] * scale + magic) - magic);
+    for (int64_t j = 0; j < n; ++j) target[start + j] = static_cast<int8_t>(whole[j]);
   }
 }
 
@@ -117,8 +127,8 @@ DYNAQA_CLONES void dequantize_row(const int32_t* row, int64_t n, float token, co
 }
 
 // rows (m, k) float -> (round(row * (127 / max|row|)) as int8, max|row| as (m, 1)): oneDNN's
-// per-token quantisation, rounding half to even as torch.round does. (A row holding a NaN is
-// not carried as the eager ops carry it: its other values set the scale.)
+// per-token quantisation, rounding half to even as torch.round does. A row holding an Inf or NaN
+// gets zeros and a non-finite max, which spoils its own outputs and no other row's.
 std::tuple<torch::Tensor, torch::Tensor> quantize_rows(const torch::Tensor& rows) {
   check_rows(rows, "rows");
   const int64_t m = rows.size(0), k = rows.size(1);
@@ -130,7 +140,11 @@ std::tuple<torch::Tensor, torch::Tensor> quantize_rows(const torch::Tensor& rows
   at::parallel_for(0, m, kRowsPerTask, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       maxes[i] = row_peak(in + i * k, k);
-      quantize_row(in + i * k, k, 127.0f / maxes[i], out + i * k);
+      if (std::isfinite(maxes[i])) {
+        quantize_row(in + i * k, k, 127.0f / maxes[i], out + i * k);
+      } else {
+        std::fill(out + i * k, out + (i + 1) * k, int8_t{0});  // an Inf or NaN token: its output is NaN anyway
+      }
     }
   });
   return {quantized, amax};

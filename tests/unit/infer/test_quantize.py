@@ -149,6 +149,12 @@ def test_the_native_onednn_scaling_answers_as_the_eager_ops_bit_for_bit() -> Non
     assert fused_q.dtype == eager_q.dtype == torch.int8
     assert torch.equal(fused_q, eager_q) and torch.equal(fused_amax, eager_amax)
     assert torch.equal(fused_y, eager_y)
+    rows[9, 3], rows[11, 5] = float("nan"), float("inf")  # spoil their own tokens, and no other
+    spoiled_q, spoiled_amax = native.quantize_rows(rows)
+    assert spoiled_amax[9].isnan().all() and spoiled_amax[11].isinf().all() and not spoiled_q[9:12:2].any()
+    others = torch.ones(41, dtype=torch.bool)
+    others[[9, 11]] = False
+    assert torch.equal(spoiled_q[others], fused_q[others]) and torch.equal(spoiled_amax[others], fused_amax[others])
     linear = quantize.int8_linear(torch.randn(64, 384, generator=g) * 0.05, torch.randn(64, generator=g), "onednn")
     x = torch.randn(2, 41, 384, generator=g)
     with torch.inference_mode():
