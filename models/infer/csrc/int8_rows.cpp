@@ -26,59 +26,7 @@ void check_rows(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
 
-// rows (m, k) -> (rows / max|row|, max|row| as (m, 1)); a zero row's max is clamped to 1e-12, and
-// a row with a NaN gets a NaN max (and NaN outputs), as the eager ops give.
-std::tuple<torch::Tensor, torch::Tensor> scale_rows(const torch::Tensor& rows) {
-  check_rows(rows, "rows");
-  const int64_t m = rows.size(0), k = rows.size(1);
-  auto scaled = torch::empty_like(rows);
-  auto amax = torch::empty({m, 1}, rows.options());
-  const float* in = rows.data_ptr<float>();
-  float* out = scaled.data_ptr<float>();
-  float* maxes = amax.data_ptr<float>();
-  at::parallel_for(0, m, kRowsPerTask, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float* row = in + i * k;
-      float peak = 0.0f;
-      for (int64_t j = 0; j < k; ++j) {
-        const float magnitude = std::fabs(row[j]);
-        if (magnitude > peak || std::isnan(magnitude)) peak = magnitude;  // NaN carries, as amax's does
-      }
-      peak = std::max(peak, 1e-12f);  // a NaN peak stays NaN, as clamp_min's does
-      maxes[i] = peak;
-      const float inverse = 1.0f / peak;
-      float* target = out + i * k;
-      for (int64_t j = 0; j < k; ++j) target[j] = row[j] * inverse;
-    }
-  });
-  return {scaled, amax};
-}
-
-// In place: y[i, j] = y[i, j] * amax[i] + bias[j].
-torch::Tensor unscale_rows_(torch::Tensor y, const torch::Tensor& amax, const torch::Tensor& bias) {
-  check_rows(y, "y");
-  const int64_t m = y.size(0), n = y.size(1);
-  TORCH_CHECK(amax.numel() == m && amax.is_contiguous() && amax.scalar_type() == torch::kFloat,
-              "amax must be ", m, " contiguous float32 values");
-  TORCH_CHECK(bias.numel() == n && bias.is_contiguous() && bias.scalar_type() == torch::kFloat,
-              "bias must be ", n, " contiguous float32 values");
-  float* out = y.data_ptr<float>();
-  const float* maxes = amax.data_ptr<float>();
-  const float* offsets = bias.data_ptr<float>();
-  at::parallel_for(0, m, kRowsPerTask, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      float* row = out + i * n;
-      const float peak = maxes[i];
-      for (int64_t j = 0; j < n; ++j) {
-        const float product = row[j] * peak;
-        row[j] = product + offsets[j];
-      }
-    }
-  });
-  return y;
-}
-
-// Hot loops of oneDNN's side, compiled for AVX-512, AVX2 and plain x86-64 alike and picked when
+// Hot loops, compiled for AVX-512, AVX2 and plain x86-64 alike and picked when
 // the library loads (GCC's target_clones): one image runs on any x86 CPU, and the wide ones get
 // vectors as wide as the eager torch kernels these replace.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -115,6 +63,55 @@ DYNAQA_CLONES void quantize_row(const float* row, int64_t k, float scale, int8_t
     for (int64_t j = 0; j < n; ++j) whole[j] = static_cast<int32_t>((row[start + j] * scale + magic) - magic);
     for (int64_t j = 0; j < n; ++j) target[start + j] = static_cast<int8_t>(whole[j]);
   }
+}
+
+DYNAQA_CLONES void scale_row(const float* row, int64_t k, float inverse, float* target) {
+  for (int64_t j = 0; j < k; ++j) target[j] = row[j] * inverse;
+}
+
+DYNAQA_CLONES void unscale_row(float* row, int64_t n, float peak, const float* offsets) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float product = row[j] * peak;
+    row[j] = product + offsets[j];
+  }
+}
+
+// rows (m, k) -> (rows / max|row|, max|row| as (m, 1)); a zero row's max is clamped to 1e-12, and
+// a row with a NaN gets a NaN max (and NaN outputs), as the eager ops give.
+std::tuple<torch::Tensor, torch::Tensor> scale_rows(const torch::Tensor& rows) {
+  check_rows(rows, "rows");
+  const int64_t m = rows.size(0), k = rows.size(1);
+  auto scaled = torch::empty_like(rows);
+  auto amax = torch::empty({m, 1}, rows.options());
+  const float* in = rows.data_ptr<float>();
+  float* out = scaled.data_ptr<float>();
+  float* maxes = amax.data_ptr<float>();
+  at::parallel_for(0, m, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      maxes[i] = row_peak(in + i * k, k);
+      scale_row(in + i * k, k, 1.0f / maxes[i], out + i * k);
+    }
+  });
+  return {scaled, amax};
+}
+
+// In place: y[i, j] = y[i, j] * amax[i] + bias[j].
+torch::Tensor unscale_rows_(torch::Tensor y, const torch::Tensor& amax, const torch::Tensor& bias) {
+  check_rows(y, "y");
+  const int64_t m = y.size(0), n = y.size(1);
+  TORCH_CHECK(amax.numel() == m && amax.is_contiguous() && amax.scalar_type() == torch::kFloat,
+              "amax must be ", m, " contiguous float32 values");
+  TORCH_CHECK(bias.numel() == n && bias.is_contiguous() && bias.scalar_type() == torch::kFloat,
+              "bias must be ", n, " contiguous float32 values");
+  float* out = y.data_ptr<float>();
+  const float* maxes = amax.data_ptr<float>();
+  const float* offsets = bias.data_ptr<float>();
+  at::parallel_for(0, m, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      unscale_row(out + i * n, n, maxes[i], offsets);
+    }
+  });
+  return y;
 }
 
 DYNAQA_CLONES void dequantize_row(const int32_t* row, int64_t n, float token, const float* columns,
