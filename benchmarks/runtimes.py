@@ -52,20 +52,16 @@ def _torch_forward(model: Any, subnet: Any = None, hf: bool = False) -> Forward:
 def _dynaqa(checkpoint: Path, precision: str) -> Forward:
     """The shipped checkpoint's full model: float, INT8 on one kernel (`q8-onednn`, `q8-fbgemm`),
     or bf16 (every weight and activation; the logits come back as float)."""
-    import torch
-
     from models.infer import checkpoint as ckpt
     from models.infer.packing import pack_widths
     from models.nn.subnet import SubnetConfig
 
+    if precision == "bf16":
+        return _torch_forward(ckpt.load(checkpoint, int8=False, bf16=True).model, SubnetConfig())
     loaded = ckpt.load(checkpoint, int8=False)
     if precision.startswith("q8-"):
         pack_widths(loaded.model, loaded.widths, int8=True, kernel=precision.removeprefix("q8-"))  # type: ignore[arg-type]
         return _torch_forward(loaded.model, SubnetConfig(quantized=True))
-    if precision == "bf16":
-        model = loaded.model.to(torch.bfloat16)
-        pack_widths(model, loaded.widths, int8=False)
-        return _torch_forward(model, SubnetConfig())
     return _torch_forward(loaded.model, SubnetConfig())
 
 

@@ -44,8 +44,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.limit is not None and args.limit <= 0:
         raise InvalidInput(f"--limit must be positive, got {args.limit}")
-    checkpoint = ckpt.load(args.checkpoint, compiled=args.compiled)
+    checkpoint = ckpt.load(args.checkpoint, compiled=args.compiled, bf16=args.bf16)
     subnet = subnet_from_args(args, checkpoint)
+    if args.bf16 and subnet.quantized:
+        raise InvalidInput("--bf16 runs the float weights in bfloat16: it has no INT8 (-q8) form")
     examples = squad.load_squad(args.data, args.limit)
     if not examples:
         raise InvalidInput(f"{args.data} has no questions")
@@ -65,6 +67,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             "macs_per_window_mean": round(sum(window_macs) / len(window_macs)),
             "windows": len(windows),
             "padding": "dynamic (batches of similar-length windows)",
+            "precision": "bf16" if args.bf16 else "int8" if subnet.quantized else "float32",
             "seconds": round(seconds, 3),
             "checkpoint": str(checkpoint.path),
         }
@@ -99,6 +102,12 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--stride", type=int, default=squad.STRIDE, help="overlap between windows (128)")
     p.add_argument("--predictions-out", default=None, help="write question id -> answer JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="every weight and activation in bfloat16 (CPUs with AVX512-BF16 or AMX run its matmuls "
+        "natively): the F1 a bf16 kernel would serve; not with --int8",
+    )
     add_compiled(p)
     p.set_defaults(func=cmd_eval)
 

@@ -210,10 +210,11 @@ def _read_entries(path: Path, body: dict[str, Any], key: str) -> list[ProfileEnt
     return entries
 
 
-def load(path: Path | str | None = None, compiled: bool = False, int8: bool = True) -> Checkpoint:
+def load(path: Path | str | None = None, compiled: bool = False, int8: bool = True, bf16: bool = False) -> Checkpoint:
     """Load and validate a checkpoint directory; the model comes back in eval mode, packed, with
     INT8 copies when `int8`, and with its layer steps compiled when `compiled` (opt-in everywhere:
-    `DYNAQA_COMPILE`, `--compiled`)."""
+    `DYNAQA_COMPILE`, `--compiled`). `bf16` casts every weight (and so every activation) to
+    bfloat16 and makes no INT8 copies: measured for CPUs with bf16 matmuls, not served."""
     root = Path(path) if path is not None else DEFAULT_DIR
     if not root.is_dir():
         raise CheckpointError(f"checkpoint directory {root} does not exist")
@@ -244,7 +245,9 @@ def load(path: Path | str | None = None, compiled: bool = False, int8: bool = Tr
     model = DynamicBertForQA(config)
     load_weights(model, state, str(root / WEIGHTS))
     model.eval()
-    pack_widths(model, widths, int8=int8)
+    if bf16:
+        model.to(torch.bfloat16)
+    pack_widths(model, widths, int8=int8 and not bf16)
     if compiled:
         compile_layers(model)
     try:

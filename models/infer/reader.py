@@ -57,7 +57,7 @@ class Reader:
         batch = squad.collate(windows, indices, self.checkpoint.config.pad_token_id)
         with torch.inference_mode():
             out = self.checkpoint.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], subnet)
-        start, end = out.start_logits.numpy(), out.end_logits.numpy()
+        start, end = out.start_logits.float().numpy(), out.end_logits.float().numpy()  # bf16 models too
         lengths = [len(windows.input_ids[i]) for i in indices]
         return [start[r, :n] for r, n in enumerate(lengths)], [end[r, :n] for r, n in enumerate(lengths)]
 

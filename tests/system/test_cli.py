@@ -55,6 +55,18 @@ def test_eval_prints_scores_subnet_macs_and_time(tiny_checkpoint: Path, tmp_path
     assert "eval w50d50" in result.stderr  # the progress bar
 
 
+def test_eval_in_bf16_answers_as_the_float_model_mostly(tiny_checkpoint: Path) -> None:
+    """bf16 is measured, not served: its F1 is what a bf16 kernel would cost in accuracy."""
+    runs = {
+        flag: dynaqa("eval", "--checkpoint", str(tiny_checkpoint), "--data", EVAL, "--limit", "6", *flag)
+        for flag in ((), ("--bf16",))
+    }
+    reports = {flag: json.loads(result.stdout) for flag, result in runs.items() if result.returncode == 0}
+    assert len(reports) == 2, [r.stderr for r in runs.values()]
+    assert reports[()]["precision"] == "float32" and reports[("--bf16",)]["precision"] == "bf16"
+    assert reports[("--bf16",)]["n"] == 6 and abs(reports[("--bf16",)]["f1"] - reports[()]["f1"]) <= 34
+
+
 def test_info_prints_json(tiny_checkpoint: Path) -> None:
     result = dynaqa("info", str(tiny_checkpoint))
     assert result.returncode == 0 and json.loads(result.stdout)["architecture"]["num_hidden_layers"] == 4
@@ -74,6 +86,7 @@ def test_info_prints_json(tiny_checkpoint: Path) -> None:
         (["--layer-widths", "0.5,0.75,0.75,0.5", "--width", "1"], "must be the widest"),
         (["--layer-widths", "half"], "--layer-widths 'half' must be comma-separated"),
         (["--limit", "0"], "--limit must be positive"),
+        (["--bf16", "--int8"], "no INT8 (-q8) form"),
     ],
 )
 def test_bad_sub_networks_get_a_clear_error(tiny_checkpoint: Path, args: list[str], message: str) -> None:
