@@ -55,16 +55,17 @@ def test_eval_prints_scores_subnet_macs_and_time(tiny_checkpoint: Path, tmp_path
     assert "eval w50d50" in result.stderr  # the progress bar
 
 
-def test_eval_in_bf16_answers_as_the_float_model_mostly(tiny_checkpoint: Path) -> None:
-    """bf16 is measured, not served: its F1 is what a bf16 kernel would cost in accuracy."""
-    runs = {
-        flag: dynaqa("eval", "--checkpoint", str(tiny_checkpoint), "--data", EVAL, "--limit", "6", *flag)
-        for flag in ((), ("--bf16",))
-    }
-    reports = {flag: json.loads(result.stdout) for flag, result in runs.items() if result.returncode == 0}
-    assert len(reports) == 2, [r.stderr for r in runs.values()]
-    assert reports[()]["precision"] == "float32" and reports[("--bf16",)]["precision"] == "bf16"
-    assert reports[("--bf16",)]["n"] == 6 and abs(reports[("--bf16",)]["f1"] - reports[()]["f1"]) <= 34
+def test_eval_in_bf16_answers_as_the_float_model_mostly(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """bf16 is measured, not served: its answers are the float model's but for near ties."""
+    answers, reports = {}, {}
+    for name, flags in (("float", ()), ("bf16", ("--bf16",))):
+        out = tmp_path / f"{name}.json"
+        args = ("--data", EVAL, "--limit", "6", "--predictions-out", str(out), *flags)
+        result = dynaqa("eval", "--checkpoint", str(tiny_checkpoint), *args)
+        assert result.returncode == 0, result.stderr
+        reports[name], answers[name] = json.loads(result.stdout), json.loads(out.read_text())
+    assert reports["float"]["precision"] == "float32" and reports["bf16"]["precision"] == "bf16"
+    assert sum(answers["bf16"][q] == a for q, a in answers["float"].items()) >= 4
 
 
 def test_info_prints_json(tiny_checkpoint: Path) -> None:
