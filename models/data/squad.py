@@ -37,6 +37,7 @@ class SquadExample:
     context: str
     answers: tuple[str, ...] = ()
     answer_starts: tuple[int, ...] = ()
+    article: int = 0  # its article's place in the file: held-out reports split by article
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def load_squad(path: Path | str, limit: int | None = None) -> list[SquadExample]
         raise InvalidInput(f"{path} is not SQuAD v1.1 JSON (no top-level 'data' list)")
     examples = []
     try:
-        for article in data["data"]:
+        for index, article in enumerate(data["data"]):
             for paragraph in article["paragraphs"]:
                 for qa in paragraph["qas"]:
                     examples.append(
@@ -96,6 +97,7 @@ def load_squad(path: Path | str, limit: int | None = None) -> list[SquadExample]
                             context=paragraph["context"],
                             answers=tuple(a["text"] for a in qa.get("answers", [])),
                             answer_starts=tuple(int(a["answer_start"]) for a in qa.get("answers", [])),
+                            article=index,
                         )
                     )
                     if limit is not None and len(examples) >= limit:

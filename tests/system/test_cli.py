@@ -106,10 +106,10 @@ def test_search_writes_its_report_into_a_new_directory_and_the_front_it_searched
     int8_front = [{"width": 0.5, "depth": 1.0, "quantized": True, "f1": 1.0, "exact_match": 0.5, "macs": 10}]
     (root / "profile.json").write_text(json.dumps({"pareto": int8_front}))
     squad = json.loads(gzip.decompress((DATA / "eval.json.gz").read_bytes()))
-    paragraph = squad["data"][0]["paragraphs"][0]
+    first, second = (squad["data"][i]["paragraphs"][0] for i in (0, 1))
     small = {
         "version": squad["version"],
-        "data": [{"title": "t", "paragraphs": [{**paragraph, "qas": paragraph["qas"][:3]}]}],
+        "data": [{"title": t, "paragraphs": [{**p, "qas": p["qas"][:3]}]} for t, p in (("t", first), ("u", second))],
     }
     data = tmp_path / "small.json"
     data.write_text(json.dumps(small))
@@ -123,6 +123,11 @@ def test_search_writes_its_report_into_a_new_directory_and_the_front_it_searched
     written = json.loads((report / "search.json").read_text())
     assert (report / "search.png").stat().st_size > 0 and written["front"] and written["timing_rounds"] == 3
     assert "median of 3 rounds" in (report / "search.md").read_text()
+    # Claims chosen on the first article, read on the second (the search's subset lies in the first).
+    assert written["heldout"]["questions"] == {"select": 3, "report": 3}
+    assert len(written["heldout"]["front"]) == len(written["front"])
+    assert "heldout_speedup_within_1_f1" in written["checks"]
+    assert "Claims on articles they were not chosen on" in (report / "search.md").read_text()
     profile = json.loads((root / "profile.json").read_text())
     assert profile["pareto"] == int8_front and profile["pareto_float"]
     assert not any(entry["quantized"] for entry in profile["pareto_float"])

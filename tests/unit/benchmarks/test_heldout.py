@@ -1,13 +1,16 @@
-"""`benchmarks.heldout` picks each claim on one half of the articles and reports it on the other."""
+"""Held-out claims (`models.search.heldout`, `benchmarks.heldout`): each claim is picked on one half
+of the articles and its loss read on the other."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from benchmarks import heldout
+from benchmarks import heldout as heldout_cli
 from models.data import squad
 from models.infer import checkpoint as ckpt
+from models.infer.reader import Reader
+from models.search import heldout
 from models.search.report import full_split_scores
 
 
@@ -30,19 +33,36 @@ def test_the_claim_is_chosen_on_the_select_half_and_its_loss_read_on_the_other()
     assert heldout.best_within(rows, 0.05) is None
 
 
+def test_one_article_has_no_half_to_report_on() -> None:
+    examples = [squad.SquadExample(str(i), "q?", "c.", article=0) for i in range(3)]
+    select, report = heldout.article_halves(examples)
+    assert len(select) == 3 and report == []
+
+
 def test_the_halves_split_articles_and_add_up_to_the_whole_split(tiny_checkpoint: Path, tmp_path: Path) -> None:
     data = small_split(tmp_path / "split.json")
-    select, report = heldout.article_halves(data)
-    articles = squad.read_json(data)["data"]
-    first_two = {qa["id"] for a in articles[:2] for p in a["paragraphs"] for qa in p["qas"]}
-    assert select == first_two and not select & report and len(report) > 0
-    front = {"full_model": {"latency_ms": 10.0}, "front": [{"id": "w50d50", "latency_ms": 4.0}]}
+    examples = squad.load_squad(data)
+    select, report = heldout.article_halves(examples)
+    assert {e.article for e in select} == {0, 1} and {e.article for e in report} == {2, 3}
     checkpoint = ckpt.load(tiny_checkpoint)
-    result = heldout.judge(front, checkpoint, data, progress=False)
+    result = heldout.judge(Reader(checkpoint), examples, [(checkpoint.resolve("w50d50"), 4.0)], 10.0)
     row = result["front"][0]
     assert row["speedup"] == 2.5 and result["questions"] == {"select": len(select), "report": len(report)}
-    whole, _ = full_split_scores(heldout.Reader(checkpoint), squad.load_squad(data), checkpoint.resolve("w50d50"))
-    weighted = (row["f1_select"] * len(select) + row["f1_report"] * len(report)) / (len(select) + len(report))
+    whole, _ = full_split_scores(Reader(checkpoint), examples, checkpoint.resolve("w50d50"))
+    weighted = (row["f1_select"] * len(select) + row["f1_report"] * len(report)) / len(examples)
     assert abs(weighted - whole) <= 0.01
-    text = heldout.markdown(result, "search.json")
+    text = heldout.markdown(result)
     assert "within 1 F1" in text and "within 3 F1" in text
+
+
+def test_the_cli_judges_a_written_report(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    report = tmp_path / "search.json"
+    front = [{"id": "w25d50", "latency_ms": 2.0}, {"id": "w50d100", "latency_ms": 6.0}]
+    report.write_text(json.dumps({"full_model": {"latency_ms": 8.0}, "front": front}))
+    data = str(small_split(tmp_path / "split.json"))
+    args = ["--report", str(report), "--checkpoint", str(tiny_checkpoint), "--data", data, "--quiet"]
+    assert heldout_cli.main(args) == 0
+    written = json.loads((tmp_path / "heldout.json").read_text())
+    assert [r["speedup"] for r in written["front"]] == [4.0, 1.33] and len(written["claims"]) == 2
+    text = (tmp_path / "heldout.md").read_text()
+    assert text.startswith(f"Speed-ups from `{report}`") and "within 1 F1" in text and "within 3 F1" in text

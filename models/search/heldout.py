@@ -1,0 +1,128 @@
+"""A front's claims chosen on one half of the eval articles and reported on the other.
+
+The search ranks its front by whole-split F1 and "the best speed-up within 1 F1" read from the same
+scores is chosen on the very questions it is reported on, which flatters it. Here the split is cut
+by article (file order: the first half of the articles, which hold the search's subset, to select
+on; the rest to report on); each claim's point is picked on the select half only and its F1 loss is
+read on the unseen half. Latencies come from the front as timed; only the F1 side is re-judged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm import tqdm
+
+from models.data import metric
+from models.data.squad import SquadExample
+from models.infer.reader import Reader
+from models.nn.subnet import SubnetConfig
+
+MARGINS = (1.0, 3.0)  # the issues' "within 1 F1" and "within 3 F1"
+
+
+def article_halves(examples: Sequence[SquadExample]) -> tuple[list[SquadExample], list[SquadExample]]:
+    """The examples of the first half of the articles, and of the rest (empty with one article)."""
+    articles = sorted({e.article for e in examples})
+    cut = set(articles[: len(articles) // 2]) if len(articles) > 1 else set(articles)
+    return [e for e in examples if e.article in cut], [e for e in examples if e.article not in cut]
+
+
+def half_f1(reader: Reader, examples: Sequence[SquadExample], subnet: SubnetConfig) -> tuple[float, float]:
+    """`subnet`'s F1 on the select half and on the report half, from one pass over both."""
+    answers, _ = reader.predict(list(examples), subnet, progress=False)
+    predictions = {qid: a.text for qid, a in answers.items()}
+    select, report = article_halves(examples)
+    return metric.score({e.qid: e.answers for e in select}, predictions)["f1"], metric.score(
+        {e.qid: e.answers for e in report}, predictions
+    )["f1"]
+
+
+def best_within(rows: Sequence[dict[str, Any]], margin: float) -> dict[str, Any] | None:
+    """The fastest row whose select-half F1 is within `margin` of the full model's."""
+    eligible = [r for r in rows if r["loss_select"] <= margin]
+    return max(eligible, key=lambda r: r["speedup"]) if eligible else None
+
+
+def judge(
+    reader: Reader,
+    examples: Sequence[SquadExample],
+    front: Sequence[tuple[SubnetConfig, float]],
+    full_latency_ms: float,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """`front` as (configuration, latency ms) pairs, scored on both halves beside the full model;
+    each claim of `MARGINS` chosen on the select half and its loss read on the report half."""
+    select, report = article_halves(examples)
+    if not report:
+        return {"questions": {"select": len(select), "report": 0}, "front": [], "claims": []}
+    configs = [SubnetConfig(1.0, 1.0), *(subnet for subnet, _ in front)]
+    scores = {s: half_f1(reader, examples, s) for s in tqdm(configs, desc="held-out halves", disable=not progress)}
+    full = scores[configs[0]]
+    rows = [
+        {
+            "id": subnet.id,
+            "speedup": round(full_latency_ms / latency, 2),
+            "f1_select": round(scores[subnet][0], 2),
+            "f1_report": round(scores[subnet][1], 2),
+            "loss_select": round(full[0] - scores[subnet][0], 2),
+            "loss_report": round(full[1] - scores[subnet][1], 2),
+        }
+        for subnet, latency in front
+    ]
+    claims = []
+    for margin in MARGINS:
+        chosen = best_within(rows, margin) or {}
+        claims.append(
+            {
+                "margin": margin,
+                "id": chosen.get("id"),
+                "speedup": chosen.get("speedup"),
+                "loss_report": chosen.get("loss_report"),
+                "holds_on_report": bool(chosen) and chosen["loss_report"] <= margin,
+            }
+        )
+    return {
+        "questions": {"select": len(select), "report": len(report)},
+        "full_model": {"f1_select": round(full[0], 2), "f1_report": round(full[1], 2)},
+        "front": rows,
+        "claims": claims,
+    }
+
+
+def claim_lines(result: dict[str, Any]) -> list[str]:
+    """One markdown bullet per claim."""
+    lines = []
+    for c in result["claims"]:
+        if c["id"] is None:
+            lines.append(f"- within {c['margin']:g} F1 on the select half: no point")
+            continue
+        verdict = "holds" if c["holds_on_report"] else "does not hold"
+        lines.append(
+            f"- best speed-up within {c['margin']:g} F1, chosen on the select half: **{c['speedup']:.2f}x** "
+            f"(`{c['id']}`); on the unseen half it loses {c['loss_report']:+.2f} F1: {verdict}"
+        )
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The table of every front point on both halves, then the claims."""
+    q = result["questions"]
+    if not result["front"]:
+        return f"Held-out claims: not judged ({q['select']} questions in one article: no half to report on).\n"
+    full = result["full_model"]
+    lines = [
+        f"Eval split by article: the first half ({q['select']} questions, holding the search's subset) to "
+        f"select on, the rest ({q['report']}) to report on. Full model F1: {full['f1_select']:.2f} (select) / "
+        f"{full['f1_report']:.2f} (report).",
+        "",
+        "| config | speed-up | F1 select | F1 report | loss select | loss report |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["front"]:
+        lines.append(
+            f"| `{r['id']}` | {r['speedup']:.2f}x | {r['f1_select']:.2f} | {r['f1_report']:.2f} "
+            f"| {r['loss_select']:+.2f} | {r['loss_report']:+.2f} |"
+        )
+    return "\n".join([*lines, "", *claim_lines(result)]) + "\n"
