@@ -138,7 +138,8 @@ std::tuple<torch::Tensor, torch::Tensor> quantize_rows(const torch::Tensor& rows
     for (int64_t i = begin; i < end; ++i) {
       maxes[i] = row_peak(in + i * k, k);
       if (std::isfinite(maxes[i])) {
-        quantize_row(in + i * k, k, 127.0f / maxes[i], out + i * k);
+        // As the eager `127 / amax` computes it: the reciprocal, then times 127 (two roundings).
+        quantize_row(in + i * k, k, (1.0f / maxes[i]) * 127.0f, out + i * k);
       } else {
         std::fill(out + i * k, out + (i + 1) * k, int8_t{0});  // an Inf or NaN token: its output is NaN anyway
       }
