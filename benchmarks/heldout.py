@@ -18,6 +18,7 @@ from pathlib import Path
 from models.data import squad
 from models.infer import checkpoint as ckpt
 from models.infer.reader import Reader
+from models.nn.subnet import SubnetConfig
 from models.search import heldout
 
 
@@ -32,9 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     source = Path(args.report)
     report = json.loads(source.read_text())
     checkpoint = ckpt.load(args.checkpoint)
-    front = [(checkpoint.resolve(e["id"]), e["latency_ms"]) for e in report["front"]]
+    front = [(SubnetConfig.from_dict(e), e["latency_ms"]) for e in report["front"]]  # ids alone miss -l/-v details
+    for subnet, _ in front:
+        checkpoint.check(subnet)
     latency = report["full_model"]["latency_ms"]
-    result = heldout.judge(Reader(checkpoint), squad.load_squad(args.data), front, latency, not args.quiet)
+    subset = (report.get("subset_offset", 0), report["subset"]) if "subset" in report else None
+    examples = squad.load_squad(args.data)
+    result = heldout.judge(Reader(checkpoint), examples, front, latency, subset, not args.quiet)
     out = Path(args.out) if args.out else source.parent
     out.mkdir(parents=True, exist_ok=True)
     (out / "heldout.json").write_text(json.dumps({"report": str(source), **result}, indent=1) + "\n")

@@ -172,7 +172,8 @@ def build(
     full_latency = latency[full]
     points = [(e.f1, e.latency_ms or full_latency) for e in entries]
     timed = [(e.subnet, e.latency_ms or full_latency) for e in entries]
-    held_out = heldout.judge(reader, examples, timed, full_latency, progress)
+    subset = (int(settings.get("subset_offset", 0)), int(settings["subset"])) if "subset" in settings else None
+    held_out = heldout.judge(reader, examples, timed, full_latency, subset, progress)
     checks = {
         "speedup_within_1_f1": round(speedup_within(points, (full_f1, full_latency), 1.0), 2),
         "speedup_within_3_f1": round(speedup_within(points, (full_f1, full_latency), 3.0), 2),

@@ -124,7 +124,7 @@ def test_search_writes_its_report_into_a_new_directory_and_the_front_it_searched
     assert (report / "search.png").stat().st_size > 0 and written["front"] and written["timing_rounds"] == 3
     assert "median of 3 rounds" in (report / "search.md").read_text()
     # Claims chosen on the first article, read on the second (the search's subset lies in the first).
-    assert written["heldout"]["questions"] == {"select": 3, "report": 3}
+    assert written["heldout"]["questions"] == {"select": 3, "report": 3} and written["heldout"]["subset_in_select"]
     assert len(written["heldout"]["front"]) == len(written["front"])
     assert "heldout_speedup_within_1_f1" in written["checks"]
     assert "Claims on articles they were not chosen on" in (report / "search.md").read_text()

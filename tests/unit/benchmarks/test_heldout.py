@@ -52,13 +52,17 @@ def test_the_halves_split_articles_and_add_up_to_the_whole_split(tiny_checkpoint
     weighted = (row["f1_select"] * len(select) + row["f1_report"] * len(report)) / len(examples)
     assert abs(weighted - whole) <= 0.01
     text = heldout.markdown(result)
-    assert "within 1 F1" in text and "within 3 F1" in text
+    assert "within 1 F1" in text and "within 3 F1" in text and "subset not recorded" in text
+    searched_report_half = heldout.judge(Reader(checkpoint), examples, [], 10.0, subset=(len(select) - 1, 2))
+    assert searched_report_half["subset_in_select"] is False
+    assert heldout.judge(Reader(checkpoint), examples, [], 10.0, subset=(0, 2))["subset_in_select"] is True
 
 
 def test_the_cli_judges_a_written_report(tiny_checkpoint: Path, tmp_path: Path) -> None:
     report = tmp_path / "search.json"
-    front = [{"id": "w25d50", "latency_ms": 2.0}, {"id": "w50d100", "latency_ms": 6.0}]
-    report.write_text(json.dumps({"full_model": {"latency_ms": 8.0}, "front": front}))
+    lengths = {"width": 0.5, "depth": 0.5, "lengths": [1.0, 0.5], "quantized": False}  # an id alone cannot say these
+    front = [{"width": 0.25, "depth": 0.5, "latency_ms": 2.0}, {**lengths, "latency_ms": 6.0}]
+    report.write_text(json.dumps({"full_model": {"latency_ms": 8.0}, "front": front, "subset": 2}))
     data = str(small_split(tmp_path / "split.json"))
     args = ["--report", str(report), "--checkpoint", str(tiny_checkpoint), "--data", data, "--quiet"]
     assert heldout_cli.main(args) == 0
@@ -66,3 +70,4 @@ def test_the_cli_judges_a_written_report(tiny_checkpoint: Path, tmp_path: Path) 
     assert [r["speedup"] for r in written["front"]] == [4.0, 1.33] and len(written["claims"]) == 2
     text = (tmp_path / "heldout.md").read_text()
     assert text.startswith(f"Speed-ups from `{report}`") and "within 1 F1" in text and "within 3 F1" in text
+    assert written["subset_in_select"] is True and "holding the search's subset" in text
