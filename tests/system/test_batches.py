@@ -55,15 +55,16 @@ def test_a_batch_of_32_meets_its_budget_where_32_calls_do_in_fewer_model_batches
     assert batches(server) - before < singles == 32
 
 
-def test_huggingface_hub_client_reads_the_same_answers(server: Server) -> None:
-    client = InferenceClient(model=server.url + "/v1/qa")
-    for example in EXAMPLES[:4]:
-        time.sleep(0.5)  # idle between calls: the same sub-network answers both
-        ours = httpx.post(
-            server.url + "/v1/qa", json={"question": example.question, "context": example.context}, timeout=60
-        ).json()
-        theirs = client.question_answering(question=example.question, context=example.context)
-        assert (theirs.answer, theirs.start, theirs.end) == (ours["answer"], ours["start"], ours["end"])
-        assert theirs.score == pytest.approx(ours["score"], abs=1e-4)
-    top = client.question_answering(question=EXAMPLES[0].question, context=EXAMPLES[0].context, top_k=3)
-    assert isinstance(top, list) and 1 <= len(top) <= 3 and top[0].answer
+def test_huggingface_hub_client_reads_the_same_answers(serve: Serve) -> None:
+    """One sub-network answers both clients (pinned): an adaptive server still settling after the
+    batch test above once served the two calls of a pair on different ones (same span, score 0.005 apart)."""
+    with serve(pin_subnet="w100d100") as server:
+        client = InferenceClient(model=server.url + "/v1/qa")
+        for example in EXAMPLES[:4]:
+            body = {"question": example.question, "context": example.context}
+            ours = httpx.post(server.url + "/v1/qa", json=body, timeout=60).json()
+            theirs = client.question_answering(question=example.question, context=example.context)
+            assert (theirs.answer, theirs.start, theirs.end) == (ours["answer"], ours["start"], ours["end"])
+            assert theirs.score == pytest.approx(ours["score"], abs=1e-4)
+        top = client.question_answering(question=EXAMPLES[0].question, context=EXAMPLES[0].context, top_k=3)
+        assert isinstance(top, list) and 1 <= len(top) <= 3 and top[0].answer
