@@ -30,14 +30,14 @@ def article_halves(examples: Sequence[SquadExample]) -> tuple[list[SquadExample]
     return [e for e in examples if e.article in cut], [e for e in examples if e.article not in cut]
 
 
-def half_f1(reader: Reader, examples: Sequence[SquadExample], subnet: SubnetConfig) -> tuple[float, float]:
-    """`subnet`'s F1 on the select half and on the report half, from one pass over both."""
+def half_f1(
+    reader: Reader, examples: Sequence[SquadExample], halves: Sequence[Sequence[SquadExample]], subnet: SubnetConfig
+) -> tuple[float, float]:
+    """`subnet`'s F1 on each of the two `halves` of `examples`, from one pass over both."""
     answers, _ = reader.predict(list(examples), subnet, progress=False)
     predictions = {qid: a.text for qid, a in answers.items()}
-    select, report = article_halves(examples)
-    return metric.score({e.qid: e.answers for e in select}, predictions)["f1"], metric.score(
-        {e.qid: e.answers for e in report}, predictions
-    )["f1"]
+    select, report = (metric.score({e.qid: e.answers for e in half}, predictions)["f1"] for half in halves)
+    return select, report
 
 
 def best_within(rows: Sequence[dict[str, Any]], margin: float) -> dict[str, Any] | None:
@@ -64,7 +64,8 @@ def judge(
     if not report:
         return {"questions": {"select": len(select), "report": 0}, "front": [], "claims": []}
     configs = [SubnetConfig(1.0, 1.0), *(subnet for subnet, _ in front)]
-    scores = {s: half_f1(reader, examples, s) for s in tqdm(configs, desc="held-out halves", disable=not progress)}
+    bar = tqdm(configs, desc="held-out halves", disable=not progress)
+    scores = {s: half_f1(reader, examples, (select, report), s) for s in bar}
     full = scores[configs[0]]
     rows = [
         {
@@ -102,7 +103,7 @@ def _round(value: Any) -> Any:
     return round(value, 2) if isinstance(value, float) else value
 
 
-def claim_lines(result: dict[str, Any]) -> list[str]:
+def _claim_lines(result: dict[str, Any]) -> list[str]:
     """One markdown bullet per claim."""
     lines = []
     for c in result["claims"]:
@@ -144,4 +145,4 @@ def markdown(result: dict[str, Any]) -> str:
             f"| `{r['id']}` | {r['speedup']:.2f}x | {r['f1_select']:.2f} | {r['f1_report']:.2f} "
             f"| {r['loss_select']:+.2f} | {r['loss_report']:+.2f} |"
         )
-    return "\n".join([*lines, "", *claim_lines(result)]) + "\n"
+    return "\n".join([*lines, "", *_claim_lines(result)]) + "\n"
