@@ -101,6 +101,10 @@ def select(scores: Tensor, tokens: TokenSet, counts: list[int]) -> tuple[Tensor,
     if not tokens.all_alive:
         scores = scores.masked_fill(~tokens.mask, float("-inf"))
     slots = scores.topk(kept, dim=1).indices  # (batch, kept) best first
+    if tokens.all_alive and len(counts) == 1:
+        # Batch 1, the serving case: no per-example masks, and each index op counts at this size.
+        positions = slots if tokens.untouched else tokens.positions.index_select(1, slots[0])
+        return slots, TokenSet(positions, torch.ones_like(slots, dtype=torch.bool), counts, True)
     index = (rows(slots.shape[0], slots.device), slots)
     all_alive = tokens.all_alive and all(c == kept for c in counts)
     if all_alive:
@@ -120,11 +124,15 @@ def rows(batch: int, device: torch.device) -> Tensor:
 
 def gather_tokens(hidden: Tensor, slots: Tensor) -> Tensor:
     """hidden (batch, tokens, hidden) -> (batch, kept, hidden) at `slots` (batch, kept)."""
+    if slots.shape[0] == 1:  # one index op instead of advanced indexing's several
+        return hidden.index_select(1, slots[0])
     return hidden[rows(hidden.shape[0], hidden.device), slots]
 
 
 def gather_queries(queries: Tensor, slots: Tensor) -> Tensor:
     """queries (batch, heads, tokens, head_size) -> (batch, heads, kept, head_size): the kept ones."""
+    if slots.shape[0] == 1:
+        return queries.index_select(2, slots[0])
     return queries[rows(queries.shape[0], queries.device), :, slots].transpose(1, 2)
 
 
@@ -137,6 +145,9 @@ def restore(buffer: Tensor, hidden: Tensor, tokens: TokenSet, in_place: bool) ->
     """
     if tokens.untouched:
         return hidden
+    if buffer.shape[0] == 1 and tokens.all_alive:
+        positions = tokens.positions[0]
+        return buffer.index_copy_(1, positions, hidden) if in_place else buffer.index_copy(1, positions, hidden)
     index = (rows(buffer.shape[0], buffer.device), tokens.positions)
     merged = hidden if tokens.all_alive else torch.where(tokens.mask[:, :, None], hidden, buffer[index])
     if in_place:

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import torch
 
-from models.nn.drop_restore import RANKING_QUERIES, RankingQueries, TokenSet, attention_received, ranking_stride
+from models.nn.drop_restore import (
+    RANKING_QUERIES,
+    RankingQueries,
+    TokenSet,
+    attention_received,
+    gather_queries,
+    gather_tokens,
+    ranking_stride,
+    restore,
+    select,
+)
 from models.nn.subnet import SubnetConfig
 from models.nn.transformer import DynamicBertForQA
 
@@ -45,3 +55,26 @@ def test_a_long_neighbour_does_not_change_which_tokens_a_short_window_keeps(tiny
         together = tiny(ids, mask, types, subnet).start_logits
         alone = tiny(ids[1:, :50], mask[1:, :50], types[1:, :50], subnet).start_logits
     assert (together[1, :50] - alone[0]).abs().max() <= 1e-4
+
+
+def test_a_single_example_takes_the_index_select_path_to_the_same_values_and_positions() -> None:
+    """Batch 1 skips advanced indexing (`select`, `gather_*`, `restore`): a batch of two equal
+    rows, which takes the general path, must give the same slots, positions and vectors."""
+    g = torch.Generator().manual_seed(2)
+    hidden = torch.randn(2, 30, 8, generator=g)
+    hidden[1] = hidden[0]
+    queries = torch.randn(2, 3, 30, 4, generator=g)
+    queries[1] = queries[0]
+    scores = torch.rand(2, 30, generator=g)
+    scores[1] = scores[0]
+    results = []
+    for rows in (slice(0, 1), slice(0, 2)):
+        tokens = TokenSet.full(torch.ones(rows.stop - rows.start, 30, dtype=torch.long))
+        slots, first = select(scores[rows], tokens, [20] * (rows.stop - rows.start))
+        later, second = select(scores[rows, :20] * -1, first, [12] * (rows.stop - rows.start))
+        buffer = hidden[rows].clone()
+        restored = restore(buffer, gather_tokens(hidden[rows], slots)[:, later[0]] * 2, second, in_place=True)
+        results.append((second.positions[0], gather_queries(queries[rows], slots)[0], restored[0]))
+    for alone, batched in zip(*results, strict=True):
+        assert torch.equal(alone, batched)
+    assert not torch.equal(results[0][2], hidden[0])  # the restore wrote something
