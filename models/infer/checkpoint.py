@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from models.data.squad import load_tokenizer
 from models.errors import CheckpointError, InvalidInput, InvalidSubnet
+from models.infer import memory
 from models.infer.compile import compile_layers
 from models.infer.packing import pack_widths
 from models.infer.quantize import Int8Kernel, int8_kernel
@@ -215,6 +216,7 @@ def load(path: Path | str | None = None, compiled: bool = False, int8: bool = Tr
     INT8 copies when `int8`, and with its layer steps compiled when `compiled` (opt-in everywhere:
     `DYNAQA_COMPILE`, `--compiled`). `bf16` casts every weight (and so every activation) to
     bfloat16 and makes no INT8 copies: measured for CPUs with bf16 matmuls, not served."""
+    memory.keep_freed_memory()  # before the first forward: its activations then stay mapped
     root = Path(path) if path is not None else DEFAULT_DIR
     if not root.is_dir():
         raise CheckpointError(f"checkpoint directory {root} does not exist")
