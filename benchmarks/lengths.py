@@ -17,6 +17,7 @@ from typing import Any
 
 from benchmarks.questions import RESULTS, write_report
 from models.data import squad
+from models.errors import InvalidInput
 from models.infer import checkpoint as ckpt
 from models.infer.reader import Reader
 from models.nn.subnet import SubnetConfig, parse_lengths
@@ -104,7 +105,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.axhline(1.0, color="C7", linestyle="--", linewidth=1, label="1 F1")
     ax.axvline(TARGET_SPEEDUP, color="C3", linestyle=":", linewidth=1, label=f"{TARGET_SPEEDUP}x")
     ax.set_xlabel("speed-up over the full model of the same precision (batch 1)")
-    ax.set_ylabel("F1 loss on the report half (unseen articles)")
+    ax.set_ylabel("F1 below the full float model, report half (unseen articles)")
     ax.set_title("Lengths alone: full width and depth")
     ax.grid(True, alpha=0.3)
     ax.legend()
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     for lengths in candidates:
         checkpoint.check(SubnetConfig(lengths=lengths))
     examples = squad.load_squad(args.data)
+    if not heldout.article_halves(examples)[1]:
+        raise InvalidInput(f"{args.data}: the held-out judgement needs at least two articles")
     results = measure(Reader(checkpoint), examples, candidates, args.questions, args.rounds)
     write_report(
         args.out,

@@ -3,10 +3,11 @@
 Why: a 384-token forward allocates and frees activations of 0.5-2.4 MB. Under glibc's defaults,
 blocks that size can come from fresh `mmap`s or from a heap top that `free` trims back to the
 kernel, and then every forward touches new pages: in a process running 384-token forwards back to
-back, thousands of minor page faults per forward (tests/unit/infer/test_memory.py: about 6,000
-with the defaults, under 100 with this). Raising the mmap and trim thresholds once per process keeps
-freed blocks for the next forward, as ONNX Runtime's arena does; the process keeps its high-water
-mark of activation memory (tens of MB at batch 1). `DYNAQA_KEEP_FREED_MEMORY=off` keeps the defaults.
+back, thousands of minor page faults per forward (tests/unit/infer/test_memory.py: 6,000-9,000 with
+the defaults, a few dozen to about a hundred with this). Raising the mmap and trim thresholds once
+per process keeps freed blocks for the next forward, as ONNX Runtime's arena does; the process keeps
+its high-water mark of activation memory (tens of MB at batch 1).
+`DYNAQA_KEEP_FREED_MEMORY=off` keeps the defaults.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def wanted() -> bool:
 @functools.cache
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds (once per process). False where it is turned off or
-    the C library has no `mallopt` (musl, macOS): those keep their allocator's own behaviour."""
+    the C library has no working `mallopt` (musl's refuses, macOS has none): those keep their
+    allocator's own behaviour."""
     if not wanted():
         return False
     try:
@@ -44,6 +46,6 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1 or mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
-        log.warning("mallopt refused the thresholds: freed activations go back to the kernel each forward")
+        log.info("mallopt refused the thresholds (not glibc?): the allocator keeps its own behaviour")
         return False
     return True

@@ -29,14 +29,20 @@ print(json.dumps({"kept": memory.keep_freed_memory(), "faults": faults}))
 
 def probe(**env: str) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE], env={**os.environ, **env}, capture_output=True, text=True, check=True, timeout=300
+        [sys.executable, "-c", PROBE],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt and page-fault counts are glibc/Linux")
 def test_a_warm_384_token_forward_faults_no_pages_back_in() -> None:
-    kept = probe()
-    assert kept["kept"] is True
-    assert kept["faults"] < 100  # glibc's defaults fault thousands of pages per forward here
-    assert probe(DYNAQA_KEEP_FREED_MEMORY="off")["kept"] is False
+    kept, defaults = probe(), probe(DYNAQA_KEEP_FREED_MEMORY="off")
+    assert kept["kept"] is True and defaults["kept"] is False
+    assert kept["faults"] < 1000  # a few dozen here, where glibc's defaults fault 6,000-9,000 a forward
+    if defaults["faults"] >= 1000:  # glibc's defaults re-fault freed blocks on this machine
+        assert kept["faults"] * 10 < defaults["faults"]
