@@ -101,11 +101,6 @@ def select(scores: Tensor, tokens: TokenSet, counts: list[int]) -> tuple[Tensor,
     if not tokens.all_alive:
         scores = scores.masked_fill(~tokens.mask, float("-inf"))
     slots = scores.topk(kept, dim=1).indices  # (batch, kept) best first
-    if tokens.all_alive and len(counts) == 1:
-        # Batch 1, the serving case: no per-example masks, and each index op counts at this size.
-        positions = slots if tokens.untouched else tokens.positions.index_select(1, slots[0])
-        return slots, TokenSet(positions, torch.ones_like(slots, dtype=torch.bool), counts, True)
-    index = (rows(slots.shape[0], slots.device), slots)
     all_alive = tokens.all_alive and all(c == kept for c in counts)
     if all_alive:
         mask = torch.ones_like(slots, dtype=torch.bool)
@@ -113,8 +108,8 @@ def select(scores: Tensor, tokens: TokenSet, counts: list[int]) -> tuple[Tensor,
         rank_ok = (
             torch.arange(kept, device=scores.device)[None, :] < torch.tensor(counts, device=scores.device)[:, None]
         )
-        mask = tokens.mask[index] & rank_ok
-    return slots, TokenSet(tokens.positions[index], mask, counts, all_alive)
+        mask = gather_tokens(tokens.mask, slots) & rank_ok
+    return slots, TokenSet(gather_tokens(tokens.positions, slots), mask, counts, all_alive)
 
 
 def rows(batch: int, device: torch.device) -> Tensor:
@@ -122,11 +117,12 @@ def rows(batch: int, device: torch.device) -> Tensor:
     return torch.arange(batch, device=device)[:, None]
 
 
-def gather_tokens(hidden: Tensor, slots: Tensor) -> Tensor:
-    """hidden (batch, tokens, hidden) -> (batch, kept, hidden) at `slots` (batch, kept)."""
-    if slots.shape[0] == 1:  # one index op instead of advanced indexing's several
-        return hidden.index_select(1, slots[0])
-    return hidden[rows(hidden.shape[0], hidden.device), slots]
+def gather_tokens(values: Tensor, slots: Tensor) -> Tensor:
+    """values (batch, tokens, ...) -> (batch, kept, ...) at `slots` (batch, kept): hidden states,
+    and a token set's positions and mask."""
+    if slots.shape[0] == 1:  # batch 1, the serving case: one index op instead of advanced indexing's several
+        return values.index_select(1, slots[0])
+    return values[rows(values.shape[0], values.device), slots]
 
 
 def gather_queries(queries: Tensor, slots: Tensor) -> Tensor:
