@@ -17,7 +17,7 @@ FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="dynaqa" \
       org.opencontainers.image.description="Extractive QA from one dynamic BERT within each request's latency budget"
 # A C++ compiler (and ninja, which torch's extension builder drives): TorchInductor compiles the model's layer step at start-up (with
-# DYNAQA_COMPILE=true), and the fused INT8 scaling (models/infer/native.py) is built below; without one
+# DYNAQA_COMPILE=true), and the fused kernels (models/infer/native.py) are built below; without one
 # the service still runs, eagerly and slower.
 # hadolint ignore=DL3008
 RUN apt-get update \

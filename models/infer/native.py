@@ -1,19 +1,26 @@
-"""The per-token scaling of the INT8 linear maps, fused in C++ and compiled at first use.
+"""Inference's fused kernels in C++, compiled at first use: the per-token scaling of the INT8
+linear maps, the GELU between the FFN's two INT8 maps, and attention on AVX-512 CPUs.
 
-Why: FBGEMM's INT8 linear takes one activation scale per call, so `FbgemmInt8Linear` divides each
-token by its own max |x| first and multiplies the output back; `OneDnnInt8Linear` quantises each
-token itself and scales the int32 products back. Eagerly that is five to eight tensor ops per map,
-each a pass over memory and a dispatcher trip: on a 2-core AVX2 VM fusing FBGEMM's saved 40-80 us
-per call on a median window (183 tokens), 8-24% of an INT8 map's time (`python -m
-benchmarks.int8_scaling`); on an AVX-512 VNNI CPU oneDNN's eager scaling was a fifth of the INT8
-full model's time. `csrc/int8_rows.cpp` does each side in one pass per row, with the eager
-arithmetic step for step, so results are equal bit for bit and the shipped fronts' F1 does not
-depend on whether the build succeeded.
+Why the scaling: FBGEMM's INT8 linear takes one activation scale per call, so `FbgemmInt8Linear`
+divides each token by its own max |x| first and multiplies the output back; `OneDnnInt8Linear`
+quantises each token itself and scales the int32 products back. Eagerly that is five to eight
+tensor ops per map, each a pass over memory and a dispatcher trip: on a 2-core AVX2 VM fusing
+FBGEMM's saved 40-80 us per call on a median window (183 tokens), 8-24% of an INT8 map's time
+(`python -m benchmarks.int8_scaling`); on an AVX-512 VNNI CPU oneDNN's eager scaling was a fifth
+of the INT8 full model's time. `csrc/int8_rows.cpp` does each side in one pass per row, with the
+eager arithmetic step for step, so those results are equal bit for bit.
 
-The build needs a C++ compiler and ninja and takes about 30 s on 2 cores, once per machine and
+Why the other two: the FFN's GELU'd activations need never exist as a float tensor between two
+INT8 maps (`gelu_quantize_rows`), and torch's fused CPU attention is slow at BERT's small heads
+(`attention`, `csrc/attention.cpp`). Both compute their own erf or exp, so they match torch's ops
+to float rounding, not bit for bit: an INT8 value on a .5 tie may round the other way, and the
+fronts' F1 was re-scored with them (`python -m benchmarks.fused_kernels` times both against torch).
+
+The build needs a C++ compiler and ninja and takes about 40 s on 2 cores, once per machine and
 source (under dynaqa/ in torch's extension folder: `TORCH_EXTENSIONS_DIR`, default
 ~/.cache/torch_extensions); the image builds it at image build time. Without a compiler, or with
-`DYNAQA_NATIVE=off`, the eager ops run instead (a failed build logs one warning).
+`DYNAQA_NATIVE=off`, the eager ops and torch's attention run instead (a failed build logs one
+warning).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import sysconfig
 import time
@@ -36,7 +44,9 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "int8_rows.cpp"
+CSRC = Path(__file__).resolve().parent / "csrc"
+SOURCES = tuple(CSRC / name for name in ("module.cpp", "int8_rows.cpp", "attention.cpp"))
+HEADERS = tuple(CSRC / name for name in ("kernels.h", "fast_math.h"))
 NATIVE_ENV = "DYNAQA_NATIVE"  # "off" runs the eager ops
 # -ffp-contract=off: no fused multiply-add, so the C++ rounds exactly as the eager ops do. No
 # -march: an image built on one x86 machine must run on any; the hot loops carry their own AVX-512
@@ -64,12 +74,12 @@ def _module() -> ModuleType | None:
 
 
 def build_name() -> str:
-    """The module's name: a digest of the source, the flags, torch's version and Python's extension
+    """The module's name: a digest of the sources, the flags, torch's version and Python's extension
     suffix, so a changed source, another torch or another Python gets a build of its own instead of
     a stale (or ABI-foreign) one."""
     key = [" ".join(CFLAGS), torch.__version__, sysconfig.get_config_var("EXT_SUFFIX") or ""]
-    digest = hashlib.sha256(SOURCE.read_bytes() + "|".join(key).encode())
-    return f"dynaqa_int8_rows_{digest.hexdigest()[:12]}"
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in (*SOURCES, *HEADERS)) + "|".join(key).encode())
+    return f"dynaqa_kernels_{digest.hexdigest()[:12]}"
 
 
 def build_folder() -> Path:
@@ -103,15 +113,15 @@ def kernels() -> ModuleType | None:
             folder.mkdir(parents=True, exist_ok=True)
             module = load(
                 name=name,
-                sources=[str(SOURCE)],
+                sources=[str(path) for path in SOURCES],
                 extra_cflags=CFLAGS,
                 extra_ldflags=["-fopenmp"],
                 build_directory=str(folder),
             )
     except Exception as exc:  # noqa: BLE001 - any build or load failure means: run the eager ops
-        log.warning(json.dumps({"event": "native int8 scaling unavailable, running eager", "error": str(exc)[:500]}))
+        log.warning(json.dumps({"event": "native kernels unavailable, running eager", "error": str(exc)[:500]}))
         return None
-    log.info(json.dumps({"event": "native int8 scaling loaded", "seconds": round(time.perf_counter() - began, 1)}))
+    log.info(json.dumps({"event": "native kernels loaded", "seconds": round(time.perf_counter() - began, 1)}))
     return module
 
 
@@ -164,3 +174,45 @@ def dequantize_rows(acc: Tensor, amax: Tensor, scale: Tensor, bias: Tensor) -> T
     ):
         return module.dequantize_rows(acc.contiguous(), amax, scale, bias)
     return acc.float().mul_(amax * (1 / 127)).mul_(scale).add_(bias)
+
+
+@functools.cache
+def attention_runs(head_size: int) -> bool:
+    """Whether `attention` has a kernel for this head size on this CPU (AVX-512; 32 or 64)."""
+    module = kernels()
+    return module is not None and module.fast_attention(head_size)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor | None:
+    """softmax(q k^T / sqrt(head size) + bias) v for inference, as (batch, queries, heads, head
+    size), the layout the output map reads; None where this CPU or head size has no kernel (AVX-512,
+    heads of 32 or 64), the build is off, or TorchInductor traces: the caller runs torch's.
+
+    q (batch, heads, queries, head size), k and v (batch, heads, keys, head size), unit stride in
+    the head size; bias (batch, 1, 1, keys) additive, or None. torch's fused CPU kernel took 1.4-1.7x
+    this one's time at heads of 32 (`python -m benchmarks.fused_kernels`); the two agree within 1e-6."""
+    module = _module()
+    if module is None or q.dtype != torch.float32 or not attention_runs(q.shape[-1]):
+        return None
+    flat = bias.reshape(bias.shape[0], -1) if bias is not None else _NO_BIAS
+    return module.attend(q, k, v, flat, 1 / math.sqrt(q.shape[-1]))
+
+
+_NO_BIAS = torch.empty(0)
+
+
+def gelu_quantize_rows(acc: Tensor, amax: Tensor, scale: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """The FFN's middle: GELU of `dequantize_rows(acc, amax, scale, bias)`, then `quantize_rows`.
+
+    Fused, the (m, n) float activations never leave a row buffer; its GELU computes erf by
+    Abramowitz and Stegun's 7.1.26 (as torch's vectorised erf does, within 1.5e-7), so it matches
+    the eager ops to float rounding rather than bit for bit: a product that lands within that of a
+    .5 step may round to the neighbouring integer."""
+    module = _module()
+    if (
+        module is not None
+        and acc.dtype == torch.int32
+        and all(t.is_contiguous() and t.dtype == torch.float32 for t in (amax, scale, bias))
+    ):
+        return module.gelu_quantize_rows(acc.contiguous(), amax, scale, bias)
+    return quantize_rows(torch.nn.functional.gelu(dequantize_rows(acc, amax, scale, bias)))

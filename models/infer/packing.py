@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from models.infer.quantize import Int8Kernel, Int8Linear, int8_linear
+from models.infer import native
+from models.infer.quantize import Int8Kernel, Int8Linear, OneDnnInt8Linear, int8_linear
 from models.nn.transformer import DynamicBertForQA
 from models.nn.weights import LayerWeights, Projection
 
@@ -25,6 +26,14 @@ class Int8Projection(Projection):
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.int8(x)
+
+    def gelu_into(self, x: Tensor, after: Projection) -> Tensor:
+        """Fused where both maps are oneDNN's: the GELU'd activations go from one map's int32
+        products to the next map's INT8 input in one pass (`native.gelu_quantize_rows`)."""
+        if isinstance(after, Int8Projection) and isinstance(self.int8, OneDnnInt8Linear):
+            if isinstance(after.int8, OneDnnInt8Linear):
+                return self.int8.gelu_into(x, after.int8)
+        return super().gelu_into(x, after)
 
 
 def packed(projection: Projection) -> Projection:
@@ -60,3 +69,4 @@ def pack_widths(
             weights[(width, True)] = [w.map(lambda p: quantized(p, kernel)) for w in weights[(width, False)]]
     model.unpack()
     model.packed = weights
+    model.use_attention_kernel(native.attention)

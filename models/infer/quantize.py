@@ -92,8 +92,19 @@ class OneDnnInt8Linear:
 
     def __call__(self, x: Tensor) -> Tensor:
         quantized, amax = native.quantize_rows(x.reshape(-1, x.shape[-1]))  # fused in C++ where it builds
+        return self._products(quantized, amax, x.shape)
+
+    def gelu_into(self, x: Tensor, after: OneDnnInt8Linear) -> Tensor:
+        """after(GELU(self(x))) with the GELU between the two integer matmuls fused into one pass
+        from this map's int32 products to `after`'s INT8 input (`native.gelu_quantize_rows`)."""
+        quantized, amax = native.quantize_rows(x.reshape(-1, x.shape[-1]))
+        inner = torch._int_mm(quantized, self.weight_t)
+        return after._products(*native.gelu_quantize_rows(inner, amax, self.scale, self.bias), x.shape)
+
+    def _products(self, quantized: Tensor, amax: Tensor, shape: torch.Size) -> Tensor:
+        """The map's float output, shaped as its input `shape` with this map's out features last."""
         y = native.dequantize_rows(torch._int_mm(quantized, self.weight_t), amax, self.scale, self.bias)
-        return y.view(*x.shape[:-1], self.weight_t.shape[1])
+        return y.view(*shape[:-1], self.weight_t.shape[1])
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,11 @@ def key_bias(mask: Tensor, dtype: torch.dtype) -> Tensor | None:
     ]
 
 
+# Inference's attention for (q, k, v, key bias): the context as (batch, queries, heads, head_size),
+# or None where it does not run (torch's fused kernel then does).
+AttentionKernel = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None]
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with its output projection, residual and LayerNorm."""
 
@@ -83,6 +88,7 @@ class SelfAttention(nn.Module):
         self.norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout_p = config.attention_probs_dropout_prob
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.kernel: AttentionKernel | None = None  # inference's, installed by `models.infer.packing`
 
     def sliced(self, heads: int) -> tuple[Projection, Projection]:
         """Differentiable views of the first `heads` heads (qkv fused by concatenation)."""
@@ -124,6 +130,10 @@ class SelfAttention(nn.Module):
         """Context vectors (batch, heads, queries, head_size) for the queries in `q`, over every key."""
         if head_mask is not None:
             return self.mix(self.probabilities(q, k, bias), v)
+        if self.kernel is not None and not torch.is_grad_enabled():
+            context = self.kernel(q, k, v, bias)  # (batch, queries, heads, head_size)
+            if context is not None:
+                return context.transpose(1, 2)
         dropout = self.dropout_p if self.training else 0.0
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
 
@@ -151,8 +161,7 @@ class FeedForward(nn.Module):
         )
 
     def forward(self, x: Tensor, w: LayerWeights) -> Tensor:
-        inner = F.gelu(w.ffn_in(x))  # (batch, tokens, neurons)
-        out = w.ffn_out(inner)
+        out = w.ffn_in.gelu_into(x, w.ffn_out)  # through (batch, tokens, neurons)
         if self.training:
             out = self.dropout(out)
         return self.norm(out + x)
@@ -345,10 +354,16 @@ class DynamicBertForQA(nn.Module):
         return self.encoder.steps is not EAGER_STEPS
 
     def unpack(self) -> None:
-        """Forget the packed copies and the compiled steps (their weights are stale once
-        parameters change)."""
+        """Forget the packed copies, the compiled steps (their weights are stale once parameters
+        change) and inference's attention kernel."""
         self.packed = None
         self.encoder.steps = EAGER_STEPS
+        self.use_attention_kernel(None)
+
+    def use_attention_kernel(self, kernel: AttentionKernel | None) -> None:
+        """Every layer's inference attention: `kernel` where it runs, else torch's fused one."""
+        for layer in self.encoder.layers:
+            layer.attention.kernel = kernel
 
     def train(self, mode: bool = True) -> DynamicBertForQA:
         if mode:

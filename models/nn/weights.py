@@ -28,6 +28,10 @@ class Projection:
     def __call__(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias)
 
+    def gelu_into(self, x: Tensor, after: Projection) -> Tensor:
+        """after(GELU(self(x))): the FFN's inside, one call so an INT8 pair can fuse its middle."""
+        return after(F.gelu(self(x)))
+
 
 @dataclass(frozen=True)
 class LayerWeights:

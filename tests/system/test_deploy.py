@@ -171,7 +171,10 @@ def test_dockerfile_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
     )
     result = subprocess.run([str(env_dir / "bin" / "dynaqa"), "serve", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "DYNAQA_" in result.stdout
-    code = "import models.infer.checkpoint as c, models.infer.native as n; print(c.DEFAULT_DIR, n.SOURCE.is_file())"
+    code = (
+        "import models.infer.checkpoint as c, models.infer.native as n; "
+        "print(c.DEFAULT_DIR, all(p.is_file() for p in n.SOURCES + n.HEADERS))"
+    )
     probe = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
     # The checkpoint ships inside the installed package, and so does the C++ source the image builds.
     assert "site-packages" in probe.stdout and probe.stdout.split()[-1] == "True"

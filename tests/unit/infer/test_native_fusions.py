@@ -1,0 +1,137 @@
+"""Inference's fused kernels that compute what torch's ops do, to float rounding rather than bit for
+bit: the attention kernel (AVX-512, heads of 32 or 64) and the FFN's GELU between two INT8 maps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.infer import native
+from models.infer.packing import pack_widths
+from models.nn.config import ArchConfig
+from models.nn.subnet import SubnetConfig
+from models.nn.transformer import DynamicBertForQA, key_bias
+
+needs_kernel = pytest.mark.skipif(
+    native.kernels() is None or not native.attention_runs(32),
+    reason="no native build or no AVX-512 here: torch's attention runs (test_fallbacks covers it)",
+)
+
+
+def qkv_views(batch: int, tokens: int, heads: int, head_size: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """q, k and v as the model makes them: strided views of one fused projection's output."""
+    g = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(batch, tokens, 3, heads, head_size, generator=g) * 2
+    return tuple(qkv.permute(2, 0, 3, 1, 4))
+
+
+@needs_kernel
+@pytest.mark.parametrize("head_size", [32, 64])
+@pytest.mark.parametrize("tokens", [1, 7, 16, 45, 130])
+def test_attention_matches_torch_with_and_without_padding(head_size: int, tokens: int) -> None:
+    q, k, v = qkv_views(3, tokens, 4, head_size)
+    mask = torch.ones(3, tokens, dtype=torch.bool)
+    mask[1, tokens // 2 + 1 :] = False
+    for bias in (None, key_bias(mask, torch.float32)):
+        with torch.inference_mode():
+            expected = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            context = native.attention(q, k, v, bias)
+        assert context is not None and context.shape == (3, tokens, 4, head_size) and context.is_contiguous()
+        torch.testing.assert_close(context.transpose(1, 2), expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_attention_for_fewer_queries_than_keys() -> None:
+    """A dropping layer's kept queries attend over every key."""
+    q, k, v = qkv_views(2, 50, 12, 32)
+    kept = q[:, :, ::3].contiguous()
+    with torch.inference_mode():
+        context = native.attention(kept, k, v, None)
+        expected = F.scaled_dot_product_attention(kept, k, v)
+    assert context is not None
+    torch.testing.assert_close(context.transpose(1, 2), expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_a_query_attends_the_same_alone_and_padded_in_a_batch() -> None:
+    """Padding keys weigh exactly 0 and every sum runs in fixed lanes: equal, not close, so an
+    answer does not depend on what it was batched with."""
+    q, k, v = qkv_views(2, 70, 12, 32, seed=4)
+    mask = torch.ones(2, 70, dtype=torch.bool)
+    mask[0, 33:] = False
+    with torch.inference_mode():
+        together = native.attention(q, k, v, key_bias(mask, torch.float32))
+        alone = native.attention(q[:1, :, :33], k[:1, :, :33], v[:1, :, :33], None)
+    assert together is not None and alone is not None
+    assert torch.equal(together[0, :33], alone[0])
+
+
+@needs_kernel
+def test_a_packed_model_attends_through_the_kernel_and_answers_as_torch_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = ArchConfig(
+        vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
+    )
+    torch.manual_seed(0)
+    model = DynamicBertForQA(config).eval()
+    ids = torch.randint(1000, 8000, (2, 40))
+    mask = torch.ones(2, 40, dtype=torch.long)
+    mask[1, 25:] = 0
+    types = torch.zeros(2, 40, dtype=torch.long)
+    calls = []
+    counted = native.attention
+    monkeypatch.setattr(native, "attention", lambda *a: calls.append(1) or counted(*a))
+    with torch.inference_mode():
+        expected = model(ids, mask, types)
+        assert not calls  # unpacked: torch's kernel
+        pack_widths(model, (1.0,), int8=False)
+        model(ids, mask, types, SubnetConfig(lengths=(1.0, 0.6)))
+        plain = model(ids, mask, types)
+    assert len(calls) == 4  # two layers, twice; the dropping layer's kept queries too
+    torch.testing.assert_close(plain.start_logits, expected.start_logits, rtol=1e-4, atol=1e-4)
+    model.unpack()
+    assert all(layer.attention.kernel is None for layer in model.encoder.layers)
+
+
+def test_fallbacks() -> None:
+    """Where the kernel does not run, None sends the caller to torch's attention."""
+    q, k, v = qkv_views(1, 9, 2, 16)
+    assert native.attention(q, k, v, None) is None  # heads of 16: no kernel
+    q, k, v = qkv_views(1, 9, 2, 32)
+    with native.eager():
+        assert native.attention(q, k, v, None) is None
+    assert native.attention(q.double(), k.double(), v.double(), None) is None
+
+
+def test_the_fused_gelu_quantises_as_the_eager_ops_to_within_a_rounding_step() -> None:
+    """GELU between the FFN's two INT8 maps, fused into one pass: its erf is within 1.5e-7 of
+    torch's, so a token's INT8 values may differ by one step where a value sits on a .5 tie."""
+    g = torch.Generator().manual_seed(2)
+    acc = torch.randint(-(2**18), 2**18, (64, 1536), generator=g, dtype=torch.int32)
+    amax, scale = torch.rand(64, 1, generator=g) * 8, torch.rand(1536, generator=g) / 2000
+    bias = torch.randn(1536, generator=g)
+    fused, fused_amax = native.gelu_quantize_rows(acc, amax, scale, bias)
+    with native.eager():
+        eager, eager_amax = native.gelu_quantize_rows(acc, amax, scale, bias)
+    steps = (fused.int() - eager.int()).abs()
+    assert fused.dtype == torch.int8 and int(steps.max()) <= 1 and int(steps.sum()) <= fused.numel() // 1000
+    torch.testing.assert_close(fused_amax, eager_amax, rtol=1e-6, atol=0)
+    inner = F.gelu(native.dequantize_rows(acc, amax, scale, bias))
+    torch.testing.assert_close(fused.float() * fused_amax / 127, inner, rtol=0, atol=float(inner.abs().max()) / 127)
+
+
+def test_an_int8_ffn_runs_the_fused_gelu_and_stays_close_to_its_eager_twin() -> None:
+    from models.infer.quantize import int8_linear
+
+    g = torch.Generator().manual_seed(6)
+    first = int8_linear(torch.randn(256, 64, generator=g) * 0.1, torch.randn(256, generator=g) * 0.1, "onednn")
+    second = int8_linear(torch.randn(64, 256, generator=g) * 0.1, torch.randn(64, generator=g) * 0.1, "onednn")
+    x = torch.randn(2, 30, 64, generator=g)
+    with torch.inference_mode():
+        fused = first.gelu_into(x, second)
+        plain = second(F.gelu(first(x)))
+    assert fused.shape == plain.shape == (2, 30, 64)
+    assert (fused - plain).abs().max() <= 0.02 * plain.abs().max()
+    assert math.isfinite(float(fused.sum()))
