@@ -6,7 +6,9 @@ eager scaling and INT8 with the fused one (interleaved rounds, median). Per ques
 model in float and `--subnets` in turns of 10 questions (`timing.Bench.blocked_pass`, as
 `dynaqa search` times its front), each round once with the fused scaling and once eager, the
 order alternating; speed-ups are over the full model timed in the same way. Before timing, every
-configuration's span logits are compared both ways on every question: they must be equal.
+configuration's span logits are compared both ways on every question: they must be equal. The
+other fused kernels (attention, the FFN's GELU) stay off throughout: they are not bit-exact, and
+`benchmarks.fused_kernels` weighs them.
 
 Writes int8_scaling.{md,json} under --out.
 """
@@ -146,16 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     subnets = [ck.resolve(i) for i in args.subnets.split(",")]
     bench = timing.Bench(Reader(ck), squad.load_squad(DEFAULT_EVAL, limit=args.questions))
     tokens = int(statistics.median(n for w in bench.windows for n in w.lengths()))
-    with torch.inference_mode():
+    with torch.inference_mode(), native.without_fusions():
         identical = logits_equal(bench, subnets)
         speedups = per_question(bench, subnets, args.rounds)
+        maps = per_map(ck.model, tokens, args.rounds)
     report = {
         "subnets": [s.id for s in subnets],
         "questions": args.questions,
         "rounds": args.rounds,
         "tokens": tokens,
         "identical": identical,
-        "maps": per_map(ck.model, tokens, args.rounds),
+        "maps": maps,
         "speedups": speedups,
     }
     write_report(args.out, "int8_scaling", report, markdown(report))

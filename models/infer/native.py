@@ -53,6 +53,7 @@ NATIVE_ENV = "DYNAQA_NATIVE"  # "off" runs the eager ops
 # and AVX2 clones, picked when the library loads.
 CFLAGS = ["-O3", "-ffp-contract=off", "-fopenmp"]
 _eager = False  # set by `eager()`
+_unfused = False  # set by `without_fusions()`
 
 
 @contextlib.contextmanager
@@ -64,6 +65,19 @@ def eager() -> Iterator[None]:
         yield
     finally:
         _eager = before
+
+
+@contextlib.contextmanager
+def without_fusions() -> Iterator[None]:
+    """Inside the block attention and the FFN's GELU run as torch's ops, while the INT8 scaling
+    stays fused (it is bit-exact either way): how a benchmark weighs those two, or the scaling
+    alone with equal logits both ways."""
+    global _unfused
+    before, _unfused = _unfused, True
+    try:
+        yield
+    finally:
+        _unfused = before
 
 
 def _module() -> ModuleType | None:
@@ -191,7 +205,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor | 
     q (batch, heads, queries, head size), k and v (batch, heads, keys, head size), unit stride in
     the head size; bias (batch, 1, 1, keys) additive, or None. torch's fused CPU kernel took 1.4-1.7x
     this one's time at heads of 32 (`python -m benchmarks.fused_kernels`); the two agree within 1e-6."""
-    module = _module()
+    module = None if _unfused else _module()
     if module is None or q.dtype != torch.float32 or not attention_runs(q.shape[-1]):
         return None
     flat = bias.reshape(bias.shape[0], -1) if bias is not None else _NO_BIAS
@@ -208,7 +222,7 @@ def gelu_quantize_rows(acc: Tensor, amax: Tensor, scale: Tensor, bias: Tensor) -
     Abramowitz and Stegun's 7.1.26 (as torch's vectorised erf does, within 1.5e-7), so it matches
     the eager ops to float rounding rather than bit for bit: a product that lands within that of a
     .5 step may round to the neighbouring integer."""
-    module = _module()
+    module = None if _unfused else _module()
     if (
         module is not None
         and acc.dtype == torch.int32
