@@ -41,6 +41,13 @@ from models.nn.subnet import SubnetConfig
 from models.nn.transformer import EAGER_STEPS, DynamicBertForQA, dropping_layer
 
 NATIVE_SCALING = "dynaqa::int8_scaling"
+NATIVE_GELU = "dynaqa::ffn_gelu_int8"
+NATIVE_ATTENTION = "dynaqa::attention"
+# The `models.infer.native` functions the profile names, and the name each is recorded under.
+NATIVE_NAMES = {
+    **dict.fromkeys(("scale_rows", "unscale_rows_", "quantize_rows", "dequantize_rows"), NATIVE_SCALING),
+    "gelu_quantize_rows": NATIVE_GELU,
+}
 # Operator name -> kind. Names are torch's own (aten:: and quantized::); an operator not listed is
 # "other". Elementwise ops are shared by INT8's per-token scaling, residuals and masks, so they
 # are one kind: compare a configuration with its float twin to see what INT8 adds.
@@ -60,6 +67,8 @@ KINDS: dict[str, str] = {
     "aten::topk": "token drop and restore",
     "aten::index_select": "embeddings",
     NATIVE_SCALING: "INT8 scaling (fused C++)",
+    NATIVE_GELU: "GELU (fused C++, with its INT8 scaling)",
+    NATIVE_ATTENTION: "attention",
     "aten::embedding": "embeddings",
 }
 ELEMENTWISE = {
@@ -90,32 +99,37 @@ def kind_of(name: str) -> str:
 
 
 @contextlib.contextmanager
-def native_scaling_named() -> Iterator[None]:
-    """The fused C++ INT8 scaling is a pybind call, not a torch operator: the profiler would file it
-    under "outside operators". Named here (and only here, where the profiler's cost is accepted)."""
-    names = ("scale_rows", "unscale_rows_", "quantize_rows", "dequantize_rows")
-    originals = {name: getattr(native, name) for name in names}
+def native_named(model: DynamicBertForQA) -> Iterator[None]:
+    """The fused C++ kernels are pybind calls, not torch operators: the profiler would file them
+    under "outside operators". Named here (and only here, where the profiler's cost is accepted):
+    the INT8 scaling, the FFN's fused GELU, and the attention kernel `model`'s layers run."""
+    originals = {name: getattr(native, name) for name in NATIVE_NAMES}
 
-    def named(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def named(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
         def call(*args: Any) -> Any:
-            with torch.profiler.record_function(NATIVE_SCALING):
+            with torch.profiler.record_function(label):
                 return fn(*args)
 
         return call
 
     for name, fn in originals.items():
-        setattr(native, name, named(fn))
+        setattr(native, name, named(fn, NATIVE_NAMES[name]))
+    kernel = model.encoder.layers[0].attention.kernel
+    if kernel is not None:
+        model.use_attention_kernel(named(kernel, NATIVE_ATTENTION))
     try:
         yield
     finally:
         for name, fn in originals.items():
             setattr(native, name, fn)
+        if kernel is not None:
+            model.use_attention_kernel(kernel)
 
 
 def profile_once(reader: Reader, windows: list[squad.Windows], subnet: SubnetConfig) -> dict[str, float]:
     """Milliseconds per question by kind, one pass over `windows` under the profiler."""
     warm_up(reader, windows, subnet)
-    with native_scaling_named(), profile(activities=[ProfilerActivity.CPU]) as prof:
+    with native_named(reader.checkpoint.model), profile(activities=[ProfilerActivity.CPU]) as prof:
         began = time.perf_counter()
         answer_all(reader, windows, subnet)
         wall = time.perf_counter() - began
