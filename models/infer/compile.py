@@ -18,7 +18,8 @@ from collections.abc import Callable
 import torch
 
 from models.nn import drop_restore
-from models.nn.transformer import EAGER_STEPS, DynamicBertForQA, LayerSteps, key_bias
+from models.nn.layers import key_bias
+from models.nn.transformer import EAGER_STEPS, DynamicBertForQA, LayerSteps
 
 log = logging.getLogger(__name__)
 

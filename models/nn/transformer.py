@@ -1,6 +1,6 @@
-"""The dynamic BERT for extractive QA, read top-down from its smallest part.
+"""The dynamic BERT for extractive QA: the layers of `models.nn.layers`, stacked.
 
-Embeddings -> SelfAttention -> FeedForward -> Layer -> Encoder -> QAHead -> DynamicBertForQA.
+Embeddings -> Encoder (of `Layer`s) -> QAHead, in DynamicBertForQA.
 
 Every forward takes one `SubnetConfig`. Width keeps the first heads and FFN neurons of each layer
 (rewiring has put the most important first), depth keeps DynaBERT's layers, and lengths drop the
@@ -15,19 +15,18 @@ the eager methods of `Layer`, or the compiled ones `models.infer.compile` instal
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.errors import InvalidInput, InvalidSubnet
 from models.nn import drop_restore
 from models.nn.config import ArchConfig
-from models.nn.subnet import SubnetConfig, kept_heads, kept_layers, kept_neurons
-from models.nn.weights import LayerWeights, PackedWeights, Projection
+from models.nn.layers import AttentionKernel, Embeddings, Layer, QAHead, key_bias
+from models.nn.subnet import SubnetConfig, kept_layers
+from models.nn.weights import LayerWeights, PackedWeights
 
 
 @dataclass(frozen=True)
@@ -38,176 +37,6 @@ class QAOutput:
     end_logits: Tensor  # (batch, tokens)
     # Embedding output, then the output of every kept layer, each restored to full length.
     hidden_states: tuple[Tensor, ...] | None = None
-
-
-class Embeddings(nn.Module):
-    """Word + position + segment embeddings, LayerNorm, dropout. Never sliced by width."""
-
-    def __init__(self, config: ArchConfig) -> None:
-        super().__init__()
-        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.segment = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.word(input_ids) + self.position(positions)[None] + self.segment(token_type_ids)
-        return self.dropout(self.norm(x))  # (batch, tokens, hidden)
-
-
-def key_bias(mask: Tensor, dtype: torch.dtype) -> Tensor | None:
-    """(batch, tokens) bool -> (batch, 1, 1, tokens) additive bias: 0 to attend, min to ignore.
-
-    None when every token is real (batch 1, or equal lengths): adding zeros costs a full pass.
-    """
-    if bool(mask.all()):
-        return None
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)[
-        :, None, None, :
-    ]
-
-
-# Inference's attention for (q, k, v, key bias): the context as (batch, queries, heads, head_size),
-# or None where it does not run (torch's fused kernel then does).
-AttentionKernel = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None]
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with its output projection, residual and LayerNorm."""
-
-    def __init__(self, config: ArchConfig) -> None:
-        super().__init__()
-        h = config.hidden_size
-        self.head_size = config.head_size
-        self.query = nn.Linear(h, h)
-        self.key = nn.Linear(h, h)
-        self.value = nn.Linear(h, h)
-        self.output = nn.Linear(h, h)
-        self.norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.dropout_p = config.attention_probs_dropout_prob
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.kernel: AttentionKernel | None = None  # inference's, installed by `models.infer.packing`
-
-    def sliced(self, heads: int) -> tuple[Projection, Projection]:
-        """Differentiable views of the first `heads` heads (qkv fused by concatenation)."""
-        d = heads * self.head_size
-        weight = torch.cat([self.query.weight[:d], self.key.weight[:d], self.value.weight[:d]])
-        bias = torch.cat([self.query.bias[:d], self.key.bias[:d], self.value.bias[:d]])
-        return Projection(weight, bias), Projection(self.output.weight[:, :d], self.output.bias)
-
-    def project(self, x: Tensor, w: LayerWeights) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries, keys, values, each (batch, heads, tokens, head_size), from one fused matmul."""
-        batch, tokens, _ = x.shape
-        qkv = w.qkv(x)  # (batch, tokens, 3 * heads * head_size)
-        qkv = qkv.view(batch, tokens, 3, w.heads, self.head_size).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]
-
-    def probabilities(self, q: Tensor, k: Tensor, bias: Tensor | None) -> Tensor:
-        """Attention probabilities (batch, heads, queries, keys), materialised (ranking, head masks)."""
-        scores = (q * (1.0 / math.sqrt(self.head_size))) @ k.transpose(-1, -2)
-        if bias is not None:
-            scores = scores + bias
-        return scores.softmax(dim=-1)
-
-    def mix(self, probs: Tensor, v: Tensor) -> Tensor:
-        """Context vectors (batch, heads, queries, head_size) from (possibly row-selected) probs."""
-        return F.dropout(probs, self.dropout_p, self.training) @ v
-
-    def finish(self, context: Tensor, residual: Tensor, w: LayerWeights, head_mask: Tensor | None) -> Tensor:
-        """Output projection, residual and LayerNorm for the queries in `context`."""
-        if head_mask is not None:
-            context = context * head_mask[None, :, None, None]
-        batch, _, tokens, _ = context.shape
-        context = context.transpose(1, 2).reshape(batch, tokens, -1)  # (batch, tokens, heads*hs)
-        out = w.out(context)
-        if self.training:  # no module call per map in inference: Python time counts at batch 1
-            out = self.dropout(out)
-        return self.norm(out + residual)
-
-    def context(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, head_mask: Tensor | None) -> Tensor:
-        """Context vectors (batch, heads, queries, head_size) for the queries in `q`, over every key."""
-        if head_mask is not None:
-            return self.mix(self.probabilities(q, k, bias), v)
-        if self.kernel is not None and not torch.is_grad_enabled():
-            context = self.kernel(q, k, v, bias)  # (batch, queries, heads, head_size)
-            if context is not None:
-                return context.transpose(1, 2)
-        dropout = self.dropout_p if self.training else 0.0
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
-
-    def forward(self, x: Tensor, bias: Tensor | None, w: LayerWeights, head_mask: Tensor | None = None) -> Tensor:
-        """x (batch, tokens, hidden); bias (batch, 1, 1, tokens) additive key mask, None if none."""
-        q, k, v = self.project(x, w)
-        return self.finish(self.context(q, k, v, bias, head_mask), x, w, head_mask)
-
-
-class FeedForward(nn.Module):
-    """The position-wise FFN with residual and LayerNorm; width keeps its first neurons."""
-
-    def __init__(self, config: ArchConfig) -> None:
-        super().__init__()
-        self.expand = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.contract = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def sliced(self, neurons: int) -> tuple[Projection, Projection]:
-        """Differentiable views of the first `neurons` neurons."""
-        return (
-            Projection(self.expand.weight[:neurons], self.expand.bias[:neurons]),
-            Projection(self.contract.weight[:, :neurons], self.contract.bias),
-        )
-
-    def forward(self, x: Tensor, w: LayerWeights) -> Tensor:
-        out = w.ffn_in.gelu_into(x, w.ffn_out)  # through (batch, tokens, neurons)
-        if self.training:
-            out = self.dropout(out)
-        return self.norm(out + x)
-
-
-class Layer(nn.Module):
-    """One transformer layer: attention, then (for the tokens kept) the FFN.
-
-    A layer that drops tokens runs in two halves, `attend` and `finish`, around the choice of
-    tokens (which stays eager: it depends on per-example counts); `forward` is the whole layer.
-    """
-
-    def __init__(self, config: ArchConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.attention = SelfAttention(config)
-        self.ffn = FeedForward(config)
-
-    def weights(self, width: float) -> LayerWeights:
-        """Views of this layer's parameters at `width` (the training path)."""
-        heads = kept_heads(self.config.num_attention_heads, width)
-        neurons = kept_neurons(self.config.num_attention_heads, self.config.intermediate_size, width)
-        return LayerWeights(heads, *self.attention.sliced(heads), *self.ffn.sliced(neurons))
-
-    def forward(self, x: Tensor, bias: Tensor | None, w: LayerWeights, head_mask: Tensor | None = None) -> Tensor:
-        """The layer for every token: attention, then the FFN."""
-        return self.ffn(self.attention(x, bias, w, head_mask), w)
-
-    def attend(self, x: Tensor, w: LayerWeights) -> tuple[Tensor, Tensor, Tensor]:
-        """A dropping layer's first step: queries, keys and values (batch, heads, tokens, hs)."""
-        return self.attention.project(x, w)
-
-    def finish(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        bias: Tensor | None,
-        residual: Tensor,
-        w: LayerWeights,
-        head_mask: Tensor | None = None,
-    ) -> Tensor:
-        """A dropping layer's second half, for the kept queries `q` only: their attention over every
-        key (fused), the output projection and the FFN."""
-        context = self.attention.context(q, k, v, bias, head_mask)
-        return self.ffn(self.attention.finish(context, residual, w, head_mask), w)
 
 
 @dataclass(frozen=True)
@@ -322,18 +151,6 @@ class Encoder(nn.Module):
         if not keep_hidden:
             restored = drop_restore.restore(restored, x, tokens, in_place)
         return restored, hidden
-
-
-class QAHead(nn.Module):
-    """Start and end logits from the final hidden states; never sliced."""
-
-    def __init__(self, config: ArchConfig) -> None:
-        super().__init__()
-        self.span = nn.Linear(config.hidden_size, 2)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        logits = self.span(x)  # (batch, tokens, 2)
-        return logits[..., 0].contiguous(), logits[..., 1].contiguous()
 
 
 class DynamicBertForQA(nn.Module):

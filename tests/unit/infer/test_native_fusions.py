@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from models.infer import native
 from models.infer.packing import pack_widths
 from models.nn.config import ArchConfig
+from models.nn.layers import key_bias
 from models.nn.subnet import SubnetConfig
-from models.nn.transformer import DynamicBertForQA, key_bias
+from models.nn.transformer import DynamicBertForQA
 
 needs_kernel = pytest.mark.skipif(
     native.kernels() is None or not native.attention_runs(32),
