@@ -15,15 +15,17 @@ Writes fused_kernels.{md,json} under --out.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import statistics
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.int8_scaling import interleaved
-from benchmarks.questions import int8_parser, write_report
+from benchmarks.questions import int8_parser, interleaved, passes_each_way, write_report
 from models.data import squad
 from models.data.squad import DEFAULT_EVAL
 from models.infer import native
@@ -35,7 +37,11 @@ from models.search import timing
 
 LENGTHS = (128, 384)
 LENGTH_ROUNDS = 7  # at least, for the per-length table: rounds of 10 forwards are short
-WAYS = ("torch", "fused")
+# Each arm and what it runs inside: torch's attention and GELU, or the shipped fused kernels.
+WAYS: dict[str, Callable[[], AbstractContextManager[Any]]] = {
+    "torch": native.without_fusions,
+    "fused": contextlib.nullcontext,
+}
 
 
 def unfused(call: Any) -> Any:
@@ -75,18 +81,7 @@ def logit_gap(bench: timing.Bench, subnets: list[SubnetConfig]) -> float:
 
 def per_question(bench: timing.Bench, subnets: list[SubnetConfig], rounds: int) -> dict[str, dict[str, Any]]:
     """ms per question and speed-up over subnets[0], each way, median of `rounds`."""
-    ms: dict[str, dict[str, list[float]]] = {way: {} for way in WAYS}
-    for subnet in subnets:
-        bench.warm_up(subnet)
-    for r in range(rounds):
-        for way in WAYS if r % 2 == 0 else WAYS[::-1]:
-            if way == "torch":
-                with native.without_fusions():
-                    measured = bench.blocked_pass(subnets)
-            else:
-                measured = bench.blocked_pass(subnets)
-            for s in subnets:
-                ms[way].setdefault(s.id, []).append(measured[s])
+    ms = passes_each_way(bench, subnets, rounds, WAYS)
     medians = {way: {i: statistics.median(v) for i, v in by_id.items()} for way, by_id in ms.items()}
     return {
         way: {i: {"ms": round(m, 2), "speedup": round(medians[way][subnets[0].id] / m, 3)} for i, m in by_id.items()}

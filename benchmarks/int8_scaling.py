@@ -15,8 +15,8 @@ Writes int8_scaling.{md,json} under --out.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.questions import int8_parser, write_report
+from benchmarks.questions import int8_parser, interleaved, passes_each_way, write_report
 from models.data import squad
 from models.data.squad import DEFAULT_EVAL
 from models.infer import native
@@ -34,20 +34,6 @@ from models.nn.subnet import WIDTHS, SubnetConfig
 from models.search import timing
 
 MAPS = ("qkv", "out", "ffn_in", "ffn_out")
-
-
-def interleaved(calls: dict[str, Callable[[], object]], rounds: int, repeats: int = 50) -> dict[str, float]:
-    """Median microseconds per call of each, over `rounds` rounds that each run every call."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for call in calls.values():
-        call()
-    for _ in range(rounds):
-        for name, call in calls.items():
-            began = time.perf_counter()
-            for _ in range(repeats):
-                call()
-            times[name].append(1e6 * (time.perf_counter() - began) / repeats)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def eager(call: Callable[[], object]) -> Callable[[], object]:
@@ -95,19 +81,14 @@ def logits_equal(bench: timing.Bench, subnets: list[SubnetConfig]) -> bool:
 
 def per_question(bench: timing.Bench, subnets: list[SubnetConfig], rounds: int) -> dict[str, dict[str, float]]:
     """Speed-up over subnets[0] of each configuration, fused and eager, median of `rounds`."""
-    speedups: dict[str, dict[str, list[float]]] = {"fused": {}, "eager": {}}
-    for subnet in subnets:
-        bench.warm_up(subnet)
-    for r in range(rounds):
-        for way in ("fused", "eager") if r % 2 == 0 else ("eager", "fused"):
-            if way == "eager":
-                with native.eager():
-                    ms = bench.blocked_pass(subnets)
-            else:
-                ms = bench.blocked_pass(subnets)
-            for s in subnets:
-                speedups[way].setdefault(s.id, []).append(ms[subnets[0]] / ms[s])
-    return {way: {i: round(statistics.median(v), 3) for i, v in by_id.items()} for way, by_id in speedups.items()}
+    ms = passes_each_way(bench, subnets, rounds, {"fused": contextlib.nullcontext, "eager": native.eager})
+    return {
+        way: {
+            s.id: round(statistics.median(f / t for f, t in zip(by_id[subnets[0].id], by_id[s.id], strict=True)), 3)
+            for s in subnets
+        }
+        for way, by_id in ms.items()
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:

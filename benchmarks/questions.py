@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,7 @@ from models.data.squad import DEFAULT_EVAL
 from models.infer.checkpoint import DEFAULT_DIR
 from models.infer.reader import Reader
 from models.nn.subnet import SubnetConfig
-from models.search.timing import WARMUP
+from models.search.timing import WARMUP, Bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -64,3 +68,39 @@ def write_report(out: str | Path, name: str, report: dict[str, Any], text: str) 
     (folder / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
     (folder / f"{name}.md").write_text(text)
     print(text)
+
+
+def interleaved(calls: dict[str, Callable[[], object]], rounds: int, repeats: int = 50) -> dict[str, float]:
+    """Median microseconds per call of each, over `rounds` rounds that each run every call."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        call()
+    for _ in range(rounds):
+        for name, call in calls.items():
+            began = time.perf_counter()
+            for _ in range(repeats):
+                call()
+            times[name].append(1e6 * (time.perf_counter() - began) / repeats)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def passes_each_way(
+    bench: Bench,
+    subnets: list[SubnetConfig],
+    rounds: int,
+    ways: dict[str, Callable[[], AbstractContextManager[Any]]],
+) -> dict[str, dict[str, list[float]]]:
+    """ms per question of every configuration, one blocked pass (as `dynaqa search` times) per way
+    and round, each way inside its context; the ways' order alternates by round so that neither
+    always runs first. Lists by way, then configuration id, one value per round."""
+    ms: dict[str, dict[str, list[float]]] = {way: {s.id: [] for s in subnets} for way in ways}
+    for subnet in subnets:
+        bench.warm_up(subnet)
+    order = list(ways)
+    for r in range(rounds):
+        for way in order if r % 2 == 0 else order[::-1]:
+            with ways[way]():
+                measured = bench.blocked_pass(subnets)
+            for s in subnets:
+                ms[way][s.id].append(measured[s])
+    return ms

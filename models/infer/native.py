@@ -208,7 +208,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor | 
     module = None if _unfused else _module()
     if module is None or q.dtype != torch.float32 or not attention_runs(q.shape[-1]):
         return None
-    flat = bias.reshape(bias.shape[0], -1) if bias is not None else _NO_BIAS
+    flat = bias.reshape(bias.shape[0], -1).contiguous() if bias is not None else _NO_BIAS
     return module.attend(q, k, v, flat, 1 / math.sqrt(q.shape[-1]))
 
 
