@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.questions import int8_parser, interleaved, passes_each_way, write_report
+from benchmarks.questions import interleaved, parser, passes_each_way, write_report
 from models.data import squad
 from models.data.squad import DEFAULT_EVAL
 from models.infer import native
@@ -36,6 +36,7 @@ from models.nn.transformer import DynamicBertForQA
 from models.search import timing
 
 LENGTHS = (128, 384)
+DEFAULT_SUBNETS = "w100d100,w100d100-q8,w75d100-q8,w75d100-v6dabae-q8,w75d100-veeec5a-q8,w50d100-q8"
 LENGTH_ROUNDS = 7  # at least, for the per-length table: rounds of 10 forwards are short
 # Each arm and what it runs inside: torch's attention and GELU, or the shipped fused kernels.
 WAYS: dict[str, Callable[[], AbstractContextManager[Any]]] = {
@@ -122,7 +123,13 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = int8_parser(__doc__)
+    p = parser(
+        __doc__,
+        questions=200,
+        subnets=DEFAULT_SUBNETS,
+        subnets_help="comma-separated ids (any in the profile), the first is the reference (default: the float "
+        "full model and the oneDNN front's points near it)",
+    )
     args = p.parse_args(argv)
     ck = load_checkpoint(args.checkpoint)
     if native.kernels() is None or not native.attention_runs(ck.model.config.head_size):
