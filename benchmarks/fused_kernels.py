@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.questions import interleaved, parser, passes_each_way, write_report
+from benchmarks.questions import interleaved, parser, passes_each_way, within, write_report
 from models.data import squad
 from models.data.squad import DEFAULT_EVAL
 from models.infer import native
@@ -45,14 +45,6 @@ WAYS: dict[str, Callable[[], AbstractContextManager[Any]]] = {
 }
 
 
-def unfused(call: Any) -> Any:
-    def run() -> object:
-        with native.without_fusions():
-            return call()
-
-    return run
-
-
 def per_length(model: DynamicBertForQA, rounds: int) -> list[dict[str, Any]]:
     """ms per forward of the full model, float and INT8, both ways, at each of `LENGTHS` tokens."""
     rows = []
@@ -62,7 +54,7 @@ def per_length(model: DynamicBertForQA, rounds: int) -> list[dict[str, Any]]:
         mask, types = torch.ones_like(ids), torch.zeros_like(ids)
         for subnet in (SubnetConfig(), SubnetConfig(quantized=True)):
             forward = functools.partial(model, ids, mask, types, subnet)
-            us = interleaved({"torch": unfused(forward), "fused": forward}, rounds, repeats=10)
+            us = interleaved({"torch": within(native.without_fusions, forward), "fused": forward}, rounds, repeats=10)
             rows.append({"tokens": tokens, "config": subnet.id, **{k: v / 1000 for k, v in us.items()}})
     return rows
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.questions import int8_parser, interleaved, passes_each_way, write_report
+from benchmarks.questions import int8_parser, interleaved, passes_each_way, within, write_report
 from models.data import squad
 from models.data.squad import DEFAULT_EVAL
 from models.infer import native
@@ -34,14 +33,6 @@ from models.nn.subnet import WIDTHS, SubnetConfig
 from models.search import timing
 
 MAPS = ("qkv", "out", "ffn_in", "ffn_out")
-
-
-def eager(call: Callable[[], object]) -> Callable[[], object]:
-    def run() -> object:
-        with native.eager():
-            return call()
-
-    return run
 
 
 def per_map(model: Any, tokens: int, rounds: int) -> list[dict[str, Any]]:
@@ -58,7 +49,7 @@ def per_map(model: Any, tokens: int, rounds: int) -> list[dict[str, Any]]:
                 us = interleaved(
                     {
                         "float": lambda f=f, x=x: F.linear(x, f.weight, f.bias),
-                        "eager": eager(lambda q=q, x=x: q(x)),
+                        "eager": within(native.eager, lambda q=q, x=x: q(x)),
                         "fused": lambda q=q, x=x: q(x),
                     },
                     rounds,

@@ -84,6 +84,16 @@ def interleaved(calls: dict[str, Callable[[], object]], rounds: int, repeats: in
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def within(context: Callable[[], AbstractContextManager[Any]], call: Callable[[], object]) -> Callable[[], object]:
+    """`call`, run inside a fresh `context()` each time (e.g. `native.eager`)."""
+
+    def run() -> object:
+        with context():
+            return call()
+
+    return run
+
+
 def passes_each_way(
     bench: Bench,
     subnets: list[SubnetConfig],
@@ -94,8 +104,10 @@ def passes_each_way(
     and round, each way inside its context; the ways' order alternates by round so that neither
     always runs first. Lists by way, then configuration id, one value per round."""
     ms: dict[str, dict[str, list[float]]] = {way: {s.id: [] for s in subnets} for way in ways}
-    for subnet in subnets:
-        bench.warm_up(subnet)
+    for context in ways.values():
+        with context():
+            for subnet in subnets:
+                bench.warm_up(subnet)
     order = list(ways)
     for r in range(rounds):
         for way in order if r % 2 == 0 else order[::-1]:

@@ -200,14 +200,18 @@ def attention_runs(head_size: int) -> bool:
 def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor | None:
     """softmax(q k^T / sqrt(head size) + bias) v for inference, as (batch, queries, heads, head
     size), the layout the output map reads; None where this CPU or head size has no kernel (AVX-512,
-    heads of 32 or 64), the build is off, or TorchInductor traces: the caller runs torch's.
+    heads of 32 or 64), the tensors are not float32 on the CPU, the bias is not one row per example,
+    the build is off, or TorchInductor traces: the caller runs torch's.
 
     q (batch, heads, queries, head size), k and v (batch, heads, keys, head size), unit stride in
-    the head size; bias (batch, 1, 1, keys) additive, or None. torch's fused CPU kernel took 1.4-1.7x
-    this one's time at heads of 32 (`python -m benchmarks.fused_kernels`); the two agree within 1e-6."""
+    the head size; bias (batch, 1, 1, keys) additive, or None. Alone, torch's fused CPU kernel took
+    1.4-1.7x this one's time at heads of 32 (docs/journal/fused-kernels.md); in the model, see
+    `python -m benchmarks.fused_kernels`. The two agree within 1e-5 (tested)."""
     module = None if _unfused else _module()
-    if module is None or q.dtype != torch.float32 or not attention_runs(q.shape[-1]):
+    if module is None or q.dtype != torch.float32 or q.device.type != "cpu" or not attention_runs(q.shape[-1]):
         return None
+    if bias is not None and bias.shape != (q.shape[0], 1, 1, k.shape[-2]):
+        return None  # a per-query or per-head mask: torch's kernel takes any broadcastable shape
     flat = bias.reshape(bias.shape[0], -1).contiguous() if bias is not None else _NO_BIAS
     return module.attend(q, k, v, flat, 1 / math.sqrt(q.shape[-1]))
 

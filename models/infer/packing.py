@@ -30,9 +30,9 @@ class Int8Projection(Projection):
     def gelu_into(self, x: Tensor, after: Projection) -> Tensor:
         """Fused where both maps are oneDNN's: the GELU'd activations go from one map's int32
         products to the next map's INT8 input in one pass (`native.gelu_quantize_rows`)."""
-        if isinstance(after, Int8Projection) and isinstance(self.int8, OneDnnInt8Linear):
-            if isinstance(after.int8, OneDnnInt8Linear):
-                return self.int8.gelu_into(x, after.int8)
+        first, second = self.int8, getattr(after, "int8", None)
+        if isinstance(first, OneDnnInt8Linear) and isinstance(second, OneDnnInt8Linear):
+            return first.gelu_into(x, second)
         return super().gelu_into(x, after)
 
 

@@ -110,7 +110,7 @@ class SelfAttention(nn.Module):
         """Context vectors (batch, heads, queries, head_size) for the queries in `q`, over every key."""
         if head_mask is not None:
             return self.mix(self.probabilities(q, k, bias), v)
-        if self.kernel is not None and not torch.is_grad_enabled():
+        if self.kernel is not None and not self.training and not torch.is_grad_enabled():
             context = self.kernel(q, k, v, bias)  # (batch, queries, heads, head_size)
             if context is not None:
                 return context.transpose(1, 2)

@@ -4,11 +4,15 @@ of the articles and its loss read on the other."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from benchmarks import heldout as heldout_cli
 from models.data import squad
 from models.infer import checkpoint as ckpt
+from models.infer import quantize
 from models.infer.reader import Reader
 from models.search import heldout
 from models.search.report import full_split_scores
@@ -71,3 +75,16 @@ def test_the_cli_judges_a_written_report(tiny_checkpoint: Path, tmp_path: Path) 
     text = (tmp_path / "heldout.md").read_text()
     assert text.startswith(f"Speed-ups from `{report}`") and "within 1 F1" in text and "within 3 F1" in text
     assert written["subset_in_select"] is True and "holding the search's subset" in text
+
+
+def test_a_report_is_judged_on_its_own_kernel_unless_one_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy machine's probe can pick the other kernel, whose F1 differs by tenths."""
+    from models.infer.quantize import KERNEL_ENV, int8_kernel
+
+    monkeypatch.delenv(KERNEL_ENV, raising=False)
+    with heldout_cli.report_kernel(quantize.available_kernels()[-1]):
+        assert int8_kernel() in quantize.available_kernels() and os.environ[KERNEL_ENV] == int8_kernel()
+    assert KERNEL_ENV not in os.environ
+    monkeypatch.setenv(KERNEL_ENV, "onednn")
+    with heldout_cli.report_kernel("fbgemm"):
+        assert os.environ[KERNEL_ENV] == "onednn"

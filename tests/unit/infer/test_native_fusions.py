@@ -106,6 +106,7 @@ def test_fallbacks() -> None:
     assert native.attention(q.double(), k.double(), v.double(), None) is None
 
 
+@pytest.mark.skipif(native.kernels() is None, reason="no native build: the eager ops run both ways")
 def test_the_fused_gelu_quantises_as_the_eager_ops_to_within_a_rounding_step() -> None:
     """GELU between the FFN's two INT8 maps, fused into one pass: its erf is within 1.5e-7 of
     torch's, so a token's INT8 values may differ by one step where a value sits on a .5 tie."""

@@ -132,7 +132,7 @@ def test_without_the_native_build_the_eager_ops_run(monkeypatch: pytest.MonkeyPa
 
 def test_the_native_onednn_scaling_answers_as_the_eager_ops_bit_for_bit() -> None:
     """oneDNN's per-token quantisation and the int32 products' scaling back, fused in C++: equal to
-    the eager ops, so an INT8 front's F1 does not depend on the build either."""
+    the eager ops (the GELU and attention kernels are not: test_native_fusions)."""
     if native.kernels() is None:
         pytest.skip("no C++ build here: the eager ops run (the fallback test covers them)")
     g = torch.Generator().manual_seed(5)
