@@ -28,7 +28,7 @@ constexpr int64_t kLanes = 16;
 // e^w for a vector of w <= 0, as exp_nonpositive: 0 below -87, else 2^k times a Taylor polynomial.
 __attribute__((target("avx512f"))) inline __m512 exp_nonpositive16(__m512 w) {
   const __mmask16 vanishes = _mm512_cmp_ps_mask(w, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
-  w = _mm512_max_ps(w, _mm512_set1_ps(-87.0f));
+  w = _mm512_max_ps(_mm512_set1_ps(-87.0f), w);  // this operand order lets a NaN through
   const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(w, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
   __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), w);
   r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.42860682e-6f), r);
@@ -119,6 +119,7 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   }
   const int64_t batch = q.size(0), heads = q.size(1), queries = q.size(2), d = q.size(3), keys = k.size(2);
   TORCH_CHECK(fast_attention(d), "no fast attention for head size ", d, " on this CPU");
+  TORCH_CHECK(q.is_cpu() && k.is_cpu() && v.is_cpu() && bias.is_cpu(), "q, k, v and bias must be on the CPU");
   TORCH_CHECK(k.size(0) == batch && v.size(0) == batch && k.size(1) == heads && v.size(1) == heads &&
                   v.size(2) == keys && k.size(3) == d && v.size(3) == d && keys > 0,
               "q, k and v disagree in shape");

@@ -9,7 +9,9 @@ namespace dynaqa {
 // e^w for w in [-87, 0] (exp(-z^2) below): w = k ln2 + r with |r| <= ln2 / 2, e^r by its Taylor
 // series to r^7 (relative error under 1e-8 there), times 2^k built in the exponent bits.
 inline __attribute__((always_inline)) float exp_nonpositive(float w) {
-  const bool vanishes = w < -87.0f;  // e^-87 is near the smallest normal float: call it 0, as -inf is
+  // e^-87 is near the smallest normal float: call it 0, as -inf is; a NaN too, so no cast below
+  // sees one (the caller's NaN reaches its result through its other factors).
+  const bool vanishes = !(w >= -87.0f);
   w = vanishes ? -87.0f : w;
   const float magic = 12582912.0f;
   const float k = (w * 1.44269504f + magic) - magic;  // round(w / ln 2)

@@ -19,6 +19,7 @@
 #include <vector>
 
 namespace dynaqa {
+namespace {
 
 constexpr int64_t kRowsPerTask = 16;
 
@@ -78,6 +79,70 @@ DYNAQA_CLONES void unscale_row(float* row, int64_t n, float peak, const float* o
   }
 }
 
+DYNAQA_CLONES void dequantize_row(const int32_t* row, int64_t n, float token, const float* columns,
+                                  const float* offsets, float* target) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float scaled = static_cast<float>(row[j]) * token;
+    const float product = scaled * columns[j];
+    target[j] = product + offsets[j];
+  }
+}
+
+// One token: its max |x| into *peak, and round(x * (127 / max|x|)) as int8 into target. A row
+// holding an Inf or NaN gets zeros and a non-finite max, which spoils its own outputs only.
+void quantize_peak_row(const float* row, int64_t k, float* peak, int8_t* target) {
+  *peak = row_peak(row, k);
+  if (std::isfinite(*peak)) {
+    // As the eager `127 / amax` computes it: the reciprocal, then times 127 (two roundings).
+    quantize_row(row, k, (1.0f / *peak) * 127.0f, target);
+  } else {
+    std::fill(target, target + k, int8_t{0});  // an Inf or NaN token: its output is NaN anyway
+  }
+}
+
+// The int32 products of a map (m, n) with the per-token maxes (m, 1) of its input and its per-row
+// weight scales and bias (n each).
+void check_products(const at::Tensor& acc, const at::Tensor& amax, const at::Tensor& scale,
+                    const at::Tensor& bias) {
+  TORCH_CHECK(acc.dim() == 2 && acc.scalar_type() == at::kInt && acc.is_contiguous(),
+              "acc must be 2-D contiguous int32");
+  const int64_t m = acc.size(0), n = acc.size(1);
+  TORCH_CHECK(amax.numel() == m && amax.is_contiguous() && amax.scalar_type() == at::kFloat,
+              "amax must be ", m, " contiguous float32 values");
+  for (const auto* t : {&scale, &bias}) {
+    TORCH_CHECK(t->numel() == n && t->is_contiguous() && t->scalar_type() == at::kFloat,
+                "scale and bias must be ", n, " contiguous float32 values");
+  }
+}
+
+// GELU's exact (erf) form, x / 2 (1 + erf(x / sqrt 2)), with erf from Abramowitz and Stegun's
+// 7.1.26 (absolute error under 1.5e-7, as torch's vectorised erf): well below the INT8 step that
+// follows it.
+inline __attribute__((always_inline)) float gelu(float x) {
+  const float z = x * 0.70710678f;
+  const float a = z < 0.0f ? -z : z;
+  const float t = 1.0f / (1.0f + 0.3275911f * a);
+  float poly = 1.061405429f;
+  poly = poly * t - 1.453152027f;
+  poly = poly * t + 1.421413741f;
+  poly = poly * t - 0.284496736f;
+  poly = poly * t + 0.254829592f;
+  const float tail = poly * t * exp_nonpositive(-(a * a));  // 1 - erf(|z|)
+  const float one_plus_erf = z < 0.0f ? tail : 2.0f - tail;
+  return 0.5f * x * one_plus_erf;
+}
+
+DYNAQA_CLONES void dequantize_gelu_row(const int32_t* row, int64_t n, float token, const float* columns,
+                                       const float* offsets, float* target) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float scaled = static_cast<float>(row[j]) * token;
+    const float product = scaled * columns[j];
+    target[j] = gelu(product + offsets[j]);
+  }
+}
+
+}  // namespace
+
 // rows (m, k) -> (rows / max|row|, max|row| as (m, 1)); a zero row's max is clamped to 1e-12, and
 // a row with a NaN gets a NaN max (and NaN outputs), as the eager ops give.
 std::tuple<at::Tensor, at::Tensor> scale_rows(const at::Tensor& rows) {
@@ -116,27 +181,6 @@ at::Tensor unscale_rows_(at::Tensor y, const at::Tensor& amax, const at::Tensor&
   return y;
 }
 
-DYNAQA_CLONES void dequantize_row(const int32_t* row, int64_t n, float token, const float* columns,
-                                  const float* offsets, float* target) {
-  for (int64_t j = 0; j < n; ++j) {
-    const float scaled = static_cast<float>(row[j]) * token;
-    const float product = scaled * columns[j];
-    target[j] = product + offsets[j];
-  }
-}
-
-// One token: its max |x| into *peak, and round(x * (127 / max|x|)) as int8 into target. A row
-// holding an Inf or NaN gets zeros and a non-finite max, which spoils its own outputs only.
-void quantize_peak_row(const float* row, int64_t k, float* peak, int8_t* target) {
-  *peak = row_peak(row, k);
-  if (std::isfinite(*peak)) {
-    // As the eager `127 / amax` computes it: the reciprocal, then times 127 (two roundings).
-    quantize_row(row, k, (1.0f / *peak) * 127.0f, target);
-  } else {
-    std::fill(target, target + k, int8_t{0});  // an Inf or NaN token: its output is NaN anyway
-  }
-}
-
 // rows (m, k) float -> (round(row * (127 / max|row|)) as int8, max|row| as (m, 1)): oneDNN's
 // per-token quantisation, rounding half to even as torch.round does. A row holding an Inf or NaN
 // gets zeros and a non-finite max, which spoils its own outputs and no other row's.
@@ -152,21 +196,6 @@ std::tuple<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& rows) {
     for (int64_t i = begin; i < end; ++i) quantize_peak_row(in + i * k, k, maxes + i, out + i * k);
   });
   return {quantized, amax};
-}
-
-// The int32 products of a map (m, n) with the per-token maxes (m, 1) of its input and its per-row
-// weight scales and bias (n each).
-void check_products(const at::Tensor& acc, const at::Tensor& amax, const at::Tensor& scale,
-                    const at::Tensor& bias) {
-  TORCH_CHECK(acc.dim() == 2 && acc.scalar_type() == at::kInt && acc.is_contiguous(),
-              "acc must be 2-D contiguous int32");
-  const int64_t m = acc.size(0), n = acc.size(1);
-  TORCH_CHECK(amax.numel() == m && amax.is_contiguous() && amax.scalar_type() == at::kFloat,
-              "amax must be ", m, " contiguous float32 values");
-  for (const auto* t : {&scale, &bias}) {
-    TORCH_CHECK(t->numel() == n && t->is_contiguous() && t->scalar_type() == at::kFloat,
-                "scale and bias must be ", n, " contiguous float32 values");
-  }
 }
 
 // acc (m, n) int32 -> float: acc * (amax[i] * (1 / 127)) * scale[j] + bias[j], in that order.
@@ -185,32 +214,6 @@ at::Tensor dequantize_rows(const at::Tensor& acc, const at::Tensor& amax, const 
     }
   });
   return y;
-}
-
-// GELU's exact (erf) form, x / 2 (1 + erf(x / sqrt 2)), with erf from Abramowitz and Stegun's
-// 7.1.26 (absolute error under 1.5e-7, as torch's vectorised erf): well below the INT8 step that
-// follows it.
-inline __attribute__((always_inline)) float gelu(float x) {
-  const float z = x * 0.70710678f;
-  const float a = z < 0.0f ? -z : z;
-  const float t = 1.0f / (1.0f + 0.3275911f * a);
-  float poly = 1.061405429f;
-  poly = poly * t - 1.453152027f;
-  poly = poly * t + 1.421413741f;
-  poly = poly * t - 0.284496736f;
-  poly = poly * t + 0.254829592f;
-  const float tail = poly * t * exp_nonpositive(-(a * a));  // 1 - erf(|z|)
-  const float one_plus_erf = z < 0.0f ? tail : 2.0f - tail;
-  return 0.5f * x * one_plus_erf;
-}
-
-DYNAQA_CLONES void dequantize_gelu_row(const int32_t* row, int64_t n, float token, const float* columns,
-                                       const float* offsets, float* target) {
-  for (int64_t j = 0; j < n; ++j) {
-    const float scaled = static_cast<float>(row[j]) * token;
-    const float product = scaled * columns[j];
-    target[j] = gelu(product + offsets[j]);
-  }
 }
 
 // The FFN's middle in one pass per row: acc (m, n) int32 products of its first map ->

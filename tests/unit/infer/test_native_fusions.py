@@ -71,6 +71,19 @@ def test_a_query_attends_the_same_alone_and_padded_in_a_batch() -> None:
 
 
 @needs_kernel
+def test_a_nan_spoils_its_own_query_and_no_other() -> None:
+    q, k, v = (t.contiguous() for t in qkv_views(1, 20, 2, 32, seed=5))
+    q[0, 1, 3, 7] = float("nan")
+    with torch.inference_mode():
+        context = native.attention(q, k, v, None)
+        expected = F.scaled_dot_product_attention(q, k, v)
+    assert context is not None and context[0, 3, 1].isnan().all()
+    spoiled = torch.zeros(20, 2, dtype=torch.bool)
+    spoiled[3, 1] = True
+    torch.testing.assert_close(context[0][~spoiled], expected.transpose(1, 2)[0][~spoiled], rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
 def test_a_packed_model_attends_through_the_kernel_and_answers_as_torch_does(monkeypatch: pytest.MonkeyPatch) -> None:
     config = ArchConfig(
         vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
