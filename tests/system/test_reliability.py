@@ -123,9 +123,12 @@ def test_no_admin_or_file_endpoints() -> None:
 
 @pytest.mark.slow
 def test_overload_is_refused_fast_bounded_and_recovers(server: Server) -> None:
-    report = overload.measure(server.url, server.process.pid, factor=10, seconds=30)
+    # 10x, at most 600 requests a second: with the fused kernels the full model's capacity reads up
+    # to 90 req/s, and this test's generator, sharing two cores with the server, then saw its own
+    # requests fail unsent (status 0) in one CI run.
+    report = overload.measure(server.url, server.process.pid, factor=10, seconds=30, max_rps=600)
     assert report["process_alive"]
-    assert set(report["statuses"]) <= {200, 503, 504}, report
+    assert set(report["statuses"]) <= {200, 503, 504}, (report["statuses"], report["client_errors"])
     assert report["statuses"].get(503, 0) > 0
     assert report["refusals_with_retry_after"] == report["statuses"][503]
     assert not report["client_errors"], report
