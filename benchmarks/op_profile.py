@@ -37,12 +37,14 @@ from models.infer.checkpoint import load as load_checkpoint
 from models.infer.quantize import int8_enabled, int8_kernel
 from models.infer.reader import Reader
 from models.nn import drop_restore
+from models.nn.layers import AttentionKernels
 from models.nn.subnet import SubnetConfig
 from models.nn.transformer import EAGER_STEPS, DynamicBertForQA, dropping_layer
 
 NATIVE_SCALING = "dynaqa::int8_scaling"
 NATIVE_GELU = "dynaqa::ffn_gelu_int8"
 NATIVE_ATTENTION = "dynaqa::attention"
+NATIVE_RANKING = "dynaqa::attention_received"
 # The `models.infer.native` functions the profile names, and the name each is recorded under.
 NATIVE_NAMES = {
     **dict.fromkeys(("scale_rows", "unscale_rows_", "quantize_rows", "dequantize_rows"), NATIVE_SCALING),
@@ -69,6 +71,7 @@ KINDS: dict[str, str] = {
     NATIVE_SCALING: "INT8 scaling (fused C++)",
     NATIVE_GELU: "GELU (fused C++, with its INT8 scaling)",
     NATIVE_ATTENTION: "attention",
+    NATIVE_RANKING: "token drop and restore",
     "aten::embedding": "embeddings",
 }
 ELEMENTWISE = {
@@ -102,7 +105,7 @@ def kind_of(name: str) -> str:
 def native_named(model: DynamicBertForQA) -> Iterator[None]:
     """The fused C++ kernels are pybind calls, not torch operators: the profiler would file them
     under "outside operators". Named here (and only here, where the profiler's cost is accepted):
-    the INT8 scaling, the FFN's fused GELU, and the attention kernel `model`'s layers run."""
+    the INT8 scaling, the FFN's fused GELU, and the attention kernels `model`'s layers run."""
     originals = {name: getattr(native, name) for name in NATIVE_NAMES}
 
     def named(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
@@ -114,16 +117,18 @@ def native_named(model: DynamicBertForQA) -> Iterator[None]:
 
     for name, fn in originals.items():
         setattr(native, name, named(fn, NATIVE_NAMES[name]))
-    kernel = model.encoder.layers[0].attention.kernel
-    if kernel is not None:
-        model.use_attention_kernel(named(kernel, NATIVE_ATTENTION))
+    kernels = model.encoder.layers[0].attention.kernels
+    if kernels is not None:
+        model.use_attention_kernels(
+            AttentionKernels(named(kernels.context, NATIVE_ATTENTION), named(kernels.received, NATIVE_RANKING))
+        )
     try:
         yield
     finally:
         for name, fn in originals.items():
             setattr(native, name, fn)
-        if kernel is not None:
-            model.use_attention_kernel(kernel)
+        if kernels is not None:
+            model.use_attention_kernels(kernels)
 
 
 def profile_once(reader: Reader, windows: list[squad.Windows], subnet: SubnetConfig) -> dict[str, float]:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import torch
 
-from models.nn import drop_restore
 from models.nn.layers import key_bias
 from models.nn.transformer import EAGER_STEPS, DynamicBertForQA, LayerSteps
 
@@ -58,9 +57,7 @@ def probe_every_variant(model: DynamicBertForQA, steps: LayerSteps) -> None:
                 x = torch.randn(batch, 7, hidden)
                 steps.whole(layer, x, bias, layers[0])
                 q, k, v = steps.attend(layer, x, layers[0])
-                slots = torch.arange(5).expand(batch, 5)
-                residual = drop_restore.gather_tokens(x, slots)
-                steps.finish(layer, drop_restore.gather_queries(q, slots), k, v, bias, residual, layers[0])
+                steps.finish(layer, x, q, k, v, torch.arange(5).repeat(batch, 1), bias, layers[0])
 
 
 def compile_layers(model: DynamicBertForQA) -> bool:

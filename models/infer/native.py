@@ -1,5 +1,6 @@
 """Inference's fused kernels in C++, compiled at first use: the per-token scaling of the INT8
-linear maps, the GELU between the FFN's two INT8 maps, and attention on AVX-512 CPUs.
+linear maps, the GELU between the FFN's two INT8 maps, and attention (with Drop-and-Restore's
+ranking) on AVX-512 CPUs.
 
 Why the scaling: FBGEMM's INT8 linear takes one activation scale per call, so `FbgemmInt8Linear`
 divides each token by its own max |x| first and multiplies the output back; `OneDnnInt8Linear`
@@ -10,10 +11,12 @@ FBGEMM's saved 40-80 us per call on a median window (183 tokens), 8-24% of an IN
 of the INT8 full model's time. `csrc/int8_rows.cpp` does each side in one pass per row, with the
 eager arithmetic step for step, so those results are equal bit for bit.
 
-Why the other two: the FFN's GELU'd activations need never exist as a float tensor between two
-INT8 maps (`gelu_quantize_rows`), and torch's fused CPU attention is slow at BERT's small heads
-(`attention`, `csrc/attention.cpp`). Both compute their own erf or exp, so they match torch's ops
-to float rounding, not bit for bit: an INT8 value on a .5 tie may round the other way, and the
+Why the others: the FFN's GELU'd activations need never exist as a float tensor between two
+INT8 maps (`gelu_quantize_rows`), torch's fused CPU attention is slow at BERT's small heads
+(`attention`, `csrc/attention.cpp`), and a dropping layer's ranking was five small tensor ops
+(`attention_received`). They compute their own erf or exp, so they match torch's ops
+to float rounding, not bit for bit: an INT8 value on a .5 tie may round the other way (a token
+ranked on a tie at the cut may be kept the other way), and the
 fronts' F1 was re-scored with them (`python -m benchmarks.fused_kernels` times both against torch).
 
 The build needs a C++ compiler and ninja and takes about 40 s on 2 cores, once per machine and
@@ -197,26 +200,53 @@ def attention_runs(head_size: int) -> bool:
     return module is not None and module.fast_attention(head_size)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor | None:
+def _attention_module(q: Tensor, k: Tensor, bias: Tensor | None) -> ModuleType | None:
+    """The compiled module where the attention kernels take these inputs, else None."""
+    module = None if _unfused else _module()
+    if module is None or q.dtype != torch.float32 or q.device.type != "cpu" or not attention_runs(q.shape[-1]):
+        return None
+    if bias is not None and bias.shape != (q.shape[0], 1, 1, k.shape[-2]):
+        return None  # a per-query or per-head mask: torch's kernel takes any broadcastable shape
+    return module
+
+
+def _flat_bias(bias: Tensor | None) -> Tensor:
+    return bias.reshape(bias.shape[0], -1).contiguous() if bias is not None else _NONE
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, slots: Tensor | None = None) -> Tensor | None:
     """softmax(q k^T / sqrt(head size) + bias) v for inference, as (batch, queries, heads, head
     size), the layout the output map reads; None where this CPU or head size has no kernel (AVX-512,
     heads of 32 or 64), the tensors are not float32 on the CPU, the bias is not one row per example,
     the build is off, or TorchInductor traces: the caller runs torch's.
 
     q (batch, heads, queries, head size), k and v (batch, heads, keys, head size), unit stride in
-    the head size; bias (batch, 1, 1, keys) additive, or None. Alone, torch's fused CPU kernel took
-    1.4-1.7x this one's time at heads of 32 (docs/journal/fused-kernels.md); in the model, see
-    `python -m benchmarks.fused_kernels`. The two agree within 1e-5 (tested)."""
-    module = None if _unfused else _module()
-    if module is None or q.dtype != torch.float32 or q.device.type != "cpu" or not attention_runs(q.shape[-1]):
+    the head size; bias (batch, 1, 1, keys) additive, or None; slots (batch, kept) int64: only the
+    queries at those rows attend (a dropping layer's kept tokens, read in place rather than
+    gathered first). Alone, torch's fused CPU kernel took 1.4-1.7x this one's time at heads of 32
+    (docs/journal/fused-kernels.md); in the model, see `python -m benchmarks.fused_kernels`. The two
+    agree within 1e-5 (tested)."""
+    module = _attention_module(q, k, bias)
+    if module is None:
         return None
-    if bias is not None and bias.shape != (q.shape[0], 1, 1, k.shape[-2]):
-        return None  # a per-query or per-head mask: torch's kernel takes any broadcastable shape
-    flat = bias.reshape(bias.shape[0], -1).contiguous() if bias is not None else _NO_BIAS
-    return module.attend(q, k, v, flat, 1 / math.sqrt(q.shape[-1]))
+    picked = slots.contiguous() if slots is not None else _NONE
+    return module.attend(q, k, v, _flat_bias(bias), picked, 1 / math.sqrt(q.shape[-1]))
 
 
-_NO_BIAS = torch.empty(0)
+def attention_received(q: Tensor, k: Tensor, bias: Tensor | None, counted: Tensor | None) -> Tensor | None:
+    """Drop-and-Restore's ranking in one pass: the attention each key receives from the queries `q`
+    (batch, heads, n, head size; a strided view is read in place), summed over heads and over the
+    queries `counted` (batch, n) bool marks (None: all), as (batch, keys). None where `attention`
+    would be None. Eagerly the same sum is five tensor ops and a (batch, heads, n, keys) tensor,
+    about a tenth of a dropping INT8 layer at 180 tokens; it matches them to float rounding."""
+    module = _attention_module(q, k, bias)
+    if module is None:
+        return None
+    flags = counted.contiguous() if counted is not None else _NONE
+    return module.received(q, k, _flat_bias(bias), flags, 1 / math.sqrt(q.shape[-1]))
+
+
+_NONE = torch.empty(0)  # an absent optional tensor, as the C++ takes it
 
 
 def gelu_quantize_rows(acc: Tensor, amax: Tensor, scale: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:

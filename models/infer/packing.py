@@ -13,6 +13,7 @@ from torch import Tensor
 
 from models.infer import native
 from models.infer.quantize import Int8Kernel, Int8Linear, OneDnnInt8Linear, int8_linear
+from models.nn.layers import AttentionKernels
 from models.nn.transformer import DynamicBertForQA
 from models.nn.weights import LayerWeights, Projection
 
@@ -69,4 +70,4 @@ def pack_widths(
             weights[(width, True)] = [w.map(lambda p: quantized(p, kernel)) for w in weights[(width, False)]]
     model.unpack()
     model.packed = weights
-    model.use_attention_kernel(native.attention)
+    model.use_attention_kernels(AttentionKernels(native.attention, native.attention_received))

@@ -3,18 +3,20 @@ Layer, and the QAHead on top. `models.nn.transformer` stacks them into the model
 
 Every part runs at the width its `LayerWeights` carry: views of the shared parameters in training,
 inference's packed copies (`models.infer.packing`) under `torch.inference_mode()`, so a forward
-never copies a slice. Inference may also install its own attention kernel (`AttentionKernel`).
+never copies a slice. Inference may also install its own attention kernels (`AttentionKernels`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.nn import drop_restore
 from models.nn.config import ArchConfig
 from models.nn.subnet import kept_heads, kept_neurons
 from models.nn.weights import LayerWeights, Projection
@@ -49,9 +51,15 @@ def key_bias(mask: Tensor, dtype: torch.dtype) -> Tensor | None:
     ]
 
 
-# Inference's attention for (q, k, v, key bias): the context as (batch, queries, heads, head_size),
-# or None where it does not run (torch's fused kernel then does).
-AttentionKernel = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor | None]
+@dataclass(frozen=True)
+class AttentionKernels:
+    """Inference's own attention, installed by `models.infer.packing`. Each returns None where it
+    does not run, and torch's ops run instead."""
+
+    # (q, k, v, key bias, query slots or None) -> context (batch, queries, heads, head_size)
+    context: Callable[[Tensor, Tensor, Tensor, Tensor | None, Tensor | None], Tensor | None]
+    # (ranking queries, k, key bias, counted queries or None) -> attention each key receives (batch, keys)
+    received: Callable[[Tensor, Tensor, Tensor | None, Tensor | None], Tensor | None]
 
 
 class SelfAttention(nn.Module):
@@ -68,7 +76,7 @@ class SelfAttention(nn.Module):
         self.norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout_p = config.attention_probs_dropout_prob
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.kernel: AttentionKernel | None = None  # inference's, installed by `models.infer.packing`
+        self.kernels: AttentionKernels | None = None  # inference's, installed by `models.infer.packing`
 
     def sliced(self, heads: int) -> tuple[Projection, Projection]:
         """Differentiable views of the first `heads` heads (qkv fused by concatenation)."""
@@ -106,16 +114,43 @@ class SelfAttention(nn.Module):
             out = self.dropout(out)
         return self.norm(out + residual)
 
-    def context(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, head_mask: Tensor | None) -> Tensor:
-        """Context vectors (batch, heads, queries, head_size) for the queries in `q`, over every key."""
-        if head_mask is not None:
-            return self.mix(self.probabilities(q, k, bias), v)
-        if self.kernel is not None and not self.training and not torch.is_grad_enabled():
-            context = self.kernel(q, k, v, bias)  # (batch, queries, heads, head_size)
+    def _kernels(self) -> AttentionKernels | None:
+        """Inference's kernels, where installed and nothing needs autograd or dropout."""
+        return None if self.training or torch.is_grad_enabled() else self.kernels
+
+    def context(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        bias: Tensor | None,
+        head_mask: Tensor | None = None,
+        slots: Tensor | None = None,
+    ) -> Tensor:
+        """Context vectors (batch, heads, queries, head_size) over every key, for the queries in `q`
+        or, given `slots` (batch, kept), for those rows of `q` only."""
+        kernels = self._kernels()
+        if kernels is not None and head_mask is None:
+            context = kernels.context(q, k, v, bias, slots)  # (batch, queries, heads, head_size)
             if context is not None:
                 return context.transpose(1, 2)
+        if slots is not None:
+            q = drop_restore.gather_queries(q, slots)
+        if head_mask is not None:
+            return self.mix(self.probabilities(q, k, bias), v)
         dropout = self.dropout_p if self.training else 0.0
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+
+    def received(self, q: Tensor, k: Tensor, bias: Tensor | None, ranking: drop_restore.RankingQueries) -> Tensor:
+        """Drop-and-Restore's ranking: the attention each key receives (batch, keys) from the
+        ranking queries among `q`, summed over heads."""
+        queries = ranking.pick(q)
+        kernels = self._kernels()
+        if kernels is not None:
+            scores = kernels.received(queries, k, bias, ranking.valid)
+            if scores is not None:
+                return scores
+        return drop_restore.attention_received(self.probabilities(queries, k, bias), ranking)
 
     def forward(self, x: Tensor, bias: Tensor | None, w: LayerWeights, head_mask: Tensor | None = None) -> Tensor:
         """x (batch, tokens, hidden); bias (batch, 1, 1, tokens) additive key mask, None if none."""
@@ -176,17 +211,19 @@ class Layer(nn.Module):
 
     def finish(
         self,
+        x: Tensor,
         q: Tensor,
         k: Tensor,
         v: Tensor,
+        slots: Tensor,
         bias: Tensor | None,
-        residual: Tensor,
         w: LayerWeights,
         head_mask: Tensor | None = None,
     ) -> Tensor:
-        """A dropping layer's second half, for the kept queries `q` only: their attention over every
-        key (fused), the output projection and the FFN."""
-        context = self.attention.context(q, k, v, bias, head_mask)
+        """A dropping layer's second half for the tokens it keeps, at `slots` (batch, kept): their
+        attention over every key, the output projection and the FFN, as (batch, kept, hidden)."""
+        context = self.attention.context(q, k, v, bias, head_mask, slots)
+        residual = drop_restore.gather_tokens(x, slots)
         return self.ffn(self.attention.finish(context, residual, w, head_mask), w)
 
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from models.errors import InvalidInput, InvalidSubnet
 from models.nn import drop_restore
 from models.nn.config import ArchConfig
-from models.nn.layers import AttentionKernel, Embeddings, Layer, QAHead, key_bias
+from models.nn.layers import AttentionKernels, Embeddings, Layer, QAHead, key_bias
 from models.nn.subnet import SubnetConfig, kept_layers
 from models.nn.weights import LayerWeights, PackedWeights
 
@@ -68,11 +68,9 @@ def dropping_layer(
     Only kept queries attend: a dropped token keeps its previous output, its context is unused."""
     layer, w, head_mask = kept_layer
     q, k, v = steps.attend(layer, x, w)
-    ranking = drop_restore.RankingQueries.of(tokens)
-    probs = layer.attention.probabilities(ranking.pick(q), k, bias)  # (batch, heads, ranking queries, tokens)
-    slots, tokens = drop_restore.select(drop_restore.attention_received(probs, ranking), tokens, counts)
-    kept = drop_restore.gather_queries(q, slots)  # (batch, heads, kept, head_size)
-    return steps.finish(layer, kept, k, v, bias, drop_restore.gather_tokens(x, slots), w, head_mask), tokens
+    received = layer.attention.received(q, k, bias, drop_restore.RankingQueries.of(tokens))
+    slots, tokens = drop_restore.select(received, tokens, counts)
+    return steps.finish(layer, x, q, k, v, slots, bias, w, head_mask), tokens
 
 
 class Encoder(nn.Module):
@@ -172,15 +170,15 @@ class DynamicBertForQA(nn.Module):
 
     def unpack(self) -> None:
         """Forget the packed copies, the compiled steps (their weights are stale once parameters
-        change) and inference's attention kernel."""
+        change) and inference's attention kernels."""
         self.packed = None
         self.encoder.steps = EAGER_STEPS
-        self.use_attention_kernel(None)
+        self.use_attention_kernels(None)
 
-    def use_attention_kernel(self, kernel: AttentionKernel | None) -> None:
-        """Every layer's inference attention: `kernel` where it runs, else torch's fused one."""
+    def use_attention_kernels(self, kernels: AttentionKernels | None) -> None:
+        """Every layer's inference attention and ranking: `kernels` where they run, else torch's ops."""
         for layer in self.encoder.layers:
-            layer.attention.kernel = kernel
+            layer.attention.kernels = kernels
 
     def train(self, mode: bool = True) -> DynamicBertForQA:
         if mode:

@@ -40,17 +40,15 @@ __attribute__((target("avx512f"))) inline __m512 exp_nonpositive16(__m512 w) {
   return _mm512_maskz_mul_ps(static_cast<__mmask16>(~vanishes), p, _mm512_castsi512_ps(bits));
 }
 
-// One head's block of up to kRows queries: scores against every key (keys_t is the head's keys
-// transposed, (D, padded), zero past `keys`), softmax, then the probabilities times the values.
-// Keys past `keys` score -inf and weigh exactly 0, and every sum runs over fixed lanes in key
-// order, so a query's context is the same however far its batch was padded.
+// Up to kRows queries of one head (row_q: kRows pointers, spare ones repeating the last) against
+// every key (keys_t is the head's keys transposed, (D, padded), zero past `keys`): row r of
+// `scores` ends as query r's probabilities for r < rows. Keys past `keys` score -inf and weigh
+// exactly 0, and every sum runs over fixed lanes in key order, so a query's probabilities are the
+// same however far its batch was padded.
 template <int64_t D>
-__attribute__((target("avx512f"))) void attend_block(const float* q, int64_t q_stride, int64_t rows,
-                                                     const float* keys_t, const float* v, int64_t v_stride,
-                                                     int64_t keys, int64_t padded, float scale, const float* bias,
-                                                     float* scores, float* out, int64_t out_stride) {
-  const float* row_q[kRows];
-  for (int64_t r = 0; r < kRows; ++r) row_q[r] = q + std::min(r, rows - 1) * q_stride;  // spare rows repeat the last
+__attribute__((target("avx512f"))) void probabilities_block(const float* const* row_q, int64_t rows,
+                                                            const float* keys_t, int64_t keys, int64_t padded,
+                                                            float scale, const float* bias, float* scores) {
   for (int64_t j = 0; j < padded; j += kLanes) {
     __m512 acc[kRows];
     for (int64_t r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
@@ -79,6 +77,12 @@ __attribute__((target("avx512f"))) void attend_block(const float* q, int64_t q_s
     const __m512 inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(total));
     for (int64_t j = 0; j < padded; j += kLanes) _mm512_storeu_ps(row + j, _mm512_mul_ps(_mm512_loadu_ps(row + j), inverse));
   }
+}
+
+// The block's probabilities times the values: row r's context to out + r * out_stride, r < rows.
+template <int64_t D>
+__attribute__((target("avx512f"))) void mix_block(const float* scores, int64_t rows, const float* v, int64_t v_stride,
+                                                  int64_t keys, int64_t padded, float* out, int64_t out_stride) {
   constexpr int64_t kParts = D / kLanes;
   __m512 ctx[kRows][kParts];
   for (int64_t r = 0; r < kRows; ++r) {
@@ -97,6 +101,18 @@ __attribute__((target("avx512f"))) void attend_block(const float* q, int64_t q_s
   }
 }
 
+// The column sums of a block's first `rows` probability rows that `counts` (nullptr: all), added
+// to `totals` (padded) in row order.
+__attribute__((target("avx512f"))) void add_columns(const float* scores, int64_t rows, const bool* counts,
+                                                    int64_t padded, float* totals) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (counts != nullptr && !counts[r]) continue;
+    for (int64_t j = 0; j < padded; j += kLanes) {
+      _mm512_storeu_ps(totals + j, _mm512_add_ps(_mm512_loadu_ps(totals + j), _mm512_loadu_ps(scores + r * padded + j)));
+    }
+  }
+}
+
 #endif  // DYNAQA_AVX512
 
 }  // namespace
@@ -109,46 +125,148 @@ bool fast_attention(int64_t head_size) {
 #endif
 }
 
-// q (batch, heads, queries, d), k and v (batch, heads, keys, d), each with a unit stride in d;
-// bias (batch, keys) additive, or empty. Returns the context as (batch, queries, heads, d).
-at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
-                     double scale) {
-  for (const auto* t : {&q, &k, &v}) {
-    TORCH_CHECK(t->dim() == 4 && t->scalar_type() == at::kFloat && t->stride(3) == 1,
-                "q, k and v must be 4-D float32 with unit stride in the last dimension");
+namespace {
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& bias) {
+  for (const auto* t : {&q, &k}) {
+    TORCH_CHECK(t->dim() == 4 && t->scalar_type() == at::kFloat && t->stride(3) == 1 && t->is_cpu(),
+                "q, k and v must be 4-D float32 on the CPU with unit stride in the last dimension");
   }
-  const int64_t batch = q.size(0), heads = q.size(1), queries = q.size(2), d = q.size(3), keys = k.size(2);
-  TORCH_CHECK(fast_attention(d), "no fast attention for head size ", d, " on this CPU");
-  TORCH_CHECK(q.is_cpu() && k.is_cpu() && v.is_cpu() && bias.is_cpu(), "q, k, v and bias must be on the CPU");
-  TORCH_CHECK(k.size(0) == batch && v.size(0) == batch && k.size(1) == heads && v.size(1) == heads &&
-                  v.size(2) == keys && k.size(3) == d && v.size(3) == d && keys > 0,
-              "q, k and v disagree in shape");
-  const bool biased = bias.numel() > 0;
-  TORCH_CHECK(!biased || (bias.dim() == 2 && bias.size(0) == batch && bias.size(1) == keys && bias.is_contiguous() &&
-                          bias.scalar_type() == at::kFloat),
-              "bias must be (batch, keys) contiguous float32, or empty");
+  TORCH_CHECK(fast_attention(q.size(3)), "no fast attention for head size ", q.size(3), " on this CPU");
+  TORCH_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3) && k.size(2) > 0,
+              "q and k disagree in shape");
+  TORCH_CHECK(bias.numel() == 0 || (bias.dim() == 2 && bias.size(0) == q.size(0) && bias.size(1) == k.size(2) &&
+                                    bias.is_contiguous() && bias.scalar_type() == at::kFloat && bias.is_cpu()),
+              "bias must be (batch, keys) contiguous float32 on the CPU, or empty");
+}
+
+// A per-query argument: (batch, n) of `type` on the CPU, contiguous; or empty.
+void check_per_query(const at::Tensor& t, int64_t batch, at::ScalarType type, const char* name) {
+  TORCH_CHECK(t.numel() == 0 || (t.dim() == 2 && t.size(0) == batch && t.is_contiguous() && t.is_cpu() &&
+                                 t.scalar_type() == type),
+              name, " must be (batch, n) contiguous ", type, " on the CPU, or empty");
+}
+
 #ifdef DYNAQA_AVX512
-  const int64_t padded = (keys + kLanes - 1) / kLanes * kLanes;
-  auto keys_t = at::zeros({batch, heads, d, padded}, q.options());
-  keys_t.narrow(3, 0, keys).copy_(k.transpose(2, 3));
+constexpr int64_t padded_keys(int64_t keys) { return (keys + kLanes - 1) / kLanes * kLanes; }
+
+// Every head's keys as (batch, heads, d, padded), zero past the last key: each score block reads
+// a contiguous row of keys per element of the head.
+at::Tensor transposed_keys(const at::Tensor& k) {
+  auto keys_t = at::zeros({k.size(0), k.size(1), k.size(3), padded_keys(k.size(2))}, k.options());
+  keys_t.narrow(3, 0, k.size(2)).copy_(k.transpose(2, 3));
+  return keys_t;
+}
+
+// Pointers to the block's queries (from `first`, `rows` of them) of head h in example b: row
+// index i of q, or slots[i] where slots is given; spare pointers repeat the last row.
+void block_rows(const at::Tensor& q, int64_t b, int64_t h, const int64_t* slots, int64_t first, int64_t rows,
+                const float** row_q) {
+  const float* head = q.data_ptr<float>() + b * q.stride(0) + h * q.stride(1);
+  for (int64_t r = 0; r < kRows; ++r) {
+    const int64_t i = first + std::min(r, rows - 1);
+    row_q[r] = head + (slots != nullptr ? slots[i] : i) * q.stride(2);
+  }
+}
+
+using ProbabilitiesBlock = void (*)(const float* const*, int64_t, const float*, int64_t, int64_t, float,
+                                    const float*, float*);
+ProbabilitiesBlock probabilities_for(int64_t d) { return d == 32 ? &probabilities_block<32> : &probabilities_block<64>; }
+#endif
+
+}  // namespace
+
+// q (batch, heads, queries, d), k and v (batch, heads, keys, d), each with a unit stride in d;
+// bias (batch, keys) additive, or empty; slots (batch, n) int64, or empty: the queries to attend
+// are q's rows slots[b] (a dropping layer's kept tokens), else all of them. Returns the context as
+// (batch, queries or n, heads, d).
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
+                  const at::Tensor& slots, double scale) {
+  check_inputs(q, k, bias);
+  TORCH_CHECK(v.dim() == 4 && v.scalar_type() == at::kFloat && v.stride(3) == 1 && v.is_cpu() &&
+                  v.sizes() == k.sizes(),
+              "v must be float32 on the CPU, shaped as k, with unit stride in the last dimension");
+  const int64_t batch = q.size(0), heads = q.size(1), d = q.size(3), keys = k.size(2);
+  check_per_query(slots, batch, at::kLong, "slots");
+  const bool picked = slots.numel() > 0;
+  const int64_t queries = picked ? slots.size(1) : q.size(2);
+  const int64_t* sp = picked ? slots.data_ptr<int64_t>() : nullptr;
+  for (int64_t i = 0; i < slots.numel(); ++i) {
+    TORCH_CHECK(sp[i] >= 0 && sp[i] < q.size(2), "slot ", sp[i], " is not a query of ", q.size(2));
+  }
+#ifdef DYNAQA_AVX512
+  const int64_t padded = padded_keys(keys);
+  const auto keys_t = transposed_keys(k);
   auto out = at::empty({batch, queries, heads, d}, q.options());
   const int64_t blocks = (queries + kRows - 1) / kRows;
-  const float* qp = q.data_ptr<float>();
   const float* vp = v.data_ptr<float>();
   const float* kt = keys_t.data_ptr<float>();
-  const float* bp = biased ? bias.data_ptr<float>() : nullptr;
+  const float* bp = bias.numel() > 0 ? bias.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
-  const auto block = d == 32 ? &attend_block<32> : &attend_block<64>;
+  const auto probabilities = probabilities_for(d);
+  const auto mix = d == 32 ? &mix_block<32> : &mix_block<64>;
   at::parallel_for(0, batch * heads * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(kRows * padded);
+    const float* row_q[kRows];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / (heads * blocks), h = task / blocks % heads, first = task % blocks * kRows;
-      block(qp + b * q.stride(0) + h * q.stride(1) + first * q.stride(2), q.stride(2), std::min(kRows, queries - first),
-            kt + (b * heads + h) * d * padded, vp + b * v.stride(0) + h * v.stride(1), v.stride(2), keys, padded,
-            static_cast<float>(scale), biased ? bp + b * keys : nullptr, scores.data(),
-            op + ((b * queries + first) * heads + h) * d, heads * d);
+      const int64_t rows = std::min(kRows, queries - first);
+      block_rows(q, b, h, sp != nullptr ? sp + b * queries : nullptr, first, rows, row_q);
+      probabilities(row_q, rows, kt + (b * heads + h) * d * padded, keys, padded, static_cast<float>(scale),
+                    bp != nullptr ? bp + b * keys : nullptr, scores.data());
+      mix(scores.data(), rows, vp + b * v.stride(0) + h * v.stride(1), v.stride(2), keys, padded,
+          op + ((b * queries + first) * heads + h) * d, heads * d);
     }
   });
+  return out;
+#else
+  return at::Tensor();  // unreachable: fast_attention said no
+#endif
+}
+
+// Drop-and-Restore's ranking: the attention each key receives from the queries q (batch, heads,
+// n, d; any stride but the last), summed over heads and over the queries `counts` (batch, n) bool
+// marks (empty: all). Returns (batch, keys). Each head's sums are kept apart and added in head
+// order at the end, so the result does not depend on how the tasks were scheduled.
+at::Tensor received(const at::Tensor& q, const at::Tensor& k, const at::Tensor& bias, const at::Tensor& counts,
+                    double scale) {
+  check_inputs(q, k, bias);
+  const int64_t batch = q.size(0), heads = q.size(1), queries = q.size(2), d = q.size(3), keys = k.size(2);
+  check_per_query(counts, batch, at::kBool, "counts");
+  TORCH_CHECK(counts.numel() == 0 || counts.size(1) == queries, "counts must have one flag per query");
+#ifdef DYNAQA_AVX512
+  const int64_t padded = padded_keys(keys);
+  const auto keys_t = transposed_keys(k);
+  auto per_head = at::zeros({batch, heads, padded}, q.options());
+  const float* kt = keys_t.data_ptr<float>();
+  const float* bp = bias.numel() > 0 ? bias.data_ptr<float>() : nullptr;
+  const bool* cp = counts.numel() > 0 ? counts.data_ptr<bool>() : nullptr;
+  float* totals = per_head.data_ptr<float>();
+  const auto probabilities = probabilities_for(d);
+  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(kRows * padded);
+    const float* row_q[kRows];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / heads, h = task % heads;
+      for (int64_t first = 0; first < queries; first += kRows) {
+        const int64_t rows = std::min(kRows, queries - first);
+        block_rows(q, b, h, nullptr, first, rows, row_q);
+        probabilities(row_q, rows, kt + task * d * padded, keys, padded, static_cast<float>(scale),
+                      bp != nullptr ? bp + b * keys : nullptr, scores.data());
+        add_columns(scores.data(), rows, cp != nullptr ? cp + b * queries + first : nullptr, padded,
+                    totals + task * padded);
+      }
+    }
+  });
+  auto out = at::empty({batch, keys}, q.options());
+  for (int64_t b = 0; b < batch; ++b) {
+    float* row = out.data_ptr<float>() + b * keys;
+    std::copy_n(totals + b * heads * padded, keys, row);
+    for (int64_t h = 1; h < heads; ++h) {
+      const float* head = totals + (b * heads + h) * padded;
+      for (int64_t j = 0; j < keys; ++j) row[j] += head[j];
+    }
+  }
   return out;
 #else
   return at::Tensor();  // unreachable: fast_attention said no

@@ -20,6 +20,9 @@ std::tuple<at::Tensor, at::Tensor> gelu_quantize_rows(const at::Tensor& acc, con
 // attention.cpp: softmax(q k^T * scale + bias) v for inference, where the CPU has AVX-512.
 bool fast_attention(int64_t head_size);
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias,
-                  double scale);
+                  const at::Tensor& slots, double scale);
+// and Drop-and-Restore's ranking: the attention each key receives from some queries.
+at::Tensor received(const at::Tensor& q, const at::Tensor& k, const at::Tensor& bias, const at::Tensor& counts,
+                    double scale);
 
 }  // namespace dynaqa

@@ -1,5 +1,6 @@
 """Inference's fused kernels that compute what torch's ops do, to float rounding rather than bit for
-bit: the attention kernel (AVX-512, heads of 32 or 64) and the FFN's GELU between two INT8 maps."""
+bit: the attention kernel (AVX-512, heads of 32 or 64), with the kept queries of a dropping layer
+and its ranking, and the FFN's GELU between two INT8 maps."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import torch.nn.functional as F
 
 from models.infer import native
 from models.infer.packing import pack_widths
+from models.nn import drop_restore
 from models.nn.config import ArchConfig
-from models.nn.layers import key_bias
+from models.nn.layers import SelfAttention, key_bias
 from models.nn.subnet import SubnetConfig
 from models.nn.transformer import DynamicBertForQA
 
@@ -54,6 +56,52 @@ def test_attention_for_fewer_queries_than_keys() -> None:
         expected = F.scaled_dot_product_attention(kept, k, v)
     assert context is not None
     torch.testing.assert_close(context.transpose(1, 2), expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_the_kept_queries_attend_in_place_as_if_gathered_first() -> None:
+    """A dropping layer hands the kernel every query and the kept rows, per example."""
+    q, k, v = qkv_views(2, 60, 12, 32, seed=3)
+    slots = torch.stack([torch.randperm(60, generator=torch.Generator().manual_seed(s))[:21] for s in (1, 2)])
+    with torch.inference_mode():
+        in_place = native.attention(q, k, v, None, slots)
+        gathered = native.attention(drop_restore.gather_queries(q, slots).contiguous(), k, v, None)
+    assert in_place is not None and in_place.shape == (2, 21, 12, 32)
+    assert torch.equal(in_place, gathered)
+    with pytest.raises(RuntimeError, match="not a query"):
+        native.attention(q, k, v, None, slots + 60)
+
+
+@needs_kernel
+@pytest.mark.parametrize("tokens", [5, 33, 180])
+def test_the_ranking_kernel_sums_what_the_eager_ranking_sums(tokens: int) -> None:
+    q, k, _ = qkv_views(3, tokens, 12, 32, seed=tokens)
+    mask = torch.ones(3, tokens, dtype=torch.long)
+    mask[1, tokens // 2 + 1 :] = 0
+    tokens_alive = drop_restore.TokenSet.full(mask)
+    ranking = drop_restore.RankingQueries.of(tokens_alive)
+    bias = key_bias(mask.bool(), torch.float32)
+    attention = SelfAttention(ArchConfig(hidden_size=384, num_attention_heads=12)).eval()
+    with torch.inference_mode():
+        eager = attention.received(q, k, bias, ranking)
+        fused = native.attention_received(ranking.pick(q), k, bias, ranking.valid)
+    assert fused is not None and fused.shape == (3, tokens)
+    torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-5)
+    assert (fused[1, tokens // 2 + 1 :] == 0).all()  # padding keys receive nothing
+
+
+@needs_kernel
+def test_a_ranking_is_the_same_alone_and_padded_in_a_batch() -> None:
+    q, k, _ = qkv_views(2, 90, 12, 32, seed=8)
+    mask = torch.ones(2, 90, dtype=torch.bool)
+    mask[1, 41:] = False
+    counted = torch.ones(2, 45, dtype=torch.bool)
+    counted[1, 21:] = False  # example 1's queries at 42, 44, ... are padding
+    with torch.inference_mode():
+        together = native.attention_received(q[:, :, ::2], k, key_bias(mask, torch.float32), counted)
+        alone = native.attention_received(q[1:, :, :41:2], k[1:, :, :41], None, None)
+    assert together is not None and alone is not None
+    assert torch.equal(together[1, :41], alone[0])
 
 
 @needs_kernel
@@ -106,7 +154,7 @@ def test_a_packed_model_attends_through_the_kernel_and_answers_as_torch_does(mon
     assert len(calls) == 4  # two layers, twice; the dropping layer's kept queries too
     torch.testing.assert_close(plain.start_logits, expected.start_logits, rtol=1e-4, atol=1e-4)
     model.unpack()
-    assert all(layer.attention.kernel is None for layer in model.encoder.layers)
+    assert all(layer.attention.kernels is None for layer in model.encoder.layers)
 
 
 def test_fallbacks() -> None:
