@@ -150,12 +150,16 @@ void check_per_query(const at::Tensor& t, int64_t batch, at::ScalarType type, co
 #ifdef DYNAQA_AVX512
 constexpr int64_t padded_keys(int64_t keys) { return (keys + kLanes - 1) / kLanes * kLanes; }
 
-// Every head's keys as (batch, heads, d, padded), zero past the last key: each score block reads
-// a contiguous row of keys per element of the head.
-at::Tensor transposed_keys(const at::Tensor& k) {
-  auto keys_t = at::zeros({k.size(0), k.size(1), k.size(3), padded_keys(k.size(2))}, k.options());
-  keys_t.narrow(3, 0, k.size(2)).copy_(k.transpose(2, 3));
-  return keys_t;
+// Head (b, h)'s keys transposed into keys_t (d, padded), zero past the last key, so a score block
+// reads a contiguous row of keys per element of the head. Each task transposes the head it works
+// on (once per run of tasks on that head): a whole-tensor transposing copy ran on one thread.
+void transpose_keys(const at::Tensor& k, int64_t b, int64_t h, int64_t padded, float* keys_t) {
+  const int64_t keys = k.size(2), d = k.size(3), stride = k.stride(2);
+  const float* head = k.data_ptr<float>() + b * k.stride(0) + h * k.stride(1);
+  for (int64_t j = 0; j < keys; ++j) {
+    for (int64_t c = 0; c < d; ++c) keys_t[c * padded + j] = head[j * stride + c];
+  }
+  for (int64_t c = 0; c < d; ++c) std::fill(keys_t + c * padded + keys, keys_t + (c + 1) * padded, 0.0f);
 }
 
 // Pointers to the block's queries (from `first`, `rows` of them) of head h in example b: row
@@ -196,23 +200,26 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   }
 #ifdef DYNAQA_AVX512
   const int64_t padded = padded_keys(keys);
-  const auto keys_t = transposed_keys(k);
   auto out = at::empty({batch, queries, heads, d}, q.options());
   const int64_t blocks = (queries + kRows - 1) / kRows;
   const float* vp = v.data_ptr<float>();
-  const float* kt = keys_t.data_ptr<float>();
   const float* bp = bias.numel() > 0 ? bias.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
   const auto probabilities = probabilities_for(d);
   const auto mix = d == 32 ? &mix_block<32> : &mix_block<64>;
   at::parallel_for(0, batch * heads * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(kRows * padded);
+    std::vector<float> scores(kRows * padded), keys_t(d * padded);
     const float* row_q[kRows];
+    int64_t transposed = -1;  // the head whose keys are in keys_t
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / (heads * blocks), h = task / blocks % heads, first = task % blocks * kRows;
       const int64_t rows = std::min(kRows, queries - first);
+      if (task / blocks != transposed) {
+        transpose_keys(k, b, h, padded, keys_t.data());
+        transposed = task / blocks;
+      }
       block_rows(q, b, h, sp != nullptr ? sp + b * queries : nullptr, first, rows, row_q);
-      probabilities(row_q, rows, kt + (b * heads + h) * d * padded, keys, padded, static_cast<float>(scale),
+      probabilities(row_q, rows, keys_t.data(), keys, padded, static_cast<float>(scale),
                     bp != nullptr ? bp + b * keys : nullptr, scores.data());
       mix(scores.data(), rows, vp + b * v.stride(0) + h * v.stride(1), v.stride(2), keys, padded,
           op + ((b * queries + first) * heads + h) * d, heads * d);
@@ -236,22 +243,21 @@ at::Tensor received(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   TORCH_CHECK(counts.numel() == 0 || counts.size(1) == queries, "counts must have one flag per query");
 #ifdef DYNAQA_AVX512
   const int64_t padded = padded_keys(keys);
-  const auto keys_t = transposed_keys(k);
   auto per_head = at::zeros({batch, heads, padded}, q.options());
-  const float* kt = keys_t.data_ptr<float>();
   const float* bp = bias.numel() > 0 ? bias.data_ptr<float>() : nullptr;
   const bool* cp = counts.numel() > 0 ? counts.data_ptr<bool>() : nullptr;
   float* totals = per_head.data_ptr<float>();
   const auto probabilities = probabilities_for(d);
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(kRows * padded);
+    std::vector<float> scores(kRows * padded), keys_t(d * padded);
     const float* row_q[kRows];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / heads, h = task % heads;
+      transpose_keys(k, b, h, padded, keys_t.data());
       for (int64_t first = 0; first < queries; first += kRows) {
         const int64_t rows = std::min(kRows, queries - first);
         block_rows(q, b, h, nullptr, first, rows, row_q);
-        probabilities(row_q, rows, kt + task * d * padded, keys, padded, static_cast<float>(scale),
+        probabilities(row_q, rows, keys_t.data(), keys, padded, static_cast<float>(scale),
                       bp != nullptr ? bp + b * keys : nullptr, scores.data());
         add_columns(scores.data(), rows, cp != nullptr ? cp + b * queries + first : nullptr, padded,
                     totals + task * padded);
