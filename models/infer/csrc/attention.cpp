@@ -102,7 +102,8 @@ __attribute__((target("avx512f"))) void mix_block(const float* scores, int64_t r
 }
 
 // The column sums of a block's first `rows` probability rows that `counts` (nullptr: all), added
-// to `totals` (padded) in row order.
+// to `totals` (padded) in row order. An uncounted row is skipped, not weighted by 0: a NaN in a
+// padding query does not spread (the eager sum, a product with the flags, would spread it).
 __attribute__((target("avx512f"))) void add_columns(const float* scores, int64_t rows, const bool* counts,
                                                     int64_t padded, float* totals) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -140,11 +141,13 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& bi
               "bias must be (batch, keys) contiguous float32 on the CPU, or empty");
 }
 
-// A per-query argument: (batch, n) of `type` on the CPU, contiguous; or empty.
-void check_per_query(const at::Tensor& t, int64_t batch, at::ScalarType type, const char* name) {
-  TORCH_CHECK(t.numel() == 0 || (t.dim() == 2 && t.size(0) == batch && t.is_contiguous() && t.is_cpu() &&
-                                 t.scalar_type() == type),
-              name, " must be (batch, n) contiguous ", type, " on the CPU, or empty");
+// A per-query argument: (batch, n) of `type` on the CPU, contiguous; or absent, passed as a 1-D
+// empty tensor. Returns whether it was given (a (batch, 0) one was: it picks no query).
+bool per_query(const at::Tensor& t, int64_t batch, at::ScalarType type, const char* name) {
+  if (t.dim() == 1 && t.numel() == 0) return false;
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == batch && t.is_contiguous() && t.is_cpu() && t.scalar_type() == type,
+              name, " must be (batch, n) contiguous ", type, " on the CPU, or a 1-D empty tensor for none");
+  return true;
 }
 
 #ifdef DYNAQA_AVX512
@@ -191,8 +194,7 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   v.sizes() == k.sizes(),
               "v must be float32 on the CPU, shaped as k, with unit stride in the last dimension");
   const int64_t batch = q.size(0), heads = q.size(1), d = q.size(3), keys = k.size(2);
-  check_per_query(slots, batch, at::kLong, "slots");
-  const bool picked = slots.numel() > 0;
+  const bool picked = per_query(slots, batch, at::kLong, "slots");
   const int64_t queries = picked ? slots.size(1) : q.size(2);
   const int64_t* sp = picked ? slots.data_ptr<int64_t>() : nullptr;
   for (int64_t i = 0; i < slots.numel(); ++i) {
@@ -239,13 +241,13 @@ at::Tensor received(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
                     double scale) {
   check_inputs(q, k, bias);
   const int64_t batch = q.size(0), heads = q.size(1), queries = q.size(2), d = q.size(3), keys = k.size(2);
-  check_per_query(counts, batch, at::kBool, "counts");
-  TORCH_CHECK(counts.numel() == 0 || counts.size(1) == queries, "counts must have one flag per query");
+  const bool counted = per_query(counts, batch, at::kBool, "counts");
+  TORCH_CHECK(!counted || counts.size(1) == queries, "counts must have one flag per query");
 #ifdef DYNAQA_AVX512
   const int64_t padded = padded_keys(keys);
   auto per_head = at::zeros({batch, heads, padded}, q.options());
   const float* bp = bias.numel() > 0 ? bias.data_ptr<float>() : nullptr;
-  const bool* cp = counts.numel() > 0 ? counts.data_ptr<bool>() : nullptr;
+  const bool* cp = counted ? counts.data_ptr<bool>() : nullptr;
   float* totals = per_head.data_ptr<float>();
   const auto probabilities = probabilities_for(d);
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {

@@ -70,6 +70,8 @@ def test_the_kept_queries_attend_in_place_as_if_gathered_first() -> None:
     assert torch.equal(in_place, gathered)
     with pytest.raises(RuntimeError, match="not a query"):
         native.attention(q, k, v, None, slots + 60)
+    none = native.attention(q, k, v, None, slots[:, :0])
+    assert none is not None and none.shape == (2, 0, 12, 32)
 
 
 @needs_kernel
@@ -142,29 +144,39 @@ def test_a_packed_model_attends_through_the_kernel_and_answers_as_torch_does(mon
     mask = torch.ones(2, 40, dtype=torch.long)
     mask[1, 25:] = 0
     types = torch.zeros(2, 40, dtype=torch.long)
-    calls = []
-    counted = native.attention
-    monkeypatch.setattr(native, "attention", lambda *a: calls.append(1) or counted(*a))
+    calls: list[str] = []
+    for name in ("attention", "attention_received"):
+        kernel = getattr(native, name)
+        monkeypatch.setattr(native, name, lambda *a, _n=name, _k=kernel: calls.append(_n) or _k(*a))
+    dropping = SubnetConfig(lengths=(1.0, 0.6))
     with torch.inference_mode():
         expected = model(ids, mask, types)
-        assert not calls  # unpacked: torch's kernel
+        expected_dropping = model(ids, mask, types, dropping)
+        assert not calls  # unpacked: torch's ops
         pack_widths(model, (1.0,), int8=False)
-        model(ids, mask, types, SubnetConfig(lengths=(1.0, 0.6)))
+        fused_dropping = model(ids, mask, types, dropping)
         plain = model(ids, mask, types)
-    assert len(calls) == 4  # two layers, twice; the dropping layer's kept queries too
+    # two layers, twice; the dropping layer's ranking and its kept queries too
+    assert calls == ["attention", "attention_received", "attention", "attention", "attention"]
     torch.testing.assert_close(plain.start_logits, expected.start_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused_dropping.end_logits, expected_dropping.end_logits, rtol=1e-4, atol=1e-4)
     model.unpack()
     assert all(layer.attention.kernels is None for layer in model.encoder.layers)
 
 
 def test_fallbacks() -> None:
-    """Where the kernel does not run, None sends the caller to torch's attention."""
+    """Where the kernels do not run, None sends the caller to torch's attention and ranking ops."""
     q, k, v = qkv_views(1, 9, 2, 16)
     assert native.attention(q, k, v, None) is None  # heads of 16: no kernel
+    assert native.attention_received(q, k, None, None) is None
     q, k, v = qkv_views(1, 9, 2, 32)
     with native.eager():
         assert native.attention(q, k, v, None) is None
+        assert native.attention_received(q, k, None, None) is None
     assert native.attention(q.double(), k.double(), v.double(), None) is None
+    assert native.attention_received(q.double(), k.double(), None, None) is None
+    per_query = torch.zeros(1, 1, 9, 9)
+    assert native.attention(q, k, v, per_query) is None and native.attention_received(q, k, per_query, None) is None
 
 
 @pytest.mark.skipif(native.kernels() is None, reason="no native build: the eager ops run both ways")
