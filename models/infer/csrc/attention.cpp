@@ -131,7 +131,7 @@ namespace {
 void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& bias) {
   for (const auto* t : {&q, &k}) {
     TORCH_CHECK(t->dim() == 4 && t->scalar_type() == at::kFloat && t->stride(3) == 1 && t->is_cpu(),
-                "q, k and v must be 4-D float32 on the CPU with unit stride in the last dimension");
+                "q and k must be 4-D float32 on the CPU with unit stride in the last dimension");
   }
   TORCH_CHECK(fast_attention(q.size(3)), "no fast attention for head size ", q.size(3), " on this CPU");
   TORCH_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3) && k.size(2) > 0,
