@@ -9,14 +9,17 @@ from pathlib import Path
 import torch
 
 
-def hardware_id() -> str:
-    """CPU model, core count, torch version and threads: what latency depends on besides the model."""
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it, else what `platform` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{cpu}|cores={os.cpu_count()}|torch={torch.__version__}|threads={torch.get_num_threads()}"
+    return platform.processor() or platform.machine()
+
+
+def hardware_id() -> str:
+    """CPU model, core count, torch version and threads: what latency depends on besides the model."""
+    return f"{cpu_model()}|cores={os.cpu_count()}|torch={torch.__version__}|threads={torch.get_num_threads()}"

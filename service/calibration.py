@@ -20,7 +20,14 @@ from typing import Any, TypeVar
 import torch
 
 from models.hardware import hardware_id
-from models.infer.quantize import MIN_INT8_SPEEDUP, PROBE_SHAPE, int8_enabled, int8_kernel, int8_speedup
+from models.infer.quantize import (
+    MIN_INT8_SPEEDUP,
+    PROBE_SHAPE,
+    PROBE_THREADS,
+    int8_enabled,
+    int8_kernel,
+    int8_speedup,
+)
 from models.nn.transformer import DynamicBertForQA
 from service.planner import Candidate, LatencyModel, Point
 from service.state import StateStore
@@ -95,9 +102,9 @@ def int8_decision(store: StateStore, cache_dir: Path) -> tuple[dict[str, Any], s
 
     One decision per hardware, not per process: the probe's reading varies between processes of one
     machine, and replicas that decided differently could not share a latency profile. The key holds
-    the threshold and the probe's shape, so changing either probes again.
+    the threshold and the probe's shape and threads, so changing any of them probes again.
     """
-    text = f"{hardware_id()}|min={MIN_INT8_SPEEDUP}|probe={PROBE_SHAPE}"
+    text = f"{hardware_id()}|min={MIN_INT8_SPEEDUP}|probe={PROBE_SHAPE}|threads={PROBE_THREADS}"
     key = "int8-" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def probe() -> dict[str, Any]:

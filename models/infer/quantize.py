@@ -27,12 +27,16 @@ from models.infer import native
 Int8Mode = Literal["auto", "on", "off"]
 Int8Kernel = Literal["onednn", "fbgemm"]
 FBGEMM_WEIGHT_LEVELS = 63  # see FbgemmInt8Linear
-# Below this, INT8 costs F1 for too little. Not higher: FBGEMM on a 2-core AVX2 VM reads 1.16-1.60x
-# (24 fresh processes, `_interleaved_medians`), so at 1.2 replicas of one machine flipped between
-# fronts; CPUs where INT8 does not pay read 0.03x (oneDNN's reference loop).
+# Below this, INT8 costs F1 for too little. Not higher: FBGEMM on a 2-core AVX2 VM read 1.16-1.60x
+# (24 fresh processes, `_interleaved_medians`, two threads: the probe ran on two then), so at 1.2
+# replicas of one machine flipped between fronts; CPUs where INT8 does not pay read 0.03x (oneDNN's
+# reference loop).
 MIN_INT8_SPEEDUP = 1.1
 KERNEL_ENV = "DYNAQA_INT8_KERNEL"  # auto (the probe), onednn or fbgemm
 PROBE_SHAPE = (128, 384, 1536)  # tokens, in, out: a full-width FFN up-projection of a typical window
+# One thread: a kernel's speed per core is what decides, and two threads on a node busy with other
+# work wait for each other's time slices (fresh processes there read 0.67x for a 3x kernel).
+PROBE_THREADS = 1
 
 
 @functools.cache
@@ -171,14 +175,14 @@ def int8_linear(weight: Tensor, bias: Tensor, kernel: Int8Kernel | None = None) 
     return KERNELS[kernel or int8_kernel()](weight, bias)
 
 
-def int8_speedup(threads: int | None = None) -> float:
-    """Float time / INT8 time of one linear map on this CPU, on the kernel `int8_kernel` picks, at
-    `threads` intra-op threads (default: torch's current count). Measured once per count."""
-    speedups = kernel_speedups(threads)
-    return speedups[_pick(speedups)]
+def int8_speedup() -> float:
+    """Float time / INT8 time of one linear map on this CPU, on the kernel `int8_kernel` picks
+    (`kernel_speedups`; measured once per process)."""
+    speedups = kernel_speedups()
+    return speedups[pick_kernel(speedups)]
 
 
-def int8_kernel(threads: int | None = None) -> Int8Kernel:
+def int8_kernel() -> Int8Kernel:
     """The INT8 kernel this CPU runs: `DYNAQA_INT8_KERNEL` where set (to re-score another CPU's
     front here, or to overrule the probe); else oneDNN's where it pays, else FBGEMM where this torch
     has it, else oneDNN (then INT8 is off in `auto`)."""
@@ -187,23 +191,30 @@ def int8_kernel(threads: int | None = None) -> Int8Kernel:
         if forced not in available_kernels():
             raise ValueError(f"{KERNEL_ENV}={forced!r}: this torch runs {list(available_kernels())} (or 'auto')")
         return forced  # type: ignore[return-value]
-    return _pick(kernel_speedups(threads))
+    return pick_kernel(kernel_speedups())
 
 
-def _pick(speedups: dict[Int8Kernel, float]) -> Int8Kernel:
+def pick_kernel(speedups: dict[Int8Kernel, float]) -> Int8Kernel:
+    """The kernel `int8_kernel` takes for these probe readings (`kernel_speedups`)."""
     if speedups["onednn"] >= MIN_INT8_SPEEDUP or "fbgemm" not in speedups:
         return "onednn"
     return "fbgemm"
 
 
-def kernel_speedups(threads: int | None = None) -> dict[Int8Kernel, float]:
-    """Float time / INT8 time of one linear map per available kernel (see `_kernel_speedups`)."""
-    return dict(_kernel_speedups(threads or torch.get_num_threads()))  # a copy: the cache stays as measured
+def kernel_speedups() -> dict[Int8Kernel, float]:
+    """Float time / INT8 time of one linear map per available kernel on one core of this CPU
+    (`PROBE_THREADS`), whatever thread count the process serves with: measured once per process
+    (`measure_speedups`)."""
+    return dict(_kernel_speedups())  # a copy: the cache stays as measured
 
 
 @functools.cache
-def _kernel_speedups(threads: int) -> dict[Int8Kernel, float]:
-    """Float time / INT8 time of one linear map per kernel on this CPU at `threads` threads.
+def _kernel_speedups() -> dict[Int8Kernel, float]:
+    return measure_speedups(PROBE_THREADS)
+
+
+def measure_speedups(threads: int) -> dict[Int8Kernel, float]:
+    """Float time / INT8 time of one linear map per kernel on this CPU at `threads` intra-op threads.
 
     Why measure instead of reading CPU flags: `torch._int_mm` is fast only where oneDNN has an
     integer kernel for the CPU (VNNI, AMX). On an AVX2-only AMD EPYC it ran a
@@ -211,6 +222,12 @@ def _kernel_speedups(threads: int) -> dict[Int8Kernel, float]:
     so a profile measured on a VNNI machine would have steered the service's tightest budgets to
     its slowest configurations. Timed on `PROBE_SHAPE` in interleaved rounds (`_interleaved_medians`);
     well under a second on such a CPU, a few ms elsewhere.
+
+    Why the probe takes one thread: at two threads on a 2-core node kept busy by other work, 6 of 8
+    fresh processes read 0.67x for a kernel that is 3.2x idle, and the first replica's reading is
+    the fleet's decision (`service.calibration`); on one thread the same processes read 2.7-10.8x
+    (`python -m benchmarks.int8_probe`). A parallel map waits for the time slice of its slowest
+    thread; one thread only loses time that float and INT8 lose alike.
     """
     g = torch.Generator().manual_seed(0)
     tokens, d_in, d_out = PROBE_SHAPE
@@ -283,7 +300,7 @@ def available_kernels() -> tuple[Int8Kernel, ...]:
 
 def int8_enabled(mode: Int8Mode) -> bool:
     """Whether to use INT8 configurations: `on` and `off` decide; `auto` asks this CPU
-    (`int8_speedup` at the current thread count, at least `MIN_INT8_SPEEDUP`)."""
+    (`int8_speedup`, at least `MIN_INT8_SPEEDUP`)."""
     if mode == "auto":
         return int8_speedup() >= MIN_INT8_SPEEDUP
     return mode == "on"
