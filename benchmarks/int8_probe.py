@@ -3,11 +3,11 @@
 The first replica of a hardware probes whether INT8 pays and which kernel to run, and the fleet
 keeps its decision (`service.calibration.int8_decision`), so one misreading serves the wrong front
 everywhere. Each reading here is the first probe of a fresh process, as a replica's start-up is
-(`models.infer.quantize.measure_speedups`), at each `--threads` count: idle, then while `--busy`
-processes spin on the CPU (default: one per core, what a node running other pods looks like). Per
-condition and thread count: the spread of each kernel's reading, and how many processes would have
-served INT8, on which kernel. The spinning processes stop when the readings are done (and by
-themselves after `--max-seconds`).
+(`models.infer.quantize.measure_speedups`), at each `--threads` count; each round takes them idle,
+then while `--busy` processes spin on the CPU (default: one per core this process may use, what a
+node running other pods looks like). Per condition and thread count: the spread of each kernel's
+reading, and how many processes would have served INT8, on which kernel. The spinning processes
+are stopped after each round, and stop by themselves when this process goes away.
 
 Writes int8_probe.{md,json} under --out.
 """
@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -27,36 +28,46 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.questions import RESULTS, write_report
+from models.cli.options import positive_int
 from models.hardware import cpu_model
-from models.infer.quantize import MIN_INT8_SPEEDUP, PROBE_SHAPE, PROBE_THREADS, pick_kernel
+from models.infer import native
+from models.infer.quantize import MIN_INT8_SPEEDUP, PROBE_SHAPE, PROBE_THREADS, measure_speedups, served_kernel
 
-READING = (
-    "import json, sys; from models.infer.quantize import measure_speedups as m; print(json.dumps(m(int(sys.argv[1]))))"
-)
-SPIN = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end: pass"
+MODULE = [sys.executable, "-m", "benchmarks.int8_probe"]
+SPIN_UP_S = 0.3  # for the spinning processes to start before a busy reading
+
+
+def spin(seconds: float) -> None:
+    """Keep one core busy for `seconds`, or until the process that started this one is gone."""
+    parent, end = os.getppid(), time.monotonic() + seconds
+    while time.monotonic() < end and os.getppid() == parent:
+        pass
 
 
 def reading(threads: int) -> dict[str, float]:
     """One fresh process's first probe at `threads` threads: float / INT8 time per kernel."""
     done = subprocess.run(
-        [sys.executable, "-c", READING, str(threads)], capture_output=True, text=True, timeout=120, check=True
+        [*MODULE, "--child", str(threads)], stdout=subprocess.PIPE, text=True, timeout=120, check=True
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def readings(threads: list[int], processes: int, busy: int, max_seconds: float) -> list[dict[str, Any]]:
-    """`processes` readings per thread count (alternating counts), with `busy` spinning processes."""
-    spinners = [subprocess.Popen([sys.executable, "-c", SPIN, str(max_seconds)]) for _ in range(busy)]
+def one_round(threads: list[int], busy: int, max_seconds: float) -> list[dict[str, Any]]:
+    """Each thread count's reading idle, then with `busy` spinning processes."""
+    rows = [{"busy": 0, "threads": n, "speedups": reading(n)} for n in threads]
+    spinners: list[subprocess.Popen[bytes]] = []
     try:
-        rows = []
-        for i in tqdm(range(processes * len(threads)), desc=f"{busy} busy", unit="process"):
-            n = threads[i % len(threads)]
+        spinners += [subprocess.Popen([*MODULE, "--spin", str(max_seconds)]) for _ in range(busy)]
+        time.sleep(SPIN_UP_S)
+        for n in threads:
+            if any(s.poll() is not None for s in spinners):
+                raise RuntimeError("a spinning process stopped before its readings were done: raise --max-seconds")
             rows.append({"busy": busy, "threads": n, "speedups": reading(n)})
-        return rows
     finally:
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
+    return rows
 
 
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -65,12 +76,9 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         groups.setdefault((row["busy"], row["threads"]), []).append(row["speedups"])
     out = []
-    for (busy, threads), group in groups.items():
+    for (busy, threads), group in sorted(groups.items()):
         kernels = {k: sorted(s[k] for s in group) for k in group[0]}
-        decisions = Counter(
-            pick_kernel(s) if s[pick_kernel(s)] >= MIN_INT8_SPEEDUP else "float"  # type: ignore[arg-type]
-            for s in group
-        )
+        decisions = Counter(served_kernel(s) or "float" for s in group)  # type: ignore[arg-type]
         out.append({"busy": busy, "threads": threads, "readings": kernels, "serves": dict(decisions)})
     return out
 
@@ -80,9 +88,10 @@ def markdown(groups: list[dict[str, Any]], cpu: str) -> str:
     lines = [
         "# The INT8 probe on an idle and a busy node",
         "",
-        f"{cpu}. Each reading is the first probe of a fresh process (float time / INT8 time of one "
-        f"{'x'.join(map(str, PROBE_SHAPE))} map (tokens x in x out), interleaved medians); a process serves "
-        f"INT8 where its kernel reads at least {MIN_INT8_SPEEDUP}x. The probe runs on {PROBE_THREADS} thread(s).",
+        f"{cpu}. Each reading is the first probe of a fresh process: float time / INT8 time of one "
+        f"{'x'.join(map(str, PROBE_SHAPE))} map (tokens x in x out), fastest of interleaved rounds. A process "
+        f"serves INT8 where its kernel reads at least {MIN_INT8_SPEEDUP}x. The probe itself runs on "
+        f"{PROBE_THREADS} {'thread' if PROBE_THREADS == 1 else 'threads'}.",
         "",
         "| spinning processes | threads | "
         + " | ".join(f"{k}: min / median / max" for k in kernels)
@@ -90,10 +99,7 @@ def markdown(groups: list[dict[str, Any]], cpu: str) -> str:
         "|---:|---:|" + "---|" * len(kernels) + "---|",
     ]
     for g in groups:
-        cells = []
-        for k in kernels:
-            r = g["readings"][k]
-            cells.append(f"{r[0]:.2f} / {statistics.median(r):.2f} / {r[-1]:.2f}")
+        cells = [f"{min(r):.2f} / {statistics.median(r):.2f} / {max(r):.2f}" for r in g["readings"].values()]
         serves = ", ".join(f"{name} {count}" for name, count in sorted(g["serves"].items()))
         lines.append(f"| {g['busy']} | {g['threads']} | " + " | ".join(cells) + f" | {serves} |")
     return "\n".join(lines) + "\n"
@@ -101,26 +107,38 @@ def markdown(groups: list[dict[str, Any]], cpu: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cores = os.cpu_count() or 1
-    p.add_argument("--processes", type=int, default=8, help="fresh processes per condition and thread count (8)")
-    p.add_argument(
-        "--busy", type=int, default=cores, help=f"spinning processes while busy (default: {cores}, one per core)"
-    )
+    cores = len(os.sched_getaffinity(0))
+    p.add_argument("--processes", type=positive_int, default=8, help="rounds: fresh processes per condition and count")
+    p.add_argument("--busy", type=positive_int, default=cores, help=f"spinning processes while busy (default {cores})")
     p.add_argument(
         "--threads",
         default=f"{PROBE_THREADS},{torch.get_num_threads()}",
         help="comma-separated thread counts to probe at (default: the probe's, then torch's default here)",
     )
-    p.add_argument("--max-seconds", type=float, default=600, help="the spinning processes stop by then at the latest")
+    p.add_argument("--max-seconds", type=float, default=120, help="the longest a spinning process runs (120)")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--child", type=positive_int, help=argparse.SUPPRESS)
+    p.add_argument("--spin", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    threads = sorted({int(t) for t in args.threads.split(",")})
-    rows = readings(threads, args.processes, 0, args.max_seconds) + readings(
-        threads, args.processes, args.busy, args.max_seconds
-    )
-    cpu = cpu_model()
+    if args.child is not None:
+        print(json.dumps(measure_speedups(args.child)))
+        return 0
+    if args.spin is not None:
+        spin(args.spin)
+        return 0
+    try:
+        threads = sorted({positive_int(t) for t in args.threads.split(",")})
+    except argparse.ArgumentTypeError as exc:
+        p.error(f"--threads: {exc}")
+    native.kernels()  # built here if it must be, not inside a timed child
+    rows: list[dict[str, Any]] = []
+    for _ in tqdm(range(args.processes), desc="rounds", unit="round"):
+        rows += one_round(threads, args.busy, args.max_seconds)
     groups = summary(rows)
-    write_report(args.out, "int8_probe", {"cpu": cpu, "rows": rows, "groups": groups}, markdown(groups, cpu))
+    cpu = cpu_model()
+    write_report(
+        args.out, "int8_probe", {"cpu": cpu, "busy": args.busy, "rows": rows, "groups": groups}, markdown(groups, cpu)
+    )
     return 0
 
 

@@ -104,7 +104,7 @@ def int8_decision(store: StateStore, cache_dir: Path) -> tuple[dict[str, Any], s
     machine, and replicas that decided differently could not share a latency profile. The key holds
     the threshold and the probe's shape and threads, so changing any of them probes again.
     """
-    text = f"{hardware_id()}|min={MIN_INT8_SPEEDUP}|probe={PROBE_SHAPE}|threads={PROBE_THREADS}"
+    text = f"{hardware_id()}|min={MIN_INT8_SPEEDUP}|probe={PROBE_SHAPE}|probe_threads={PROBE_THREADS}"
     key = "int8-" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def probe() -> dict[str, Any]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from service import calibration
 from service.state import LocalState
 
@@ -17,6 +19,19 @@ def test_the_int8_decision_is_probed_once_then_recorded(tmp_path: Path) -> None:
     assert json.loads(cached.read_text()) == decision
     again, source = calibration.int8_decision(LocalState(), tmp_path)
     assert (again, source) == (decision, "disk")
+
+
+def test_a_decision_recorded_by_another_probe_is_probed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record's key holds what the probe measures with (threshold, shape, thread count): a
+    decision the two-thread probe recorded is not taken by the one-thread probe's replicas."""
+    store = LocalState()
+    decision, _ = calibration.int8_decision(store, tmp_path)
+    for name, other in (("PROBE_THREADS", 2), ("PROBE_SHAPE", (64, 384, 1536)), ("MIN_INT8_SPEEDUP", 1.5)):
+        with monkeypatch.context() as m:
+            m.setattr(calibration, name, other)
+            _, source = calibration.int8_decision(store, tmp_path)
+        assert source == "measured", name
+    assert calibration.int8_decision(store, tmp_path) == (decision, "state:local")
 
 
 def test_fleet_state_overrides_this_process_probe(tmp_path: Path) -> None:
