@@ -57,7 +57,8 @@ def one_round(threads: list[int], busy: int, max_seconds: float) -> list[dict[st
     rows = [{"busy": 0, "threads": n, "speedups": reading(n)} for n in threads]
     spinners: list[subprocess.Popen[bytes]] = []
     try:
-        spinners += [subprocess.Popen([*MODULE, "--spin", str(max_seconds)]) for _ in range(busy)]
+        for _ in range(busy):  # one at a time, so those started before a failing start are stopped too
+            spinners.append(subprocess.Popen([*MODULE, "--spin", str(max_seconds)]))
         time.sleep(SPIN_UP_S)
         for n in threads:
             if any(s.poll() is not None for s in spinners):
